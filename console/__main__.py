@@ -1,0 +1,5 @@
+"""Run bgconsole as ``python -m console``."""
+
+from console.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Headless services of bgconsole: never imports textual, rich or the UI."""

@@ -1,0 +1,737 @@
+"""Configuration: TOML in, frozen dataclasses out; every error names its key path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from console.core.errors import ConfigError
+from console.core.models import Colour
+
+RouterKind = Literal["builtin", "haproxy", "nginx", "command"]
+ROUTER_KINDS: tuple[RouterKind, ...] = ("builtin", "haproxy", "nginx", "command")
+HostKeyPolicy = Literal["strict", "accept-new"]
+VersionKind = Literal["header", "json", "path"]
+
+T = TypeVar("T")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class SshTarget:
+    """Where to SSH: ``user@host:port`` split into its parts."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.host}{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionSource:
+    """Where a host's version comes from: a response header, a JSON field, or a path."""
+
+    kind: VersionKind
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """A host's data locations, the inputs of migrations."""
+
+    sqlite: tuple[str, ...] = ()
+    """SQLite database paths on the host."""
+    redis: str | None = None
+    """Redis URL holding the host's data keys (defaults to the environment's flags Redis)."""
+    redis_keys: tuple[str, ...] = ()
+    """Key patterns (SCAN MATCH syntax) that migrate with the data, e.g. queued jobs."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """One host of an environment."""
+
+    name: str
+    url: str
+    """Base URL of the application on this host."""
+    health_path: str = "/health"
+    expect_status: int = 200
+    version: VersionSource | None = None
+    ssh: SshTarget | None = None
+    identity: str | None = None
+    """Private key file for SSH; None uses the SSH config and agent."""
+    jump: SshTarget | None = None
+    """A jump host (ProxyJump) to reach this host through."""
+    known_hosts: str | None = None
+    """Overrides ``[ssh] known_hosts`` for this host."""
+    logs: dict[str, str] = field(default_factory=dict)
+    """Log name -> shell command that streams it (``tail -F ...``)."""
+    deploy: tuple[str, ...] = ()
+    """Shell steps run in order on the host to deploy; ``{ref}`` is replaced by the ref."""
+    workdir: str | None = None
+    """Directory the log and deploy commands run in."""
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def health_url(self) -> str:
+        """The full URL probed for health."""
+        return self.url.rstrip("/") + self.health_path
+
+
+@dataclass(frozen=True, slots=True)
+class GitDeployConfig:
+    """The classic push-to-deploy pipeline: a bare repository with a post-receive hook."""
+
+    repo: str
+    """Path of the bare repository on each host."""
+    worktree: str
+    """Where the hook checks out the pushed ref."""
+    restart: str = ""
+    """Shell command the hook runs after checkout (in the worktree)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvConfig:
+    """One environment: a colour and its hosts."""
+
+    colour: Colour
+    hosts: tuple[HostConfig, ...]
+    flags_redis: str | None = None
+    """Redis URL the application on this colour reads its flags from."""
+    deploy_timeout: float = 600.0
+    health_timeout: float = 60.0
+    """How long a deploy waits for the environment to turn healthy afterwards."""
+    git: GitDeployConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlagConfig:
+    """A declared feature flag."""
+
+    name: str
+    key: str
+    """The Redis key the application reads."""
+    description: str = ""
+    on: str = "ON"
+    off: str = "OFF"
+    kill_switch: bool = False
+    """A kill switch turns a feature OFF when set ON; shown with a warning style."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The ``[console]`` section."""
+
+    name: str
+    """The application's name; the control plane keys live under ``bg:<name>:``."""
+    theme: str = "bgconsole-dark"
+    log_lines: int = 5000
+    """Lines kept per log pane (older ones are dropped)."""
+    flag_prefix: str = "flag:"
+    """Default key prefix of flags; keys under it that no flag declares show as undeclared."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The ``[control]`` section: the control-plane Redis."""
+
+    redis: str
+    timeout: float = 2.0
+    """Seconds any one control-plane call may take before it counts as unavailable."""
+    events_max: int = 10_000
+    """Events kept in the stream (approximate cap)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """The ``[router]`` section: how traffic is moved between colours."""
+
+    kind: RouterKind
+    listen: str = "127.0.0.1:8080"
+    """builtin: address the agent's reverse proxy listens on."""
+    public_url: str | None = None
+    """The front door clients use; switches verify through it (defaults to listen)."""
+    verify_requests: int = 5
+    confirm_timeout: float = 10.0
+    retry_on_5xx: bool = False
+    """builtin: retry idempotent requests that got a 5xx on the stand-by (opt-in)."""
+    socket: str | None = None
+    """haproxy: runtime API, a unix socket path or ``tcp://host:port``."""
+    backend: str = "app"
+    """haproxy: backend holding one server per host, named ``<colour>`` or ``<colour>-<host>``."""
+    state_file: str | None = None
+    """haproxy: server-state file written after each change so a reload keeps it."""
+    upstream_file: str | None = None
+    """nginx: the include file holding the upstream block."""
+    upstream_name: str = "app"
+    reload_command: str = "nginx -s reload"
+    test_command: str | None = "nginx -t"
+    switch_command: str | None = None
+    """command: shell template run to switch; ``{colour}``, ``{hosts}`` are replaced."""
+    state_command: str | None = None
+    """command: shell command printing the colour the router sends traffic to."""
+    ssh: SshTarget | None = None
+    """haproxy/nginx/command: run the router operations on this host over SSH."""
+
+    @property
+    def front_door(self) -> str:
+        """The URL switch verification requests go to."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"http://{self.listen}"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverConfig:
+    """The ``[failover]`` section: health probing and the automatic failover policy."""
+
+    enabled: bool = True
+    interval: float = 0.5
+    """Seconds between health probes."""
+    timeout: float = 0.4
+    """Seconds one probe may take."""
+    fall: int = 2
+    """Consecutive failed probes before a host counts as down."""
+    rise: int = 2
+    """Consecutive good probes before a down host counts as up again."""
+    min_dwell: float = 30.0
+    """Seconds after any switch before an automatic failover may happen."""
+    failback: bool = False
+    """Fail back automatically when the original colour is healthy again."""
+    history: int = 120
+    """Probes kept per host (for sparklines)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """The ``[agent]`` section: the long-running monitor."""
+
+    heartbeat_interval: float = 1.0
+    leader_lease: float = 5.0
+    """Seconds a leader's lock lasts without renewal; another agent takes over after it."""
+    log_format: Literal["logfmt", "json"] = "logfmt"
+
+
+@dataclass(frozen=True, slots=True)
+class SshSettings:
+    """The ``[ssh]`` section: client behaviour shared by every host."""
+
+    use_config: bool = True
+    """Read ``~/.ssh/config`` the way OpenSSH does."""
+    use_agent: bool = True
+    known_hosts: str = "~/.ssh/known_hosts"
+    host_key_policy: HostKeyPolicy = "strict"
+    """strict: unknown keys are refused; accept-new: unknown keys are learned, changed refused."""
+    connect_timeout: float = 10.0
+    keepalive: float = 15.0
+    command_timeout: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    console: ConsoleSettings
+    control: ControlConfig
+    router: RouterConfig
+    failover: FailoverConfig
+    agent: AgentConfig
+    ssh: SshSettings
+    envs: dict[Colour, EnvConfig]
+    flags: dict[str, FlagConfig]
+    path: Path | None = None
+
+    def env(self, colour: Colour) -> EnvConfig:
+        """The environment of a colour (both always exist)."""
+        return self.envs[colour]
+
+    def all_hosts(self) -> Iterator[tuple[Colour, HostConfig]]:
+        """Every host of both environments, blue first."""
+        for colour in (Colour.BLUE, Colour.GREEN):
+            for host in self.envs[colour].hosts:
+                yield colour, host
+
+
+class _Table:
+    """A TOML table being read: typed getters that name the key path, unknown-key check."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self.data = data
+        self.path = path
+        self.seen: set[str] = set()
+
+    def key_path(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.key_path(key)}: {message}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                raise ConfigError(f"{self.key_path(key)}: missing (required)")
+            return default
+        return self.data[key]
+
+    def typed(self, key: str, kind: type[T], what: str, default: Any = _MISSING) -> T:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value  # type: ignore[no-any-return]
+        # bool is an int subclass; a flag written as 1 is a mistake worth naming.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise self.error(key, f"expected {what}, got {_describe(value)}")
+        return value
+
+    def str(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.typed(key, str, "a string", default)
+        if isinstance(value, str) and not value.strip() and default is _MISSING:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def bool(self, key: str, default: Any = _MISSING) -> Any:
+        return self.typed(key, bool, "true or false", default)
+
+    def int(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+        value = self.typed(key, int, "an integer", default)
+        if minimum is not None and isinstance(value, int) and value < minimum:
+            raise self.error(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def seconds(self, key: str, default: Any = _MISSING, positive: bool = True) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"expected a number of seconds, got {_describe(value)}")
+        if positive and value <= 0:
+            raise self.error(key, f"must be greater than 0, got {value}")
+        if value < 0:
+            raise self.error(key, f"must not be negative, got {value}")
+        return float(value)
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        """A string or a list of strings, as a tuple."""
+        value = self.raw(key, [])
+        if isinstance(value, str):
+            return (value,)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(key, f"expected a string or a list of strings, got {_describe(value)}")
+        return tuple(value)
+
+    def table(self, key: str, required: bool = False) -> _Table | None:
+        value = self.raw(key, _MISSING if required else None)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_describe(value)}")
+        return _Table(value, self.key_path(key))
+
+    def finish(self, also_valid: tuple[str, ...] = ()) -> None:
+        """Reject keys nobody read, suggesting the closest valid one."""
+        valid = sorted(self.seen | set(also_valid))
+        for key in self.data:
+            if key not in self.seen and key not in also_valid:
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise self.error(key, f"unknown key{hint}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return type(value).__name__
+
+
+_SSH_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>\d+))?$")
+
+
+def parse_ssh_target(text: str) -> SshTarget:
+    """Parse ``user@host:port`` (user and port optional; IPv6 in brackets).
+
+    Raises:
+        ValueError: the text is not such a target.
+    """
+    match = _SSH_TARGET.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not an SSH target (expected user@host or user@host:port)")
+    port = int(match["port"]) if match["port"] else None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return SshTarget(host=match["host"].strip("[]"), user=match["user"], port=port)
+
+
+def _http_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
+    url = table.str(key, default)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise table.error(key, f"not an http(s) URL: {url!r}")
+    return url
+
+
+def _redis_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
+    url = table.str(key, default)
+    if url is None:
+        return None
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise table.error(key, f"not a redis://, rediss:// or unix:// URL: {_redact(url)!r}")
+    return url
+
+
+def _redact(url: str) -> str:
+    """A URL with its password hidden, safe for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+redact_url = _redact
+
+
+def _ssh(table: _Table, key: str) -> SshTarget | None:
+    text = table.str(key, None)
+    if text is None:
+        return None
+    try:
+        return parse_ssh_target(text)
+    except ValueError as e:
+        raise table.error(key, str(e)) from None
+
+
+def _version(table: _Table) -> VersionSource | None:
+    text = table.str("version", None)
+    if text is None:
+        return None
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ("header", "json", "path") or not value:
+        raise table.error(
+            "version", f"expected 'header:NAME', 'json:FIELD' or 'path:/URL', got {text!r}"
+        )
+    if kind == "path" and not value.startswith("/"):
+        raise table.error("version", f"path must start with '/', got {value!r}")
+    return VersionSource(kind, value)  # type: ignore[arg-type]
+
+
+_HOST_KEYS = (
+    "name", "url", "health_path", "expect_status", "version", "ssh", "identity", "jump",
+    "known_hosts", "logs", "deploy", "workdir", "data",
+)  # fmt: skip
+
+
+def _host(table: _Table, defaults: Mapping[str, Any], colour: Colour, index: int | None) -> HostConfig:
+    """Read one host; keys it lacks come from the environment table (``defaults``)."""
+    merged = _Table({**{k: v for k, v in defaults.items() if k in _HOST_KEYS}, **table.data}, table.path)
+    host_default = colour.value if index is None else None
+    url = _http_url(merged, "url")
+    name = merged.str("name", host_default or urlsplit(url).netloc)
+    health_path = merged.str("health_path", "/health")
+    if not health_path.startswith("/"):
+        raise merged.error("health_path", f"must start with '/', got {health_path!r}")
+    logs_table = merged.table("logs")
+    logs: dict[str, str] = {}
+    if logs_table is not None:
+        for log_name in logs_table.data:
+            logs[log_name] = logs_table.str(log_name)
+    data_table = merged.table("data")
+    data = DataConfig()
+    if data_table is not None:
+        data = DataConfig(
+            sqlite=data_table.str_list("sqlite"),
+            redis=_redis_url(data_table, "redis", None),
+            redis_keys=data_table.str_list("redis_keys"),
+        )
+        data_table.finish()
+    host = HostConfig(
+        name=name,
+        url=url,
+        health_path=health_path,
+        expect_status=merged.int("expect_status", 200, minimum=100),
+        version=_version(merged),
+        ssh=_ssh(merged, "ssh"),
+        identity=merged.str("identity", None),
+        jump=_ssh(merged, "jump"),
+        known_hosts=merged.str("known_hosts", None),
+        logs=logs,
+        deploy=merged.str_list("deploy"),
+        workdir=merged.str("workdir", None),
+        data=data,
+    )
+    table.seen |= merged.seen
+    if index is not None:
+        table.finish()
+    return host
+
+
+_ENV_KEYS = ("hosts", "flags_redis", "deploy_timeout", "health_timeout", "git")
+
+
+def _env(table: _Table, colour: Colour) -> EnvConfig:
+    hosts_raw = table.raw("hosts", None)
+    hosts: list[HostConfig] = []
+    if hosts_raw is None:
+        if not table.has("url"):
+            raise ConfigError(f"{table.path}: needs 'url' (one host) or '[[{table.path}.hosts]]'")
+        hosts.append(_host(table, {}, colour, None))
+    else:
+        if not isinstance(hosts_raw, list) or not hosts_raw:
+            raise table.error("hosts", "expected a non-empty list of host tables")
+        defaults = {k: v for k, v in table.data.items() if k in _HOST_KEYS}
+        table.seen |= set(defaults)
+        for i, item in enumerate(hosts_raw):
+            path = f"{table.path}.hosts[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(f"{path}: expected a table, got {_describe(item)}")
+            hosts.append(_host(_Table(item, path), defaults, colour, i))
+        names = [h.name for h in hosts]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ConfigError(f"{table.path}.hosts[{i}].name: duplicate host name {name!r}")
+    git_table = table.table("git")
+    git = None
+    if git_table is not None:
+        git = GitDeployConfig(
+            repo=git_table.str("repo"),
+            worktree=git_table.str("worktree"),
+            restart=git_table.str("restart", ""),
+        )
+        git_table.finish()
+    env = EnvConfig(
+        colour=colour,
+        hosts=tuple(hosts),
+        flags_redis=_redis_url(table, "flags_redis", None),
+        deploy_timeout=table.seconds("deploy_timeout", 600.0),
+        health_timeout=table.seconds("health_timeout", 60.0),
+        git=git,
+    )
+    table.finish()
+    return env
+
+
+def _router(table: _Table) -> RouterConfig:
+    kind = table.str("kind")
+    if kind not in ROUTER_KINDS:
+        close = difflib.get_close_matches(kind, ROUTER_KINDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise table.error("kind", f"unknown router kind {kind!r}{hint}; one of {', '.join(ROUTER_KINDS)}")
+    router = RouterConfig(
+        kind=kind,
+        listen=table.str("listen", "127.0.0.1:8080"),
+        public_url=_http_url(table, "public_url", None),
+        verify_requests=table.int("verify_requests", 5, minimum=0),
+        confirm_timeout=table.seconds("confirm_timeout", 10.0),
+        retry_on_5xx=table.bool("retry_on_5xx", False),
+        socket=table.str("socket", None),
+        backend=table.str("backend", "app"),
+        state_file=table.str("state_file", None),
+        upstream_file=table.str("upstream_file", None),
+        upstream_name=table.str("upstream_name", "app"),
+        reload_command=table.str("reload_command", "nginx -s reload"),
+        test_command=table.str("test_command", "nginx -t") or None,
+        switch_command=table.str("switch_command", None),
+        state_command=table.str("state_command", None),
+        ssh=_ssh(table, "ssh"),
+    )
+    host, sep, port = router.listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise table.error("listen", f"expected HOST:PORT, got {router.listen!r}")
+    required = {"haproxy": ("socket",), "nginx": ("upstream_file",), "command": ("switch_command",)}
+    for key in required.get(kind, ()):
+        if getattr(router, key) is None:
+            raise table.error(key, f"missing (required when kind = {kind!r})")
+    table.finish()
+    return router
+
+
+def _flags(table: _Table | None, prefix: str) -> dict[str, FlagConfig]:
+    flags: dict[str, FlagConfig] = {}
+    if table is None:
+        return flags
+    for name in table.data:
+        flag_table = table.table(name, required=True)
+        assert flag_table is not None
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", name):
+            raise ConfigError(f"{flag_table.path}: flag names use letters, digits and _ . : -")
+        flag = FlagConfig(
+            name=name,
+            key=flag_table.str("key", prefix + name),
+            description=flag_table.str("description", ""),
+            on=flag_table.str("on", "ON"),
+            off=flag_table.str("off", "OFF"),
+            kill_switch=flag_table.bool("kill_switch", False),
+        )
+        if flag.on == flag.off:
+            raise flag_table.error("off", f"must differ from 'on' (both {flag.on!r})")
+        flag_table.finish()
+        flags[name] = flag
+    return flags
+
+
+def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
+    """Validate parsed TOML and build the configuration.
+
+    Raises:
+        ConfigError: naming the key path of the first problem.
+    """
+    root = _Table(data, "")
+    console_t = root.table("console", required=True)
+    assert console_t is not None
+    console = ConsoleSettings(
+        name=console_t.str("name"),
+        theme=console_t.str("theme", "bgconsole-dark"),
+        log_lines=console_t.int("log_lines", 5000, minimum=100),
+        flag_prefix=console_t.str("flag_prefix", "flag:"),
+    )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", console.name):
+        raise console_t.error("name", "use letters, digits, '_', '.' and '-' only")
+    console_t.finish()
+
+    control_t = root.table("control", required=True)
+    assert control_t is not None
+    control = ControlConfig(
+        redis=_redis_url(control_t, "redis"),
+        timeout=control_t.seconds("timeout", 2.0),
+        events_max=control_t.int("events_max", 10_000, minimum=100),
+    )
+    control_t.finish()
+
+    router_t = root.table("router", required=True)
+    assert router_t is not None
+    router = _router(router_t)
+
+    failover_t = root.table("failover") or _Table({}, "failover")
+    failover = FailoverConfig(
+        enabled=failover_t.bool("enabled", True),
+        interval=failover_t.seconds("interval", 0.5),
+        timeout=failover_t.seconds("timeout", 0.4),
+        fall=failover_t.int("fall", 2, minimum=1),
+        rise=failover_t.int("rise", 2, minimum=1),
+        min_dwell=failover_t.seconds("min_dwell", 30.0, positive=False),
+        failback=failover_t.bool("failback", False),
+        history=failover_t.int("history", 120, minimum=1),
+    )
+    if failover.timeout > failover.interval * 4:
+        raise failover_t.error("timeout", "should not exceed 4 x interval")
+    failover_t.finish()
+
+    agent_t = root.table("agent") or _Table({}, "agent")
+    log_format = agent_t.str("log_format", "logfmt")
+    if log_format not in ("logfmt", "json"):
+        raise agent_t.error("log_format", f"expected 'logfmt' or 'json', got {log_format!r}")
+    agent = AgentConfig(
+        heartbeat_interval=agent_t.seconds("heartbeat_interval", 1.0),
+        leader_lease=agent_t.seconds("leader_lease", 5.0),
+        log_format=log_format,
+    )
+    agent_t.finish()
+
+    ssh_t = root.table("ssh") or _Table({}, "ssh")
+    policy = ssh_t.str("host_key_policy", "strict")
+    if policy not in ("strict", "accept-new"):
+        raise ssh_t.error("host_key_policy", f"expected 'strict' or 'accept-new', got {policy!r}")
+    ssh = SshSettings(
+        use_config=ssh_t.bool("use_config", True),
+        use_agent=ssh_t.bool("use_agent", True),
+        known_hosts=ssh_t.str("known_hosts", "~/.ssh/known_hosts"),
+        host_key_policy=policy,
+        connect_timeout=ssh_t.seconds("connect_timeout", 10.0),
+        keepalive=ssh_t.seconds("keepalive", 15.0, positive=False),
+        command_timeout=ssh_t.seconds("command_timeout", 600.0),
+    )
+    ssh_t.finish()
+
+    env_t = root.table("env", required=True)
+    assert env_t is not None
+    envs: dict[Colour, EnvConfig] = {}
+    for colour in Colour:
+        table = env_t.table(colour.value, required=True)
+        assert table is not None
+        envs[colour] = _env(table, colour)
+    env_t.finish()
+
+    flags = _flags(root.table("flags"), console.flag_prefix)
+    root.finish()
+    return Config(console, control, router, failover, agent, ssh, envs, flags, path)
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a configuration file.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML (file and line named), or invalid.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one with 'bgconsole init {path}')") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        position = _TOML_POSITION.search(message)
+        if position:
+            reason = message[: position.start()].strip()
+            raise ConfigError(f"{path}:{position[1]}: TOML syntax error: {reason}") from None
+        raise ConfigError(f"{path}: TOML syntax error: {message}") from None
+    try:
+        return parse_config(data, path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def user_config_path() -> Path:
+    """The per-user config file, following XDG."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "bgconsole" / "bgconsole.toml"
+
+
+def find_config(explicit: str | None) -> Path:
+    """Where the configuration is: ``-c``, then $BGCONSOLE_CONFIG, ./bgconsole.toml, user dir.
+
+    Raises:
+        ConfigError: none of them exists.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
+    from_env = os.environ.get("BGCONSOLE_CONFIG")
+    if from_env:
+        return Path(from_env).expanduser()
+    candidates = [Path("bgconsole.toml"), user_config_path()]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        "no configuration found (looked at -c, $BGCONSOLE_CONFIG, "
+        + ", ".join(str(c) for c in candidates)
+        + "); write one with 'bgconsole init' or try 'bgconsole demo'"
+    )
