@@ -297,16 +297,16 @@ class _Table:
             raise self.error(key, f"expected {what}, got {_describe(value)}")
         return value
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def string(self, key: str, default: Any = _MISSING) -> Any:
         value = self.typed(key, str, "a string", default)
         if isinstance(value, str) and not value.strip() and default is _MISSING:
             raise self.error(key, "must not be empty")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self.typed(key, bool, "true or false", default)
 
-    def int(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
         value = self.typed(key, int, "an integer", default)
         if minimum is not None and isinstance(value, int) and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
@@ -365,7 +365,9 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-_SSH_TARGET = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>\d+))?$")
+_SSH_TARGET = re.compile(
+    r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>\d+))?$"
+)
 
 
 def parse_ssh_target(text: str) -> SshTarget:
@@ -384,7 +386,7 @@ def parse_ssh_target(text: str) -> SshTarget:
 
 
 def _http_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
-    url = table.str(key, default)
+    url = table.string(key, default)
     if url is None:
         return None
     parts = urlsplit(url)
@@ -394,7 +396,7 @@ def _http_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
 
 
 def _redis_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
-    url = table.str(key, default)
+    url = table.string(key, default)
     if url is None:
         return None
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -415,7 +417,7 @@ redact_url = _redact
 
 
 def _ssh(table: _Table, key: str) -> SshTarget | None:
-    text = table.str(key, None)
+    text = table.string(key, None)
     if text is None:
         return None
     try:
@@ -425,7 +427,7 @@ def _ssh(table: _Table, key: str) -> SshTarget | None:
 
 
 def _version(table: _Table) -> VersionSource | None:
-    text = table.str("version", None)
+    text = table.string("version", None)
     if text is None:
         return None
     kind, sep, value = text.partition(":")
@@ -435,7 +437,7 @@ def _version(table: _Table) -> VersionSource | None:
         )
     if kind == "path" and not value.startswith("/"):
         raise table.error("version", f"path must start with '/', got {value!r}")
-    return VersionSource(kind, value)  # type: ignore[arg-type]
+    return VersionSource(kind, value)
 
 
 _HOST_KEYS = (
@@ -444,20 +446,24 @@ _HOST_KEYS = (
 )  # fmt: skip
 
 
-def _host(table: _Table, defaults: Mapping[str, Any], colour: Colour, index: int | None) -> HostConfig:
+def _host(
+    table: _Table, defaults: Mapping[str, Any], colour: Colour, index: int | None
+) -> HostConfig:
     """Read one host; keys it lacks come from the environment table (``defaults``)."""
-    merged = _Table({**{k: v for k, v in defaults.items() if k in _HOST_KEYS}, **table.data}, table.path)
+    merged = _Table(
+        {**{k: v for k, v in defaults.items() if k in _HOST_KEYS}, **table.data}, table.path
+    )
     host_default = colour.value if index is None else None
     url = _http_url(merged, "url")
-    name = merged.str("name", host_default or urlsplit(url).netloc)
-    health_path = merged.str("health_path", "/health")
+    name = merged.string("name", host_default or urlsplit(url).netloc)
+    health_path = merged.string("health_path", "/health")
     if not health_path.startswith("/"):
         raise merged.error("health_path", f"must start with '/', got {health_path!r}")
     logs_table = merged.table("logs")
     logs: dict[str, str] = {}
     if logs_table is not None:
         for log_name in logs_table.data:
-            logs[log_name] = logs_table.str(log_name)
+            logs[log_name] = logs_table.string(log_name)
     data_table = merged.table("data")
     data = DataConfig()
     if data_table is not None:
@@ -471,15 +477,15 @@ def _host(table: _Table, defaults: Mapping[str, Any], colour: Colour, index: int
         name=name,
         url=url,
         health_path=health_path,
-        expect_status=merged.int("expect_status", 200, minimum=100),
+        expect_status=merged.integer("expect_status", 200, minimum=100),
         version=_version(merged),
         ssh=_ssh(merged, "ssh"),
-        identity=merged.str("identity", None),
+        identity=merged.string("identity", None),
         jump=_ssh(merged, "jump"),
-        known_hosts=merged.str("known_hosts", None),
+        known_hosts=merged.string("known_hosts", None),
         logs=logs,
         deploy=merged.str_list("deploy"),
-        workdir=merged.str("workdir", None),
+        workdir=merged.string("workdir", None),
         data=data,
     )
     table.seen |= merged.seen
@@ -516,9 +522,9 @@ def _env(table: _Table, colour: Colour) -> EnvConfig:
     git = None
     if git_table is not None:
         git = GitDeployConfig(
-            repo=git_table.str("repo"),
-            worktree=git_table.str("worktree"),
-            restart=git_table.str("restart", ""),
+            repo=git_table.string("repo"),
+            worktree=git_table.string("worktree"),
+            restart=git_table.string("restart", ""),
         )
         git_table.finish()
     env = EnvConfig(
@@ -534,27 +540,29 @@ def _env(table: _Table, colour: Colour) -> EnvConfig:
 
 
 def _router(table: _Table) -> RouterConfig:
-    kind = table.str("kind")
+    kind = table.string("kind")
     if kind not in ROUTER_KINDS:
         close = difflib.get_close_matches(kind, ROUTER_KINDS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise table.error("kind", f"unknown router kind {kind!r}{hint}; one of {', '.join(ROUTER_KINDS)}")
+        raise table.error(
+            "kind", f"unknown router kind {kind!r}{hint}; one of {', '.join(ROUTER_KINDS)}"
+        )
     router = RouterConfig(
         kind=kind,
-        listen=table.str("listen", "127.0.0.1:8080"),
+        listen=table.string("listen", "127.0.0.1:8080"),
         public_url=_http_url(table, "public_url", None),
-        verify_requests=table.int("verify_requests", 5, minimum=0),
+        verify_requests=table.integer("verify_requests", 5, minimum=0),
         confirm_timeout=table.seconds("confirm_timeout", 10.0),
-        retry_on_5xx=table.bool("retry_on_5xx", False),
-        socket=table.str("socket", None),
-        backend=table.str("backend", "app"),
-        state_file=table.str("state_file", None),
-        upstream_file=table.str("upstream_file", None),
-        upstream_name=table.str("upstream_name", "app"),
-        reload_command=table.str("reload_command", "nginx -s reload"),
-        test_command=table.str("test_command", "nginx -t") or None,
-        switch_command=table.str("switch_command", None),
-        state_command=table.str("state_command", None),
+        retry_on_5xx=table.boolean("retry_on_5xx", False),
+        socket=table.string("socket", None),
+        backend=table.string("backend", "app"),
+        state_file=table.string("state_file", None),
+        upstream_file=table.string("upstream_file", None),
+        upstream_name=table.string("upstream_name", "app"),
+        reload_command=table.string("reload_command", "nginx -s reload"),
+        test_command=table.string("test_command", "nginx -t") or None,
+        switch_command=table.string("switch_command", None),
+        state_command=table.string("state_command", None),
         ssh=_ssh(table, "ssh"),
     )
     host, sep, port = router.listen.rpartition(":")
@@ -579,11 +587,11 @@ def _flags(table: _Table | None, prefix: str) -> dict[str, FlagConfig]:
             raise ConfigError(f"{flag_table.path}: flag names use letters, digits and _ . : -")
         flag = FlagConfig(
             name=name,
-            key=flag_table.str("key", prefix + name),
-            description=flag_table.str("description", ""),
-            on=flag_table.str("on", "ON"),
-            off=flag_table.str("off", "OFF"),
-            kill_switch=flag_table.bool("kill_switch", False),
+            key=flag_table.string("key", prefix + name),
+            description=flag_table.string("description", ""),
+            on=flag_table.string("on", "ON"),
+            off=flag_table.string("off", "OFF"),
+            kill_switch=flag_table.boolean("kill_switch", False),
         )
         if flag.on == flag.off:
             raise flag_table.error("off", f"must differ from 'on' (both {flag.on!r})")
@@ -602,10 +610,10 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     console_t = root.table("console", required=True)
     assert console_t is not None
     console = ConsoleSettings(
-        name=console_t.str("name"),
-        theme=console_t.str("theme", "bgconsole-dark"),
-        log_lines=console_t.int("log_lines", 5000, minimum=100),
-        flag_prefix=console_t.str("flag_prefix", "flag:"),
+        name=console_t.string("name"),
+        theme=console_t.string("theme", "bgconsole-dark"),
+        log_lines=console_t.integer("log_lines", 5000, minimum=100),
+        flag_prefix=console_t.string("flag_prefix", "flag:"),
     )
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", console.name):
         raise console_t.error("name", "use letters, digits, '_', '.' and '-' only")
@@ -616,7 +624,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     control = ControlConfig(
         redis=_redis_url(control_t, "redis"),
         timeout=control_t.seconds("timeout", 2.0),
-        events_max=control_t.int("events_max", 10_000, minimum=100),
+        events_max=control_t.integer("events_max", 10_000, minimum=100),
     )
     control_t.finish()
 
@@ -626,21 +634,21 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
 
     failover_t = root.table("failover") or _Table({}, "failover")
     failover = FailoverConfig(
-        enabled=failover_t.bool("enabled", True),
+        enabled=failover_t.boolean("enabled", True),
         interval=failover_t.seconds("interval", 0.5),
         timeout=failover_t.seconds("timeout", 0.4),
-        fall=failover_t.int("fall", 2, minimum=1),
-        rise=failover_t.int("rise", 2, minimum=1),
+        fall=failover_t.integer("fall", 2, minimum=1),
+        rise=failover_t.integer("rise", 2, minimum=1),
         min_dwell=failover_t.seconds("min_dwell", 30.0, positive=False),
-        failback=failover_t.bool("failback", False),
-        history=failover_t.int("history", 120, minimum=1),
+        failback=failover_t.boolean("failback", False),
+        history=failover_t.integer("history", 120, minimum=1),
     )
     if failover.timeout > failover.interval * 4:
         raise failover_t.error("timeout", "should not exceed 4 x interval")
     failover_t.finish()
 
     agent_t = root.table("agent") or _Table({}, "agent")
-    log_format = agent_t.str("log_format", "logfmt")
+    log_format = agent_t.string("log_format", "logfmt")
     if log_format not in ("logfmt", "json"):
         raise agent_t.error("log_format", f"expected 'logfmt' or 'json', got {log_format!r}")
     agent = AgentConfig(
@@ -651,13 +659,13 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     agent_t.finish()
 
     ssh_t = root.table("ssh") or _Table({}, "ssh")
-    policy = ssh_t.str("host_key_policy", "strict")
+    policy = ssh_t.string("host_key_policy", "strict")
     if policy not in ("strict", "accept-new"):
         raise ssh_t.error("host_key_policy", f"expected 'strict' or 'accept-new', got {policy!r}")
     ssh = SshSettings(
-        use_config=ssh_t.bool("use_config", True),
-        use_agent=ssh_t.bool("use_agent", True),
-        known_hosts=ssh_t.str("known_hosts", "~/.ssh/known_hosts"),
+        use_config=ssh_t.boolean("use_config", True),
+        use_agent=ssh_t.boolean("use_agent", True),
+        known_hosts=ssh_t.string("known_hosts", "~/.ssh/known_hosts"),
         host_key_policy=policy,
         connect_timeout=ssh_t.seconds("connect_timeout", 10.0),
         keepalive=ssh_t.seconds("keepalive", 15.0, positive=False),
@@ -691,7 +699,9 @@ def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (create one with 'bgconsole init {path}')") from None
+        raise ConfigError(
+            f"{path}: no such file (create one with 'bgconsole init {path}')"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read: {e}") from None
     try:

@@ -1,0 +1,57 @@
+"""The ``bgconsole`` command: argument parsing, then one verb module per command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from console import __version__
+from console.cli import check, events, init, status
+from console.cli.common import EXIT_INTERRUPTED, fail
+from console.core.errors import ConsoleError
+
+# Each verb module provides ``register(subparsers)``, which adds its parser and sets
+# ``handler`` (an ``async def (args) -> int``). The order here is the order in --help.
+VERBS: tuple[ModuleType, ...] = (status, events, check, init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every verb."""
+    parser = argparse.ArgumentParser(
+        prog="bgconsole",
+        description=(
+            "Operator console for blue-green deployments. Without a command, opens the "
+            "terminal UI; every key of the UI is also a command below."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"bgconsole {__version__}")
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $BGCONSOLE_CONFIG, ./bgconsole.toml, "
+        "then ~/.config/bgconsole/bgconsole.toml)",
+    )
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb in VERBS:
+        verb.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``bgconsole`` script; exits with the verb's status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        sys.exit(0)
+    try:
+        code = asyncio.run(args.handler(args))
+    except ConsoleError as e:
+        code = fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

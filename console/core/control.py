@@ -1,0 +1,472 @@
+"""The control plane in Redis: active colour with epochs, events, notifications, locks, agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from console.core.actor import current_actor
+from console.core.config import ControlConfig, redact_url
+from console.core.errors import ConflictError, ControlPlaneUnavailable, LockHeld
+from console.core.models import ActiveState, AgentHeartbeat, Colour, Event, LockInfo
+
+T = TypeVar("T")
+
+# Compare-and-set of the active colour on its epoch, atomically in Redis, so two
+# operators flipping at once cannot both win: the loser sees the epoch has moved on.
+_SWITCH_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local colour = redis.call('HGET', KEYS[1], 'colour') or ''
+if current ~= tonumber(ARGV[1]) then
+  return {0, current, colour}
+end
+local epoch = current + 1
+redis.call('HSET', KEYS[1], 'colour', ARGV[2], 'epoch', epoch, 'updated_at', ARGV[3],
+           'actor', ARGV[4], 'reason', ARGV[5])
+return {1, epoch, colour}
+"""
+
+# Release or renew a lock only if we still hold it (the token matches).
+_RELEASE_LUA = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+_RENEW_LUA = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'expires_at', ARGV[3])
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# A lock is a hash (holder, purpose, since, token) so the holder can be shown; created
+# only when absent, which is SET NX for a hash.
+_ACQUIRE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[2], 'purpose', ARGV[3],
+           'since', ARGV[4], 'expires_at', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message on the control plane's pub/sub channel."""
+
+    kind: str
+    """switch, failover, flag, deploy, migrate, lock, armed, event."""
+    data: dict[str, Any]
+
+
+class ControlPlane:
+    """Client of the shared control-plane Redis for one application.
+
+    Every call is bounded by ``timeout``; a Redis that is down, refusing or slow raises
+    :class:`ControlPlaneUnavailable`, never hangs.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        app: str,
+        *,
+        timeout: float = 2.0,
+        events_max: int = 10_000,
+        actor: str | None = None,
+    ) -> None:
+        self.url = url
+        self.app = app
+        self.timeout = timeout
+        self.events_max = events_max
+        self.actor = actor or current_actor()
+        self.prefix = f"bg:{app}:"
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+        )
+
+    @classmethod
+    def from_config(
+        cls, control: ControlConfig, app: str, actor: str | None = None
+    ) -> ControlPlane:
+        """Build the client from the ``[control]`` section."""
+        return cls(
+            control.redis, app, timeout=control.timeout, events_max=control.events_max, actor=actor
+        )
+
+    def key(self, name: str) -> str:
+        """A key of this application's control plane."""
+        return self.prefix + name
+
+    @property
+    def channel(self) -> str:
+        """The pub/sub channel consoles and agents listen on."""
+        return self.key("notify")
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._redis.aclose()
+
+    async def _call(self, awaitable: Awaitable[Any]) -> Any:
+        """Run one Redis call with the timeout, translating failures."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await awaitable
+        except TimeoutError:
+            raise ControlPlaneUnavailable(
+                f"control plane {redact_url(self.url)} did not answer within {self.timeout:g} s"
+            ) from None
+        except (RedisError, OSError) as e:
+            raise ControlPlaneUnavailable(
+                f"control plane {redact_url(self.url)} unavailable: {_one_line(e)}"
+            ) from None
+
+    async def ping(self) -> float:
+        """Round-trip time to the control plane in milliseconds."""
+        started = time.perf_counter()
+        await self._call(self._redis.ping())
+        return (time.perf_counter() - started) * 1000
+
+    async def active(self) -> ActiveState | None:
+        """The intended live colour, or None when no colour was ever set."""
+        raw: dict[str, str] = await self._call(self._redis.hgetall(self.key("active")))
+        if not raw or "colour" not in raw:
+            return None
+        return ActiveState(
+            colour=Colour(raw["colour"]),
+            epoch=int(raw.get("epoch", "0")),
+            updated_at=float(raw.get("updated_at", "0")),
+            actor=raw.get("actor", ""),
+            reason=raw.get("reason", ""),
+        )
+
+    async def ensure_active(self, default: Colour) -> ActiveState:
+        """The active state, initialising it to ``default`` (epoch 1) if never set."""
+        state = await self.active()
+        if state is not None:
+            return state
+        try:
+            return await self.switch(
+                default, expected_epoch=0, reason="initial colour", kind="init"
+            )
+        except ConflictError:
+            state = await self.active()
+            assert state is not None
+            return state
+
+    async def switch(
+        self,
+        to: Colour,
+        *,
+        expected_epoch: int,
+        reason: str = "",
+        kind: str = "switch",
+        actor: str | None = None,
+        details: Mapping[str, str] | None = None,
+    ) -> ActiveState:
+        """Make ``to`` the active colour if the epoch is still ``expected_epoch``.
+
+        Both outcomes are recorded as events and a success is published.
+
+        Raises:
+            ConflictError: someone switched first; the message says who won.
+        """
+        actor = actor or self.actor
+        now = time.time()
+        script = self._redis.register_script(_SWITCH_LUA)
+        result = await self._call(
+            script(keys=[self.key("active")], args=[expected_epoch, to.value, now, actor, reason])
+        )
+        # On a win ``colour`` is the colour before the switch; on a loss, the current one.
+        won, epoch, colour = int(result[0]), int(result[1]), str(result[2])
+        if not won:
+            current = await self.active()
+            who = f" by {current.actor}" if current else ""
+            await self.record(
+                kind,
+                f"{kind} to {to} refused: epoch moved {expected_epoch} -> {epoch}",
+                before=colour,
+                after=to.value,
+                reason=reason,
+                outcome="conflict",
+                actor=actor,
+                details=details,
+            )
+            raise ConflictError(
+                f"switch to {to} refused: the control plane changed first "
+                f"(now {colour or 'unset'} at epoch {epoch}{who}); look, then retry"
+            )
+        state = ActiveState(to, epoch, now, actor, reason)
+        await self.record(
+            kind,
+            f"{kind} {colour or 'unset'} -> {to} (epoch {epoch})",
+            before=colour,
+            after=to.value,
+            reason=reason,
+            actor=actor,
+            details=details,
+        )
+        await self.publish(kind, {"colour": to.value, "epoch": epoch, "actor": actor})
+        return state
+
+    async def record(
+        self,
+        kind: str,
+        summary: str,
+        *,
+        before: str = "",
+        after: str = "",
+        reason: str = "",
+        outcome: str = "ok",
+        actor: str | None = None,
+        details: Mapping[str, str] | None = None,
+    ) -> str:
+        """Append an event to the audit stream and notify listeners; returns its id."""
+        fields: dict[Any, Any] = {
+            "at": f"{time.time():.6f}",
+            "kind": kind,
+            "actor": actor or self.actor,
+            "summary": summary,
+            "before": before,
+            "after": after,
+            "reason": reason,
+            "outcome": outcome,
+            "details": json.dumps(dict(details or {}), sort_keys=True),
+        }
+        event_id: str = await self._call(
+            self._redis.xadd(self.key("events"), fields, maxlen=self.events_max, approximate=True)
+        )
+        await self.publish("event", {"id": event_id, "kind": kind})
+        return event_id
+
+    async def events(self, limit: int = 50) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        raw = await self._call(self._redis.xrevrange(self.key("events"), count=limit))
+        return [_event(event_id, fields) for event_id, fields in reversed(raw)]
+
+    async def follow_events(self, after: str = "$", block_ms: int = 1000) -> AsyncIterator[Event]:
+        """Yield events as they are appended after ``after`` (an id, or ``$`` for new ones)."""
+        last = after
+        if last == "$":
+            newest = await self._call(self._redis.xrevrange(self.key("events"), count=1))
+            last = newest[0][0] if newest else "0-0"
+        while True:
+            # XREAD BLOCK waits server-side; the client-side timeout must exceed the block.
+            try:
+                async with asyncio.timeout(self.timeout + block_ms / 1000):
+                    batch: Any = await self._redis.xread(
+                        {self.key("events"): last}, block=block_ms, count=100
+                    )
+            except TimeoutError:
+                raise ControlPlaneUnavailable(
+                    f"control plane {redact_url(self.url)} stopped answering"
+                ) from None
+            except (RedisError, OSError) as e:
+                raise ControlPlaneUnavailable(
+                    f"control plane {redact_url(self.url)} unavailable: {_one_line(e)}"
+                ) from None
+            for _stream, entries in batch or []:
+                for event_id, fields in entries:
+                    last = event_id
+                    yield _event(event_id, fields)
+
+    async def publish(self, kind: str, data: Mapping[str, Any]) -> None:
+        """Tell every console and agent something changed (best effort, bounded)."""
+        message = json.dumps({"kind": kind, "data": dict(data)})
+        await self._call(self._redis.publish(self.channel, message))
+
+    async def notifications(self) -> AsyncIterator[Notification]:
+        """Yield notifications published on the channel until cancelled.
+
+        Raises:
+            ControlPlaneUnavailable: the subscription could not be made or broke.
+        """
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._call(pubsub.subscribe(self.channel))
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                except (RedisError, OSError) as e:
+                    raise ControlPlaneUnavailable(
+                        f"control plane subscription lost: {_one_line(e)}"
+                    ) from None
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
+                    payload = json.loads(message["data"])
+                    yield Notification(str(payload["kind"]), dict(payload.get("data", {})))
+                except (ValueError, KeyError, TypeError):
+                    continue
+        finally:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except (TimeoutError, RedisError, OSError):
+                pass
+
+    async def acquire_lock(self, name: str, purpose: str, ttl: float) -> LockInfo:
+        """Take a named lock (deploy:blue, migrate, ...) for ``ttl`` seconds.
+
+        Raises:
+            LockHeld: someone holds it; the message says who, for what, since when.
+        """
+        now = time.time()
+        token = secrets.token_hex(16)
+        script = self._redis.register_script(_ACQUIRE_LUA)
+        got = await self._call(
+            script(
+                keys=[self.key(f"lock:{name}")],
+                args=[token, self.actor, purpose, now, now + ttl, int(ttl * 1000)],
+            )
+        )
+        if not int(got):
+            held = await self.lock_info(name)
+            if held is None:  # expired between our attempt and the read: try once more
+                return await self.acquire_lock(name, purpose, ttl)
+            age = now - held.since
+            raise LockHeld(
+                f"lock {name!r} is held by {held.holder} for {held.purpose!r} "
+                f"(since {age:.0f} s ago, expires in {max(0.0, held.expires_at - now):.0f} s)"
+            )
+        lock = LockInfo(name, self.actor, purpose, now, now + ttl, token)
+        await self.publish("lock", {"name": name, "holder": self.actor, "state": "acquired"})
+        return lock
+
+    async def renew_lock(self, lock: LockInfo, ttl: float) -> bool:
+        """Extend a lock we hold; False if it was lost (expired or taken)."""
+        script = self._redis.register_script(_RENEW_LUA)
+        now = time.time()
+        renewed = await self._call(
+            script(
+                keys=[self.key(f"lock:{lock.name}")], args=[lock.token, int(ttl * 1000), now + ttl]
+            )
+        )
+        return bool(int(renewed))
+
+    async def release_lock(self, lock: LockInfo) -> bool:
+        """Release a lock we hold; False if it was no longer ours."""
+        script = self._redis.register_script(_RELEASE_LUA)
+        released = await self._call(script(keys=[self.key(f"lock:{lock.name}")], args=[lock.token]))
+        if int(released):
+            await self.publish(
+                "lock", {"name": lock.name, "holder": lock.holder, "state": "released"}
+            )
+        return bool(int(released))
+
+    async def lock_info(self, name: str) -> LockInfo | None:
+        """Who holds a lock, or None."""
+        raw: dict[str, str] = await self._call(self._redis.hgetall(self.key(f"lock:{name}")))
+        if not raw:
+            return None
+        return LockInfo(
+            name=name,
+            holder=raw.get("holder", "?"),
+            purpose=raw.get("purpose", ""),
+            since=float(raw.get("since", "0")),
+            expires_at=float(raw.get("expires_at", "0")),
+        )
+
+    async def locks(self) -> list[LockInfo]:
+        """Every lock currently held."""
+        names: list[str] = []
+        async for key in self._redis.scan_iter(match=self.key("lock:*"), count=100):
+            names.append(key.removeprefix(self.key("lock:")))
+        infos = [await self.lock_info(name) for name in sorted(names)]
+        return [info for info in infos if info is not None]
+
+    async def set_armed(self, armed: bool, reason: str = "") -> None:
+        """Arm or disarm automatic failover (recorded as an event)."""
+        before = await self.armed()
+        await self._call(self._redis.set(self.key("failover:armed"), "1" if armed else "0"))
+        state = "armed" if armed else "disarmed"
+        await self.record(
+            "armed",
+            f"automatic failover {state}",
+            before="armed" if before else "disarmed",
+            after=state,
+            reason=reason,
+        )
+        await self.publish("armed", {"armed": armed})
+
+    async def armed(self) -> bool:
+        """Whether automatic failover is armed (armed unless explicitly disarmed)."""
+        value = await self._call(self._redis.get(self.key("failover:armed")))
+        return bool(value != "0")
+
+    async def heartbeat(self, beat: AgentHeartbeat, ttl: float) -> None:
+        """Publish the agent's heartbeat; it vanishes after ``ttl`` seconds unrenewed."""
+        payload = json.dumps(asdict(beat))
+        await self._call(
+            self._redis.set(self.key(f"agent:{beat.actor}"), payload, px=int(ttl * 1000))
+        )
+
+    async def agents(self) -> list[AgentHeartbeat]:
+        """Heartbeats of every live agent, leader first."""
+        beats: list[AgentHeartbeat] = []
+        keys = [k async for k in self._redis.scan_iter(match=self.key("agent:*"), count=100)]
+        for key in keys:
+            raw = await self._call(self._redis.get(key))
+            if not raw:
+                continue
+            try:
+                beats.append(AgentHeartbeat(**json.loads(raw)))
+            except (ValueError, TypeError):
+                continue
+        return sorted(beats, key=lambda b: (not b.leader, -b.at))
+
+    async def claim_leadership(self, agent: str, lease: float) -> bool:
+        """Become (or stay) the leader agent for ``lease`` seconds; True if we lead."""
+        key = self.key("leader")
+        acquired = await self._call(self._redis.set(key, agent, nx=True, px=int(lease * 1000)))
+        if acquired:
+            return True
+        holder = await self._call(self._redis.get(key))
+        if holder == agent:
+            await self._call(self._redis.pexpire(key, int(lease * 1000)))
+            return True
+        return False
+
+    async def leader(self) -> str | None:
+        """The agent currently holding leadership."""
+        value: str | None = await self._call(self._redis.get(self.key("leader")))
+        return value
+
+
+def _event(event_id: str, fields: Mapping[str, str]) -> Event:
+    try:
+        details = json.loads(fields.get("details", "{}"))
+    except ValueError:
+        details = {}
+    return Event(
+        id=event_id,
+        at=float(fields.get("at", "0")),
+        kind=fields.get("kind", ""),
+        actor=fields.get("actor", ""),
+        summary=fields.get("summary", ""),
+        before=fields.get("before", ""),
+        after=fields.get("after", ""),
+        reason=fields.get("reason", ""),
+        outcome=fields.get("outcome", ""),
+        details={str(k): str(v) for k, v in details.items()},
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,1 @@
+"""Routers: one adapter per router kind behind the :class:`Router` interface."""
