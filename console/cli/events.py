@@ -1,0 +1,69 @@
+"""``bgconsole events``: the audit trail of switches, failovers, flags, deploys, migrations."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+
+from console.cli.common import EXIT_OK, SubParsers, add_config_option, add_json_option, config_from
+from console.core.control import ControlPlane
+from console.core.models import Event
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``events`` verb."""
+    parser = subparsers.add_parser(
+        "events",
+        help="the audit trail (who did what, when, with what result)",
+        description="Print recent control-plane events, oldest first; --follow keeps printing "
+        "new ones as they happen.",
+    )
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.add_argument("-n", "--limit", type=int, default=20, help="events to show (default 20)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    parser.add_argument("--kind", action="append", help="only these kinds (repeatable)")
+    parser.set_defaults(handler=run)
+
+
+def format_event(event: Event) -> str:
+    """One event as one line: time, kind, actor, summary, reason, outcome."""
+    when = datetime.datetime.fromtimestamp(event.at).strftime("%Y-%m-%d %H:%M:%S")
+    parts = [when, f"{event.kind:<8}", f"{event.actor:<24}", event.summary]
+    if event.reason:
+        parts.append(f'reason="{event.reason}"')
+    if event.outcome and event.outcome != "ok":
+        parts.append(f"[{event.outcome}]")
+    return "  ".join(parts)
+
+
+def _emit(event: Event, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(dataclasses.asdict(event), sort_keys=True), flush=True)
+    else:
+        print(format_event(event), flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Print the last events, then follow if asked."""
+    config = config_from(args)
+    control = ControlPlane.from_config(config.control, config.console.name)
+    kinds = set(args.kind or [])
+    try:
+        events = await control.events(limit=max(1, args.limit) if not kinds else 1000)
+        if kinds:
+            events = [e for e in events if e.kind in kinds][-args.limit :]
+        for event in events:
+            _emit(event, args.json)
+        if args.follow:
+            last = events[-1].id if events else "$"
+            async for event in control.follow_events(after=last):
+                if not kinds or event.kind in kinds:
+                    _emit(event, args.json)
+    finally:
+        await control.aclose()
+    sys.stdout.flush()
+    return EXIT_OK

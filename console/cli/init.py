@@ -1,0 +1,117 @@
+"""``bgconsole init``: write a commented starter configuration."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from console.cli.common import EXIT_OK, SubParsers
+from console.core.config import parse_config
+from console.core.errors import ConfigError, UsageError
+
+# (comment, section data) in file order. The data is written by tomli-w so it is valid
+# TOML whatever the values; the comments say what each section is for.
+_STARTER: list[tuple[str, dict[str, Any]]] = [
+    (
+        "The application's name; control-plane keys live under bg:<name>: in [control].",
+        {"console": {"name": "myapp", "theme": "bgconsole-dark"}},
+    ),
+    (
+        "The shared control-plane Redis (redis://, rediss://; user:password@ for ACLs).",
+        {"control": {"redis": "redis://127.0.0.1:6379/0", "timeout": 2.0}},
+    ),
+    (
+        "How traffic moves: builtin (bgconsole serve is the proxy), haproxy, nginx, command.",
+        {"router": {"kind": "builtin", "listen": "127.0.0.1:8080"}},
+    ),
+    (
+        "Automatic failover by the agent: probe every interval; a host is down after `fall`\n"
+        "failed probes, up after `rise` good ones; no automatic switch within min_dwell s.",
+        {
+            "failover": {
+                "enabled": True,
+                "interval": 0.5,
+                "timeout": 0.4,
+                "fall": 2,
+                "rise": 2,
+                "min_dwell": 30.0,
+            }
+        },
+    ),
+    (
+        "SSH follows OpenSSH: ~/.ssh/config, the agent, known_hosts (strict by default).",
+        {"ssh": {"known_hosts": "~/.ssh/known_hosts", "host_key_policy": "strict"}},
+    ),
+    (
+        "The two environments. One host each here; list [[env.<colour>.hosts]] for fleets.",
+        {
+            "env": {
+                colour: {
+                    "url": f"http://10.0.0.{n}:3000",
+                    "health_path": "/health",
+                    "ssh": f"deploy@10.0.0.{n}",
+                    "workdir": "/srv/myapp",
+                    "deploy": ["./deploy.sh {ref}"],
+                    "flags_redis": f"redis://10.0.0.{n}:6379/0",
+                    "logs": {"app": "tail -F /srv/myapp/log/app.log"},
+                }
+                for n, colour in ((1, "blue"), (2, "green"))
+            }
+        },
+    ),
+    (
+        "Feature flags: one key per flag in each colour's flags_redis, holding ON or OFF.",
+        {"flags": {"new_feature": {"description": "An example flag"}}},
+    ),
+]
+
+
+def starter_text() -> str:
+    """The starter configuration as commented TOML."""
+    parts = [
+        "# bgconsole configuration. Every key is documented in sample.toml and the README.\n"
+        "# Validate with: bgconsole check -c <this file>\n"
+    ]
+    for comment, data in _STARTER:
+        lines = "".join(f"# {line}\n" for line in comment.splitlines())
+        parts.append(lines + tomli_w.dumps(data))
+    return "\n".join(parts)
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``init`` verb."""
+    parser = subparsers.add_parser(
+        "init",
+        help="write a commented starter configuration",
+        description="Write a starter configuration to FILE (default ./bgconsole.toml); "
+        "never overwrites an existing file.",
+    )
+    parser.add_argument("file", nargs="?", default="bgconsole.toml", help="where to write it")
+    parser.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Write the starter file, refusing to overwrite."""
+    path = write_starter(args.file)
+    print(f"wrote {path}; edit it, then: bgconsole check -c {path}")
+    return EXIT_OK
+
+
+def write_starter(file: str) -> Path:
+    """Write the starter configuration to a new file; returns its path."""
+    path = Path(file).expanduser()
+    text = starter_text()
+    # The starter must itself be valid: fail here rather than hand out a broken file.
+    parse_config(tomllib.loads(text), path)
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(text)
+    except FileExistsError:
+        raise UsageError(f"{path} already exists; not overwriting it") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot write: {e.strerror}") from None
+    return path

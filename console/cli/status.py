@@ -1,0 +1,187 @@
+"""``bgconsole status``: which colour is live, health of both, router, agent, control plane."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from console.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SubParsers,
+    add_config_option,
+    add_json_option,
+    ago,
+    config_from,
+    print_json,
+    table,
+)
+from console.core.config import Config, redact_url
+from console.core.control import ControlPlane
+from console.core.health import HealthChecker
+from console.core.models import Colour
+from console.core.status import StatusReport, gather_status
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``status`` verb."""
+    parser = subparsers.add_parser(
+        "status",
+        help="live colour, health of both environments, router, agent",
+        description="Show the live colour and epoch, each host's health and version, what the "
+        "router actually does (drift), the agent's heartbeat and the control plane. Exits 1 "
+        "when the control plane or the router cannot be read, or they disagree.",
+    )
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Gather and print the status."""
+    # Imported here: the router adapters are only needed once a verb runs.
+    from console.core.router.factory import build_router
+
+    config = config_from(args)
+    control = ControlPlane.from_config(config.control, config.console.name)
+    health = HealthChecker(config, hysteresis=False)
+    router = build_router(config, control)
+    try:
+        report = await gather_status(config, control, health, router)
+    finally:
+        await router.aclose()
+        await health.aclose()
+        await control.aclose()
+    if args.json:
+        print_json(as_json(config, report))
+    else:
+        print(render(config, report))
+    trouble = report.control_error or report.router_error or report.drift
+    return EXIT_FAILED if trouble else EXIT_OK
+
+
+def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
+    """The report as plain JSON data."""
+    active = report.active
+    return {
+        "app": config.console.name,
+        "at": report.at,
+        "control": {
+            "url": redact_url(config.control.redis),
+            "ok": report.control_error is None,
+            "latency_ms": report.control_latency_ms,
+            "error": report.control_error,
+        },
+        "active": None
+        if active is None
+        else {
+            "colour": active.colour.value,
+            "epoch": active.epoch,
+            "updated_at": active.updated_at,
+            "actor": active.actor,
+            "reason": active.reason,
+        },
+        "router": {
+            "kind": config.router.kind,
+            "live": report.router.live.value if report.router and report.router.live else None,
+            "detail": report.router.detail if report.router else None,
+            "error": report.router_error,
+            "drift": report.drift,
+        },
+        "failover": {
+            "enabled": config.failover.enabled,
+            "armed": report.armed,
+            "agents": [
+                {
+                    "actor": a.actor,
+                    "leader": a.leader,
+                    "age_s": round(max(0.0, report.at - a.at), 3),
+                    "serving": a.serving,
+                }
+                for a in report.agents
+            ],
+        },
+        "envs": {
+            colour.value: {
+                "verdict": report.health.verdict(colour).value,
+                "live": active is not None and active.colour is colour,
+                "hosts": [
+                    {
+                        "name": h.host,
+                        "url": h.url,
+                        "up": h.up,
+                        "status": h.last.status if h.last else None,
+                        "latency_ms": h.last.latency_ms if h.last else None,
+                        "version": h.version,
+                        "error": h.last.error if h.last else None,
+                    }
+                    for h in report.health.envs[colour].hosts
+                ],
+            }
+            for colour in Colour
+        },
+    }
+
+
+def render(config: Config, report: StatusReport) -> str:
+    """The report as text for a terminal."""
+    lines: list[str] = []
+    if report.control_error:
+        lines.append(f"control plane: UNAVAILABLE: {report.control_error}")
+    else:
+        lines.append(
+            f"control plane: ok ({redact_url(config.control.redis)}, "
+            f"{report.control_latency_ms or 0:.1f} ms)"
+        )
+    active = report.active
+    if active is not None:
+        why = f', "{active.reason}"' if active.reason else ""
+        lines.append(
+            f"live: {active.colour} (epoch {active.epoch}, by {active.actor} "
+            f"{ago(active.updated_at, report.at)} ago{why})"
+        )
+    elif not report.control_error:
+        lines.append("live: not set yet (the agent sets blue on first start, or run switch)")
+    if report.router_error:
+        lines.append(f"router {config.router.kind}: ERROR: {report.router_error}")
+    elif report.router is not None:
+        serving = report.router.live.value if report.router.live else "no single colour"
+        detail = f" ({report.router.detail})" if report.router.detail else ""
+        lines.append(f"router {config.router.kind}: sends traffic to {serving}{detail}")
+    if report.drift:
+        lines.append(f"DRIFT: {report.drift}")
+    lines.append(_failover_line(config, report))
+    lines.append("")
+    rows: list[list[str]] = []
+    for colour in Colour:
+        env = report.health.envs[colour]
+        mark = "*" if active is not None and active.colour is colour else ""
+        for i, host in enumerate(env.hosts):
+            last = host.last
+            rows.append(
+                [
+                    f"{colour}{mark}" if i == 0 else "",
+                    env.verdict.value if i == 0 else "",
+                    host.host,
+                    str(last.status) if last and last.status else "-",
+                    f"{last.latency_ms:.1f}ms" if last and last.latency_ms is not None else "-",
+                    host.version or "-",
+                    (last.error or "") if last else "",
+                ]
+            )
+    lines.append(table(rows, ["ENV", "VERDICT", "HOST", "STATUS", "LATENCY", "VERSION", "ERROR"]))
+    return "\n".join(lines)
+
+
+def _failover_line(config: Config, report: StatusReport) -> str:
+    if not config.failover.enabled:
+        return "failover: disabled in the configuration"
+    armed = {True: "armed", False: "DISARMED", None: "unknown"}[report.armed]
+    leaders = [a for a in report.agents if a.leader]
+    if leaders:
+        agent = f"agent {leaders[0].actor} heartbeat {ago(leaders[0].at, report.at)} ago"
+    elif report.agents:
+        agent = "agents running but none leads yet"
+    else:
+        agent = "NO AGENT RUNNING: automatic failover is not active (start bgconsole serve)"
+    return f"failover: {armed}; {agent}"

@@ -1,0 +1,89 @@
+"""One picture of the whole system: intent, router reality, health, agent, control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from console.core.config import Config
+from console.core.control import ControlPlane
+from console.core.errors import ConsoleError
+from console.core.health import HealthChecker
+from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot
+from console.core.router.base import Router, RouterState
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Everything ``bgconsole status`` and the dashboard header show."""
+
+    at: float
+    health: HealthSnapshot
+    active: ActiveState | None
+    armed: bool | None
+    agents: tuple[AgentHeartbeat, ...]
+    control_latency_ms: float | None
+    control_error: str | None
+    """Why the control plane could not be read; None when it answered."""
+    router: RouterState | None
+    router_error: str | None
+
+    @property
+    def drift(self) -> str | None:
+        """A sentence when the router does not send traffic where the control plane says."""
+        if self.active is None or self.router is None:
+            return None
+        if self.router.live != self.active.colour:
+            actual = self.router.live.value if self.router.live else "no single colour"
+            return f"router sends traffic to {actual}, control plane says {self.active.colour}"
+        return None
+
+
+async def gather_status(
+    config: Config, control: ControlPlane, health: HealthChecker, router: Router | None
+) -> StatusReport:
+    """Ask everything at once; one part failing never hides the others."""
+
+    async def read_control() -> tuple[float, ActiveState | None, bool, list[AgentHeartbeat]]:
+        latency = await control.ping()
+        return latency, await control.active(), await control.armed(), await control.agents()
+
+    async def read_router() -> RouterState | None:
+        return await router.state() if router is not None else None
+
+    snapshot, control_result, router_result = await asyncio.gather(
+        health.check_all(), read_control(), read_router(), return_exceptions=True
+    )
+    if isinstance(snapshot, BaseException):
+        raise snapshot  # the checker never raises for a host; anything here is a bug
+    latency: float | None = None
+    active: ActiveState | None = None
+    armed: bool | None = None
+    agents: list[AgentHeartbeat] = []
+    control_error: str | None = None
+    if isinstance(control_result, ConsoleError):
+        control_error = str(control_result)
+    elif isinstance(control_result, BaseException):
+        raise control_result
+    else:
+        latency, active, armed, agents = control_result
+    router_state: RouterState | None = None
+    router_error: str | None = None
+    if isinstance(router_result, ConsoleError):
+        router_error = str(router_result)
+    elif isinstance(router_result, BaseException):
+        raise router_result
+    else:
+        router_state = router_result
+    return StatusReport(
+        at=time.time(),
+        health=snapshot,
+        active=active,
+        armed=armed,
+        agents=tuple(agents),
+        control_latency_ms=latency,
+        control_error=control_error,
+        router=router_state,
+        router_error=router_error,
+    )
