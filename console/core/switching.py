@@ -1,0 +1,382 @@
+"""The operator's switch procedure: check, compare-and-set, route, confirm, verify.
+
+Used by ``bgconsole switch`` and by the UI's switch key, so both behave the same:
+
+1. read the intended live colour from the control plane (initialising it if unset);
+2. stop if the target is already live (nothing to do);
+3. probe every host once; refuse a target with any failing host unless ``force``;
+4. compare-and-set the active colour on its epoch (a concurrent switch raises
+   :class:`ConflictError` naming who won; the control plane records both outcomes);
+5. tell the router, then poll ``router.state()`` until it reports the target, within
+   ``[router] confirm_timeout``;
+6. send ``[router] verify_requests`` requests through the front door, each on a fresh
+   connection, and require every answer to come from the target (``X-BG-Env``).
+
+A failure after step 4 records an event with outcome ``failed`` and raises
+:class:`VerificationFailed` whose message says how to revert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from console.core.config import Config
+from console.core.control import ControlPlane
+from console.core.errors import ConsoleError, RouterError, VerificationFailed
+from console.core.failover import describe_host
+from console.core.models import ActiveState, Colour, HealthSnapshot
+from console.core.router.base import Router, RouterState
+
+Progress = Callable[[str], None]
+
+ENV_HEADER = "X-BG-Env"
+"""The response header naming the colour that served a request."""
+
+_POLL_INTERVAL = 0.05
+_VERIFY_TIMEOUT = 5.0
+
+
+class TargetUnhealthy(ConsoleError):
+    """The switch was refused: the target colour has failing hosts (``--force`` overrides)."""
+
+
+class HealthSource(Protocol):
+    """What the switch needs from the health checker: one probe round."""
+
+    async def check_all(self) -> HealthSnapshot:
+        """Probe every host once."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAnswer:
+    """One verification request through the front door."""
+
+    status: int | None
+    served_by: str | None
+    """The ``X-BG-Env`` header of the answer; None when absent or no answer."""
+    latency_ms: float | None
+    error: str | None = None
+
+    def describe(self) -> str:
+        """``green 200 in 3 ms`` or the error."""
+        if self.error is not None:
+            return f"error: {self.error}"
+        latency = f" in {self.latency_ms:.0f} ms" if self.latency_ms is not None else ""
+        return f"{self.served_by or 'no ' + ENV_HEADER} {self.status}{latency}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The front-door check after a switch."""
+
+    url: str
+    expected: Colour
+    answers: tuple[VerifyAnswer, ...] = ()
+
+    @property
+    def served_by_target(self) -> int:
+        """Answers that came from the expected colour without a server error."""
+        return sum(
+            1
+            for a in self.answers
+            if a.served_by == self.expected.value and a.status is not None and a.status < 500
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Every request was answered by the expected colour."""
+        return self.served_by_target == len(self.answers)
+
+    def describe(self) -> str:
+        """``5/5 verification requests served by green``."""
+        if not self.answers:
+            return "verification skipped (verify_requests = 0)"
+        text = (
+            f"{self.served_by_target}/{len(self.answers)} verification requests "
+            f"served by {self.expected}"
+        )
+        if not self.ok:
+            others = sorted({a.describe() for a in self.answers if a.served_by != self.expected})
+            others = others or sorted({a.describe() for a in self.answers})
+            text += f" (got: {'; '.join(others[:3])})"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    """What a switch did, for printing and for ``--json``."""
+
+    before: Colour
+    after: Colour
+    epoch: int
+    changed: bool
+    """False when the target was already live (nothing was done)."""
+    forced: bool = False
+    target_health: dict[str, str] = field(default_factory=dict)
+    """``<colour>/<host>`` -> the target's probes before the switch."""
+    router_confirmed_s: float | None = None
+    """Seconds from the control-plane change until the router reported the target."""
+    router_detail: str = ""
+    verification: Verification | None = None
+
+    def summary(self) -> str:
+        """One line: ``blue -> green (epoch 7): router confirmed in 0.12 s, 5/5 ...``."""
+        if not self.changed:
+            return f"{self.after} is already live (epoch {self.epoch}); nothing to do"
+        parts = []
+        if self.router_confirmed_s is not None:
+            parts.append(f"router confirmed in {self.router_confirmed_s:.2f} s")
+        if self.verification is not None:
+            parts.append(self.verification.describe())
+        forced = " [forced]" if self.forced else ""
+        return f"{self.before} -> {self.after} (epoch {self.epoch}){forced}: " + ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        verification: dict[str, Any] | None = None
+        if self.verification is not None:
+            verification = {
+                "url": self.verification.url,
+                "ok": self.verification.ok,
+                "served_by_target": self.verification.served_by_target,
+                "requests": len(self.verification.answers),
+                "answers": [a.describe() for a in self.verification.answers],
+            }
+        return {
+            "before": self.before.value,
+            "after": self.after.value,
+            "epoch": self.epoch,
+            "changed": self.changed,
+            "forced": self.forced,
+            "target_health": dict(self.target_health),
+            "router_confirmed_s": self.router_confirmed_s,
+            "router_detail": self.router_detail,
+            "verification": verification,
+            "summary": self.summary(),
+        }
+
+
+async def current_active(control: ControlPlane, router: Router) -> ActiveState:
+    """The intended live colour; when never set, initialise it from what the router does."""
+    state = await control.active()
+    if state is not None:
+        return state
+    default = Colour.BLUE
+    # Best effort: a first switch on an existing setup should not assume blue was live.
+    with contextlib.suppress(ConsoleError, TimeoutError):
+        async with asyncio.timeout(_VERIFY_TIMEOUT):
+            default = (await router.state()).live or default
+    return await control.ensure_active(default)
+
+
+async def perform_switch(
+    config: Config,
+    control: ControlPlane,
+    router: Router,
+    health_checker: HealthSource,
+    *,
+    to: Colour,
+    force: bool = False,
+    reason: str = "",
+    on_progress: Progress | None = None,
+) -> SwitchResult:
+    """Move traffic to ``to`` and confirm it (see the module docstring for the steps).
+
+    Raises:
+        TargetUnhealthy: the target has failing hosts and ``force`` is false.
+        ConflictError: the control plane changed first (another switch or a failover).
+        VerificationFailed: switched in the control plane, but the router or the front
+            door did not confirm it; the message says how to revert.
+        ControlPlaneUnavailable: the control plane could not be reached.
+    """
+    say = on_progress or (lambda _line: None)
+    active = await current_active(control, router)
+    before = active.colour
+    if before is to:
+        say(f"{to} is already live (epoch {active.epoch})")
+        return SwitchResult(before, to, active.epoch, changed=False)
+
+    say(f"probing {to} ({len(config.env(to).hosts)} hosts)")
+    snapshot = await health_checker.check_all()
+    health, failing = _target_health(snapshot, to)
+    if failing and not force:
+        what = f"{to} is not healthy ({'; '.join(failing[:3])})"
+        with contextlib.suppress(ConsoleError):
+            await control.record(
+                "switch",
+                f"switch {before} -> {to} refused: {what}",
+                before=before.value,
+                after=to.value,
+                reason=reason,
+                outcome="refused",
+                details=health,
+            )
+        raise TargetUnhealthy(f"{what}; use --force to switch anyway")
+    if failing:
+        say(f"{to} is not healthy ({'; '.join(failing[:3])}); switching anyway (--force)")
+    else:
+        say(f"{to} healthy: {len(health)}/{len(health)} hosts answered")
+
+    details = {"forced": str(force).lower(), **{f"target {k}": v for k, v in health.items()}}
+    state = await control.switch(to, expected_epoch=active.epoch, reason=reason, details=details)
+    say(f"control plane: {before} -> {to} (epoch {state.epoch})")
+    started = time.monotonic()
+
+    try:
+        confirmed = await _confirm_router(router, to, config.router.confirm_timeout, say)
+    except VerificationFailed as e:
+        await _record_failure(control, before, to, state.epoch, reason, str(e))
+        raise VerificationFailed(f"{e}; {_revert_hint(before)}") from e
+    confirmed_s = time.monotonic() - started
+    say(f"router confirmed {to} in {confirmed_s:.2f} s")
+
+    verification = await verify_front_door(config, to, config.router.verify_requests)
+    result = SwitchResult(
+        before,
+        to,
+        state.epoch,
+        changed=True,
+        forced=force,
+        target_health=health,
+        router_confirmed_s=round(confirmed_s, 3),
+        router_detail=confirmed.detail,
+        verification=verification,
+    )
+    if not verification.ok:
+        what = f"switched to {to} but {verification.describe()} at {verification.url}"
+        await _record_failure(control, before, to, state.epoch, reason, what)
+        raise VerificationFailed(f"{what}; {_revert_hint(before)}")
+    say(verification.describe())
+    await control.record(
+        "switch",
+        f"switch {before} -> {to} (epoch {state.epoch}) verified",
+        before=before.value,
+        after=to.value,
+        reason=reason,
+        details={"router_confirmed_s": f"{confirmed_s:.3f}", "verify": verification.describe()},
+    )
+    return result
+
+
+def _target_health(snapshot: HealthSnapshot, to: Colour) -> tuple[dict[str, str], list[str]]:
+    """Each target host's last probe, and the ones failing (last probe not ok)."""
+    env = snapshot.envs.get(to)
+    if env is None or not env.hosts:
+        return {}, [f"{to}: no health information"]
+    health: dict[str, str] = {}
+    failing: list[str] = []
+    for host in env.hosts:
+        key = f"{to}/{host.host}"
+        health[key] = describe_host(host)
+        if host.last is None or not host.last.ok:
+            error = host.last.error if host.last is not None else None
+            failing.append(f"{key}: {error or 'no answer'}")
+    return health, failing
+
+
+async def _confirm_router(router: Router, to: Colour, limit: float, say: Progress) -> RouterState:
+    """Apply the switch on the router and poll its state until it reports ``to``.
+
+    Raises:
+        VerificationFailed: the router refused, failed, or did not confirm in time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    say(f"router ({router.kind}): switching to {to}")
+    try:
+        async with asyncio.timeout(limit):
+            state = await router.switch(to)
+    except TimeoutError:
+        raise VerificationFailed(
+            f"router ({router.kind}) did not finish the switch within {limit:g} s"
+        ) from None
+    except RouterError as e:
+        raise VerificationFailed(f"router ({router.kind}) failed the switch: {e}") from e
+    last_error = ""
+    while state.live is not to:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            seen = last_error or f"it reports {state.live or 'no single colour'}"
+            raise VerificationFailed(
+                f"router ({router.kind}) did not confirm {to} within {limit:g} s ({seen})"
+            )
+        await asyncio.sleep(min(_POLL_INTERVAL, remaining))
+        try:
+            async with asyncio.timeout(max(remaining, _POLL_INTERVAL)):
+                state = await router.state()
+            last_error = ""
+        except (RouterError, TimeoutError) as e:
+            # A router that is reloading may not answer for a moment: keep asking.
+            last_error = str(e) or "state query timed out"
+    return state
+
+
+async def verify_front_door(config: Config, to: Colour, count: int) -> Verification:
+    """Send ``count`` GETs through the front door; each must be served by ``to``.
+
+    Each request uses a fresh connection, so a keep-alive connection pinned to the old
+    colour (nginx keeps them across a reload) cannot make a good switch look bad or a bad
+    one look good.
+    """
+    path = config.env(to).hosts[0].health_path if config.env(to).hosts else "/"
+    url = config.router.front_door + path
+    answers: list[VerifyAnswer] = []
+    limits = httpx.Limits(max_keepalive_connections=0)
+    timeout = min(_VERIFY_TIMEOUT, config.router.confirm_timeout)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        for _ in range(count):
+            answers.append(await _verify_once(client, url, timeout))
+    return Verification(url, to, tuple(answers))
+
+
+async def _verify_once(client: httpx.AsyncClient, url: str, limit: float) -> VerifyAnswer:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(limit):
+            response = await client.get(url, headers={"Connection": "close"})
+    except TimeoutError:
+        return VerifyAnswer(None, None, None, f"no answer within {limit:g} s")
+    except httpx.HTTPError as e:
+        return VerifyAnswer(None, None, None, _short(e))
+    latency = (time.perf_counter() - started) * 1000
+    served_by = response.headers.get(ENV_HEADER)
+    return VerifyAnswer(response.status_code, served_by, round(latency, 2))
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:120]
+
+
+def _revert_hint(before: Colour) -> str:
+    return f"traffic may still go to {before}; revert with: bgconsole switch {before} --force"
+
+
+async def _record_failure(
+    control: ControlPlane,
+    before: Colour,
+    to: Colour,
+    epoch: int,
+    reason: str,
+    what: str,
+    details: Mapping[str, str] | None = None,
+) -> None:
+    """Record the failed confirmation; a control plane that fails now must not hide it."""
+    with contextlib.suppress(ConsoleError):
+        await control.record(
+            "switch",
+            f"switch {before} -> {to} (epoch {epoch}) not confirmed: {what}",
+            before=before.value,
+            after=to.value,
+            reason=reason,
+            outcome="failed",
+            details=details,
+        )
