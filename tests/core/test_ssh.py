@@ -1,0 +1,269 @@
+"""SshPool against a real OpenSSH sshd: streaming, host keys, jump hosts, reconnects, SFTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import asyncssh
+import pytest
+from servers import SshServer, descendants
+
+from console.core.config import HostConfig, SshSettings, parse_ssh_target
+from console.core.errors import ConfigError, HostKeyError, HostUnreachable
+from console.core.ssh import (
+    MAX_LINE,
+    TRUNCATED,
+    Backoff,
+    CommandExit,
+    CommandFailed,
+    CommandTimeout,
+    OutputLine,
+    SshAuthFailed,
+    SshPool,
+    wrap_killable,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def settings_for(server: SshServer, **overrides: object) -> SshSettings:
+    """Settings that never read the developer's ~/.ssh or agent."""
+    base = SshSettings(
+        use_config=False,
+        use_agent=False,
+        known_hosts=str(server.known_hosts_path),
+        connect_timeout=5.0,
+        keepalive=0.0,
+        command_timeout=30.0,
+    )
+    return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def host_for(server: SshServer, name: str = "app1", **overrides: object) -> HostConfig:
+    host = HostConfig(
+        name=name,
+        url="http://127.0.0.1:1",
+        ssh=parse_ssh_target(server.target),
+        identity=str(server.client_key_path),
+    )
+    return dataclasses.replace(host, **overrides)  # type: ignore[arg-type]
+
+
+def remote_pids(server: SshServer, needle: str) -> list[int]:
+    """Processes under this sshd whose command line contains ``needle``."""
+    found = []
+    for pid in descendants(server.pid or 0):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline and "sshd" not in cmdline:
+            found.append(pid)
+    return found
+
+
+async def wait_until(predicate: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        await asyncio.sleep(0.02)
+    return bool(predicate())  # type: ignore[operator]
+
+
+@pytest.fixture
+async def pool(ssh_server: SshServer) -> object:
+    pool = SshPool(settings_for(ssh_server))
+    yield pool
+    await pool.aclose()
+
+
+async def test_run_collects_output_and_status(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    result = await pool.run(host, "echo out; echo err >&2; exit 3")
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+    assert result.exit_status == 3
+    with pytest.raises(CommandFailed, match=r"exit status 3\): err"):
+        await pool.run(host, "echo err >&2; exit 3", check=True)
+
+
+async def test_connection_is_reused(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    first = await pool.connection(host)
+    await pool.run(host, "true")
+    await pool.run(host, "true")
+    assert await pool.connection(host) is first
+
+
+async def test_workdir_and_input(ssh_server: SshServer, pool: SshPool, tmp_path: Path) -> None:
+    host = host_for(ssh_server, workdir=str(tmp_path))
+    result = await pool.run(host, "pwd; cat", input="hello\nworld")
+    assert result.stdout == f"{tmp_path}\nhello\nworld\n"
+
+
+async def test_stream_yields_lines_as_they_arrive(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    arrivals: list[tuple[float, OutputLine | CommandExit]] = []
+    start = time.monotonic()
+    async for item in pool.stream(host, "echo a; sleep 0.4; echo b >&2; sleep 0.4; printf c"):
+        arrivals.append((time.monotonic() - start, item))
+    items = [item for _, item in arrivals]
+    assert [(i.stream, i.text) for i in items if isinstance(i, OutputLine)] == [
+        ("stdout", "a"),
+        ("stderr", "b"),
+        ("stdout", "c"),  # the partial last line
+    ]
+    assert isinstance(items[-1], CommandExit)
+    assert items[-1].exit_status == 0
+    # 'a' arrived well before the command finished: streamed, not buffered.
+    assert arrivals[0][0] < arrivals[-1][0] - 0.6
+
+
+async def test_very_long_lines_are_capped(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    command = f"head -c {MAX_LINE * 3} /dev/zero | tr '\\0' x; echo; echo next"
+    lines = [i for i in [x async for x in pool.stream(host, command)] if isinstance(i, OutputLine)]
+    assert [len(line.text) for line in lines] == [MAX_LINE + len(TRUNCATED), 4]
+    assert lines[0].text.endswith(TRUNCATED)
+    assert lines[1].text == "next"
+
+
+async def test_command_timeout_stops_the_command(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    with pytest.raises(CommandTimeout, match="timed out after 0.5 s"):
+        await pool.run(host, "sleep 7.25", timeout=0.5)
+    assert await wait_until(lambda: not remote_pids(ssh_server, "sleep 7.25"))
+
+
+async def test_cancelling_tail_leaves_no_remote_process(
+    ssh_server: SshServer, pool: SshPool, tmp_path: Path
+) -> None:
+    host = host_for(ssh_server)
+    log = tmp_path / "app.log"
+    log.write_text("one\n")
+    stream = pool.stream(host, f"tail -n 5 -F {log} | cat")
+    first = await anext(stream)
+    assert isinstance(first, OutputLine)
+    assert first.text == "one"
+    assert remote_pids(ssh_server, f"tail -n 5 -F {log}")
+    await stream.aclose()  # the file stays quiet: no SIGPIPE would ever reach tail
+    assert await wait_until(lambda: not remote_pids(ssh_server, str(log)))
+
+
+async def test_unknown_host_key_is_refused(ssh_server: SshServer, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    pool = SshPool(settings_for(ssh_server, known_hosts=str(empty)))
+    try:
+        with pytest.raises(HostKeyError) as info:
+            await pool.run(host_for(ssh_server), "true")
+    finally:
+        await pool.aclose()
+    message = str(info.value)
+    assert "app1" in message
+    assert "not in" in message
+    assert ssh_server.host_key_fingerprint in message
+    assert f"ssh-keyscan -p {ssh_server.port} 127.0.0.1 >> {empty}" in message
+    assert not empty.exists()  # never learned silently
+
+
+async def test_changed_host_key_is_refused(ssh_server: SshServer, tmp_path: Path) -> None:
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{ssh_server.port} {other}\n")
+    pool = SshPool(settings_for(ssh_server, known_hosts=str(wrong)))
+    try:
+        with pytest.raises(HostKeyError, match="CHANGED") as info:
+            await pool.run(host_for(ssh_server), "true")
+    finally:
+        await pool.aclose()
+    assert ssh_server.host_key_fingerprint in str(info.value)
+    assert "attack" in str(info.value)
+
+
+async def test_accept_new_learns_unknown_keys(ssh_server: SshServer, tmp_path: Path) -> None:
+    learned = tmp_path / "sub" / "known_hosts"
+    pool = SshPool(settings_for(ssh_server, known_hosts=str(learned), host_key_policy="accept-new"))
+    try:
+        result = await pool.run(host_for(ssh_server), "echo hi")
+    finally:
+        await pool.aclose()
+    assert result.stdout == "hi\n"
+    assert learned.read_text().startswith(f"[127.0.0.1]:{ssh_server.port} ssh-ed25519 ")
+
+
+async def test_wrong_client_key_is_refused(ssh_server: SshServer, tmp_path: Path) -> None:
+    key = tmp_path / "id_other"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(key))
+    pool = SshPool(settings_for(ssh_server))
+    try:
+        with pytest.raises(SshAuthFailed, match=f"permission denied for user {ssh_server.user}"):
+            await pool.run(host_for(ssh_server, identity=str(key)), "true")
+    finally:
+        await pool.aclose()
+
+
+async def test_missing_target_and_unreachable_host(ssh_server: SshServer, pool: SshPool) -> None:
+    with pytest.raises(ConfigError, match="ssh is missing"):
+        await pool.run(host_for(ssh_server, ssh=None), "true")
+    ssh_server.stop()
+    with pytest.raises(HostUnreachable, match="app1"):
+        await pool.run(host_for(ssh_server), "true")
+
+
+async def test_jump_host(ssh_server_pair: tuple[SshServer, SshServer], tmp_path: Path) -> None:
+    jump, target = ssh_server_pair
+    both = tmp_path / "known_hosts"
+    both.write_text(jump.known_hosts_line + "\n" + target.known_hosts_line + "\n")
+    pool = SshPool(settings_for(target, known_hosts=str(both)))
+    host = host_for(target, jump=parse_ssh_target(jump.target))
+    try:
+        result = await pool.run(host, "echo $SSH_CONNECTION")
+    finally:
+        await pool.aclose()
+    # The target saw the connection come from the jump host's forwarding, not from us.
+    assert result.exit_status == 0
+    assert f" 127.0.0.1 {target.port}" in result.stdout
+    assert "sshd" in jump.log() or jump.running
+
+
+async def test_reconnects_after_sshd_restart(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    first = await pool.connection(host)
+    ssh_server.stop()
+    ssh_server.start()
+    assert await wait_until(first.is_closed)
+    result = await pool.run(host, "echo back")
+    assert result.stdout == "back\n"
+    assert await pool.connection(host) is not first
+
+
+async def test_sftp_put_get_with_progress(
+    ssh_server: SshServer, pool: SshPool, tmp_path: Path
+) -> None:
+    host = host_for(ssh_server)
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x" * 300_000)
+    seen: list[tuple[int, int]] = []
+    await pool.put(host, src, str(tmp_path / "remote.bin"), lambda d, t: seen.append((d, t)))
+    await pool.get(host, str(tmp_path / "remote.bin"), tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
+    assert seen[-1] == (300_000, 300_000)
+
+
+def test_backoff_grows_with_jitter_and_resets() -> None:
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    delays = [backoff.next() for _ in range(6)]
+    assert 0.5 <= delays[0] <= 1.0
+    assert 4.0 <= delays[5] <= 8.0  # capped
+    backoff.reset()
+    assert backoff.next() <= 1.0
+
+
+def test_wrap_killable_quotes_the_command() -> None:
+    wrapped = wrap_killable("echo 'a b' | grep a")
+    assert wrapped.startswith("sh -c ")
+    assert wrapped.endswith("bgconsole 'echo '\"'\"'a b'\"'\"' | grep a'")
