@@ -1,0 +1,530 @@
+"""The deploy pipeline: lock, steps over SSH (or a git push), events, then a health wait."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from console.core.config import Config, EnvConfig, HostConfig
+from console.core.control import ControlPlane
+from console.core.errors import ConfigError, ConsoleError, UsageError
+from console.core.git_pipeline import GitPipeline
+from console.core.models import Colour, HealthSnapshot, LockInfo
+from console.core.ssh import CommandExit, OutputLine, SshPool
+
+DeployMethod = Literal["steps", "git"]
+LineCallback = Callable[[OutputLine], None]
+
+TAIL_LINES = 20
+"""Output lines kept per host for the failure message."""
+DEFAULT_PARALLEL = 10
+"""Hosts deployed at once: a fleet of tens of hosts goes in waves, not all in one burst."""
+LOCK_TTL = 60.0
+"""The deploy lock lives this long unrenewed, so a crashed deploy frees it within a minute."""
+LOCK_RENEW_EVERY = 15.0
+
+
+class HealthSource(Protocol):
+    """What the health wait needs from :class:`console.core.health.HealthChecker`."""
+
+    async def check_all(self) -> HealthSnapshot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepStarted:
+    """Reported through ``on_step`` when a host starts a deploy step."""
+
+    host: str
+    index: int
+    """1-based position of the step."""
+    total: int
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostDeployResult:
+    """How the deploy went on one host."""
+
+    host: str
+    exit_status: int | None
+    """The failing step's exit status, 0 when every step passed, None if it never finished."""
+    duration: float
+    steps_run: int
+    steps_total: int
+    failed_step: str | None = None
+    error: str | None = None
+    """Why the host could not finish (unreachable, timed out, cancelled...)."""
+    tail: tuple[str, ...] = ()
+    """The host's last output lines, oldest first."""
+
+    @property
+    def ok(self) -> bool:
+        """Every step ran and exited 0."""
+        return self.exit_status == 0 and self.error is None
+
+    def describe(self) -> str:
+        """One line: what happened on this host."""
+        if self.ok:
+            return f"{self.host}: ok ({self.steps_run} step(s), {self.duration:.1f} s)"
+        if self.error:
+            return f"{self.host}: {self.error}"
+        step = f"step {self.steps_run}/{self.steps_total}"
+        return f"{self.host}: {step} {self.failed_step!r} exited {self.exit_status}"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthWait:
+    """The wait for the environment to turn healthy after the deploy."""
+
+    healthy: bool
+    waited: float
+    versions: dict[str, str | None] = field(default_factory=dict)
+    """host -> version it reports (None when it reports none)."""
+    problems: tuple[str, ...] = ()
+    """``host: cause`` for every host still failing when the wait ended."""
+
+    @property
+    def version(self) -> str | None:
+        """The environment's version: the one every host reports, or a mix shown as a list."""
+        found = sorted({v for v in self.versions.values() if v is not None})
+        if not found:
+            return None
+        return found[0] if len(found) == 1 else ", ".join(found)
+
+
+@dataclass(frozen=True, slots=True)
+class DeployResult:
+    """The outcome of one deploy."""
+
+    colour: Colour
+    ref: str | None
+    method: DeployMethod
+    hosts: tuple[HostDeployResult, ...]
+    health: HealthWait | None
+    """None when the deploy failed before the wait."""
+    duration: float
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def deployed(self) -> bool:
+        """Every host ran its deploy successfully."""
+        return all(h.ok for h in self.hosts)
+
+    @property
+    def ok(self) -> bool:
+        """Deployed everywhere and healthy afterwards."""
+        return self.deployed and self.health is not None and self.health.healthy
+
+    @property
+    def version(self) -> str | None:
+        """The version reported after the deploy, if the health wait saw one."""
+        return self.health.version if self.health else None
+
+    def failure(self) -> str | None:
+        """One line on why the deploy failed, None when it did not."""
+        failed = [h for h in self.hosts if not h.ok]
+        if failed:
+            more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
+            return f"deploy to {self.colour} failed on {failed[0].describe()}{more}"
+        if self.health is not None and not self.health.healthy:
+            why = "; ".join(self.health.problems) or "not healthy"
+            return (
+                f"deploy to {self.colour} ran, but it did not turn healthy within "
+                f"{self.health.waited:.0f} s: {why}"
+            )
+        return None
+
+    def exit_statuses(self) -> str:
+        """``host=status`` for every host, for events (``-`` when it never finished)."""
+        return ",".join(
+            f"{h.host}={'-' if h.exit_status is None else h.exit_status}" for h in self.hosts
+        )
+
+
+def plan_method(env: EnvConfig, method: DeployMethod | None) -> DeployMethod:
+    """Which pipeline deploys ``env``: the one asked for, else steps, else git.
+
+    Raises:
+        ConfigError: the environment has no way to deploy (names the key to add).
+    """
+    key = f"env.{env.colour}"
+    if method == "git":
+        if env.git is None:
+            raise ConfigError(f"{key}.git: missing; add repo and worktree to deploy with --git")
+        return "git"
+    if method == "steps" or env.git is None:
+        missing = [h.name for h in env.hosts if not h.deploy]
+        if missing:
+            raise ConfigError(
+                f"{key}.deploy: no deploy steps for host(s) {', '.join(missing)}; "
+                f"set deploy = [...] (or configure {key}.git)"
+            )
+        return "steps"
+    if all(h.deploy for h in env.hosts):
+        return "steps"
+    return "git"
+
+
+def render_step(step: str, ref: str | None) -> str:
+    """A deploy step with ``{ref}`` replaced by the shell-quoted ref.
+
+    Only ``{ref}`` is replaced (not ``str.format``), so shell braces like ``${HOME}`` in
+    steps stay as written.
+
+    Raises:
+        UsageError: the step uses ``{ref}`` but no ref was given.
+    """
+    if "{ref}" not in step:
+        return step
+    if ref is None:
+        raise UsageError(f"deploy step {step!r} uses {{ref}}: pass --ref REF")
+    return step.replace("{ref}", shlex.quote(ref))
+
+
+class DeployRunner:
+    """Runs deploys to one colour at a time under the control-plane lock ``deploy:<colour>``.
+
+    Services are passed in and owned by the caller (who closes them).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        control: ControlPlane,
+        pool: SshPool,
+        health: HealthSource,
+        *,
+        parallel: int = DEFAULT_PARALLEL,
+        lock_ttl: float = LOCK_TTL,
+        lock_renew_every: float = LOCK_RENEW_EVERY,
+    ) -> None:
+        self.config = config
+        self.control = control
+        self.pool = pool
+        self.health = health
+        self.parallel = max(1, parallel)
+        self.lock_ttl = lock_ttl
+        self.lock_renew_every = lock_renew_every
+
+    async def deploy(
+        self,
+        colour: Colour,
+        *,
+        ref: str | None = None,
+        live_ok: bool = False,
+        method: DeployMethod | None = None,
+        repo: Path | None = None,
+        reason: str = "",
+        on_line: LineCallback | None = None,
+        on_step: Callable[[StepStarted], None] | None = None,
+    ) -> DeployResult:
+        """Deploy ``ref`` to ``colour`` and wait for it to turn healthy.
+
+        Failures of the deploy itself (a step exits non-zero, a host is unreachable, the
+        health wait times out) come back in the result; refusals raise.
+
+        Raises:
+            UsageError: ``colour`` is live and ``live_ok`` is False, or a step needs a ref.
+            ConfigError: the environment has nothing to deploy with.
+            LockHeld: another deploy to this colour is running (the message names who).
+            ControlPlaneUnavailable: the control plane cannot be reached.
+        """
+        env = self.config.env(colour)
+        chosen = plan_method(env, method)
+        git = GitPipeline(self.config, self.pool)
+        steps: dict[str, tuple[str, ...]] = {}
+        if chosen == "steps":
+            steps = {h.name: tuple(render_step(s, ref) for s in h.deploy) for h in env.hosts}
+        else:
+            ref = ref or "HEAD"
+            git.check_local(repo)
+        await self._refuse_live(colour, ref, live_ok, reason)
+        lock = await self.control.acquire_lock(
+            f"deploy:{colour}", f"deploy {ref or '(no ref)'}", self.lock_ttl
+        )
+        renewer = asyncio.create_task(self._renew(lock))
+        started = time.monotonic()
+        warnings: list[str] = []
+        try:
+            details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
+            if chosen == "git":
+                details["commit"] = await git.resolve(ref or "HEAD", repo)
+            await self.control.record(
+                "deploy",
+                f"deploy {ref or '(no ref)'} to {colour} started",
+                after=ref or "",
+                reason=reason,
+                outcome="started",
+                details=details,
+            )
+            await self._publish(colour, "started", ref)
+            if chosen == "steps":
+                hosts = await self._run_steps(env, steps, on_line, on_step)
+            else:
+                runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
+                hosts = [
+                    HostDeployResult(
+                        r.host,
+                        r.exit_status,
+                        r.duration,
+                        1,
+                        1,
+                        None if r.ok else "git push",
+                        r.error,
+                        r.tail,
+                    )
+                    for r in runs
+                ]
+            health = None
+            if all(h.ok for h in hosts):
+                health = await self.wait_healthy(colour)
+            result = DeployResult(
+                colour, ref, chosen, tuple(hosts), health, time.monotonic() - started
+            )
+            await self._record_end(result, reason, details, warnings)
+            return DeployResult(
+                result.colour,
+                result.ref,
+                result.method,
+                result.hosts,
+                result.health,
+                result.duration,
+                tuple(warnings),
+            )
+        except asyncio.CancelledError:
+            # Ctrl+C (or the UI closing): the audit trail must say the deploy was cut short.
+            with contextlib.suppress(ConsoleError):
+                await self.control.record(
+                    "deploy",
+                    f"deploy {ref or '(no ref)'} to {colour} cancelled",
+                    after=ref or "",
+                    reason=reason,
+                    outcome="cancelled",
+                    details={"ref": ref or "", "duration": f"{time.monotonic() - started:.1f}"},
+                )
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(ConsoleError):
+                await self.control.release_lock(lock)
+
+    async def _refuse_live(self, colour: Colour, ref: str | None, live_ok: bool, why: str) -> None:
+        active = await self.control.active()
+        if active is None or active.colour != colour or live_ok:
+            return
+        await self.control.record(
+            "deploy",
+            f"deploy {ref or '(no ref)'} to live {colour} refused (no --live)",
+            after=ref or "",
+            reason=why,
+            outcome="refused",
+        )
+        raise UsageError(
+            f"{colour} is live: deploying to it affects users; pass --live to do it anyway "
+            f"(or deploy to the stand-by {colour.other})"
+        )
+
+    async def _renew(self, lock: LockInfo) -> None:
+        """Keep the lock alive while the deploy runs; a blip in Redis is retried next round."""
+        while True:
+            await asyncio.sleep(self.lock_renew_every)
+            with contextlib.suppress(ConsoleError):
+                await self.control.renew_lock(lock, self.lock_ttl)
+
+    async def _publish(self, colour: Colour, state: str, ref: str | None) -> None:
+        with contextlib.suppress(ConsoleError):
+            await self.control.publish(
+                "deploy", {"colour": colour.value, "state": state, "ref": ref or ""}
+            )
+
+    async def _record_end(
+        self,
+        result: DeployResult,
+        reason: str,
+        details: Mapping[str, str],
+        warnings: list[str],
+    ) -> None:
+        version = result.version or ""
+        outcome = "ok" if result.ok else "failed"
+        summary = f"deploy {result.ref or '(no ref)'} to {result.colour}: {outcome}"
+        summary += f" in {result.duration:.1f} s"
+        if version:
+            summary += f", version {version}"
+        failure = result.failure()
+        end_details = {
+            **details,
+            "duration": f"{result.duration:.1f}",
+            "exit_status": result.exit_statuses(),
+            "version": version,
+            "healthy": "" if result.health is None else str(result.health.healthy).lower(),
+        }
+        if failure:
+            end_details["error"] = failure
+        try:
+            await self.control.record(
+                "deploy",
+                summary,
+                after=result.ref or "",
+                reason=reason,
+                outcome=outcome,
+                details=end_details,
+            )
+        except ConsoleError as e:
+            # The deploy happened either way; losing its audit entry must not hide that.
+            warnings.append(f"the end event was not recorded: {e}")
+        await self._publish(result.colour, outcome, result.ref)
+
+    async def _run_steps(
+        self,
+        env: EnvConfig,
+        steps: Mapping[str, Sequence[str]],
+        on_line: LineCallback | None,
+        on_step: Callable[[StepStarted], None] | None,
+    ) -> list[HostDeployResult]:
+        """Every host's steps, hosts concurrently (at most ``parallel`` at once)."""
+        semaphore = asyncio.Semaphore(self.parallel)
+        tails = {h.name: deque[str](maxlen=TAIL_LINES) for h in env.hosts}
+        progress = {h.name: 0 for h in env.hosts}
+        started = time.monotonic()
+
+        async def one(host: HostConfig) -> HostDeployResult:
+            async with semaphore:
+                return await self._host_steps(
+                    host, steps[host.name], tails[host.name], progress, on_line, on_step
+                )
+
+        tasks = {h.name: asyncio.create_task(one(h)) for h in env.hosts}
+        try:
+            await asyncio.wait(tasks.values(), timeout=env.deploy_timeout)
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        results: list[HostDeployResult] = []
+        for host in env.hosts:
+            task = tasks[host.name]
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results.append(task.result())
+                continue
+            error = f"timed out after {env.deploy_timeout:g} s (env.{env.colour}.deploy_timeout)"
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                error = f"failed: {task.exception()}"
+            results.append(
+                HostDeployResult(
+                    host.name,
+                    None,
+                    time.monotonic() - started,
+                    progress[host.name],
+                    len(steps[host.name]),
+                    error=error,
+                    tail=tuple(tails[host.name]),
+                )
+            )
+        return results
+
+    async def _host_steps(
+        self,
+        host: HostConfig,
+        steps: Sequence[str],
+        tail: deque[str],
+        progress: dict[str, int],
+        on_line: LineCallback | None,
+        on_step: Callable[[StepStarted], None] | None,
+    ) -> HostDeployResult:
+        """One host's steps in order, stopping at the first that fails."""
+        started = time.monotonic()
+        for index, command in enumerate(steps, start=1):
+            progress[host.name] = index
+            if on_step is not None:
+                on_step(StepStarted(host.name, index, len(steps), command))
+            try:
+                end = await self._stream(host, command, tail, on_line)
+            except ConsoleError as e:
+                return HostDeployResult(
+                    host.name,
+                    None,
+                    time.monotonic() - started,
+                    index,
+                    len(steps),
+                    failed_step=command,
+                    error=str(e),
+                    tail=tuple(tail),
+                )
+            if end.exit_status != 0:
+                status = end.exit_status
+                error = None if status is not None else f"step {command!r} ended by {end.signal}"
+                return HostDeployResult(
+                    host.name,
+                    status,
+                    time.monotonic() - started,
+                    index,
+                    len(steps),
+                    failed_step=command,
+                    error=error,
+                    tail=tuple(tail),
+                )
+        return HostDeployResult(
+            host.name, 0, time.monotonic() - started, len(steps), len(steps), tail=tuple(tail)
+        )
+
+    async def _stream(
+        self, host: HostConfig, command: str, tail: deque[str], on_line: LineCallback | None
+    ) -> CommandExit:
+        end: CommandExit | None = None
+        async for item in self.pool.stream(host, command, timeout=self.config.ssh.command_timeout):
+            if isinstance(item, OutputLine):
+                tail.append(item.text)
+                if on_line is not None:
+                    on_line(item)
+            else:
+                end = item
+        if end is None:
+            # The pool promises a CommandExit last; without one the channel just vanished.
+            return CommandExit(host.name, None, "connection lost", 0.0)
+        return end
+
+    async def wait_healthy(self, colour: Colour) -> HealthWait:
+        """Probe until every host of ``colour`` answers its health check, or time out.
+
+        Polls every ``[failover] interval`` for at most the environment's ``health_timeout``;
+        looks at each host's last probe (not the fall/rise verdict), since a host that just
+        restarted should count as soon as it answers.
+        """
+        timeout = self.config.env(colour).health_timeout
+        interval = self.config.failover.interval
+        started = time.monotonic()
+        deadline = started + timeout
+        versions: dict[str, str | None] = {}
+        problems: tuple[str, ...] = ("no probe finished",)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # A probe round is bounded by the probe timeout already; this is the backstop.
+                async with asyncio.timeout(max(remaining, 0.0) + interval + 1.0):
+                    snapshot = await self.health.check_all()
+            except TimeoutError:
+                return HealthWait(False, time.monotonic() - started, versions, problems)
+            env = snapshot.envs.get(colour)
+            hosts = env.hosts if env else ()
+            # The last probe carries the version when the source is in the health answer;
+            # a version fetched from its own path is only refreshed now and then.
+            versions = {h.host: (h.last.version if h.last else None) or h.version for h in hosts}
+            problems = tuple(
+                f"{h.host}: {(h.last.error if h.last else None) or 'no answer'}"
+                for h in hosts
+                if h.last is None or not h.last.ok
+            )
+            if hosts and not problems:
+                return HealthWait(True, time.monotonic() - started, versions)
+            if time.monotonic() + interval > deadline:
+                return HealthWait(False, time.monotonic() - started, versions, problems)
+            await asyncio.sleep(interval)
