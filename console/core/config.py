@@ -643,8 +643,6 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         failback=failover_t.boolean("failback", False),
         history=failover_t.integer("history", 120, minimum=1),
     )
-    if failover.timeout > failover.interval * 4:
-        raise failover_t.error("timeout", "should not exceed 4 x interval")
     failover_t.finish()
 
     agent_t = root.table("agent") or _Table({}, "agent")
