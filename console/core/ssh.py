@@ -21,7 +21,7 @@ import dataclasses
 import random
 import shlex
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -371,7 +371,7 @@ class SshPool:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (the agreed API; bounds the command)
         input: str | None = None,
-    ) -> AsyncIterator[OutputLine | CommandExit]:
+    ) -> AsyncGenerator[OutputLine | CommandExit, None]:
         """Run a command and yield its output line by line as it arrives, then its exit.
 
         Stdout and stderr lines are tagged; a partial last line is yielded at EOF; lines

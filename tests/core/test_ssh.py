@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncssh
@@ -65,17 +66,17 @@ def remote_pids(server: SshServer, needle: str) -> list[int]:
     return found
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Callable[[], object], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return True
         await asyncio.sleep(0.02)
-    return bool(predicate())  # type: ignore[operator]
+    return bool(predicate())
 
 
 @pytest.fixture
-async def pool(ssh_server: SshServer) -> object:
+async def pool(ssh_server: SshServer) -> AsyncIterator[SshPool]:
     pool = SshPool(settings_for(ssh_server))
     yield pool
     await pool.aclose()
@@ -134,7 +135,7 @@ async def test_very_long_lines_are_capped(ssh_server: SshServer, pool: SshPool) 
 
 async def test_command_timeout_stops_the_command(ssh_server: SshServer, pool: SshPool) -> None:
     host = host_for(ssh_server)
-    with pytest.raises(CommandTimeout, match="timed out after 0.5 s"):
+    with pytest.raises(CommandTimeout, match=r"timed out after 0\.5 s"):
         await pool.run(host, "sleep 7.25", timeout=0.5)
     assert await wait_until(lambda: not remote_pids(ssh_server, "sleep 7.25"))
 
