@@ -14,7 +14,7 @@ from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import RouterError
 from console.core.models import AgentHeartbeat, Colour
-from console.core.router.base import RouterState, RouteTarget, Router
+from console.core.router.base import Router, RouterState, RouteTarget
 
 
 class BuiltinRouter(Router):
