@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -54,4 +55,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except Exception as e:  # a bug: still one line, the traceback only on request
+        if os.environ.get("BGCONSOLE_DEBUG"):
+            raise
+        code = fail(
+            f"internal error: {type(e).__name__}: {e} (BGCONSOLE_DEBUG=1 shows the traceback; "
+            "please report it)"
+        )
     sys.exit(code)

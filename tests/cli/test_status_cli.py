@@ -1,0 +1,155 @@
+"""``bgconsole status``, ``events``, ``check`` and ``init`` run as a user would (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from configs import config_data, write_config
+from servers import HttpBackendFactory, RedisServer
+
+from console.core.control import ControlPlane
+from console.core.models import Colour
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bgconsole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def config_path(
+    tmp_path: Path, redis_server: RedisServer, http_backend_factory: HttpBackendFactory
+) -> Path:
+    blue = http_backend_factory("blue", "1.4.0")
+    green = http_backend_factory("green", "1.5.0")
+    path = tmp_path / "bg.toml"
+    state = tmp_path / "router-state"
+    state.write_text("blue\n")
+    data = config_data(
+        redis_url=redis_server.url,
+        blue_url=blue.url,
+        green_url=green.url,
+        router={
+            "kind": "command",
+            "switch_command": f"echo {{colour}} > {state}",
+            "state_command": f"cat {state}",
+        },
+    )
+    write_config(path, data)
+    return path
+
+
+async def set_live(redis_url: str, colour: Colour) -> None:
+    control = ControlPlane(redis_url, "test", actor="tester@ci")
+    try:
+        state = await control.ensure_active(Colour.BLUE)
+        if state.colour is not colour:
+            await control.switch(colour, expected_epoch=state.epoch, reason="test")
+    finally:
+        await control.aclose()
+
+
+async def test_status_json_reports_both_environments(
+    config_path: Path, redis_server: RedisServer
+) -> None:
+    await set_live(redis_server.url, Colour.BLUE)
+    result = bgconsole("status", "--json", "-c", str(config_path))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["active"]["colour"] == "blue"
+    assert report["active"]["actor"] == "tester@ci"
+    assert report["control"]["ok"] is True
+    assert report["router"] == {
+        "kind": "command",
+        "live": "blue",
+        "detail": report["router"]["detail"],
+        "error": None,
+        "drift": None,
+    }
+    assert report["envs"]["blue"]["verdict"] == "healthy"
+    assert report["envs"]["blue"]["live"] is True
+    assert report["envs"]["green"]["hosts"][0]["version"] == "1.5.0"
+    assert report["envs"]["green"]["hosts"][0]["status"] == 200
+
+
+async def test_status_shows_drift_and_down_hosts(
+    config_path: Path, redis_server: RedisServer, http_backend_factory: HttpBackendFactory
+) -> None:
+    await set_live(redis_server.url, Colour.GREEN)  # the router file still says blue
+    result = bgconsole("status", "-c", str(config_path))
+    assert result.returncode == 1
+    assert "DRIFT: router sends traffic to blue, control plane says green" in result.stdout
+    assert "live: green (epoch 2, by tester@ci" in result.stdout
+
+
+def test_status_with_redis_down_is_one_clear_line(
+    config_path: Path, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    result = bgconsole("status", "-c", str(config_path))
+    assert result.returncode == 1
+    assert "control plane: UNAVAILABLE" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "blue" in result.stdout  # health is still reported
+
+
+def test_events_lists_what_happened(config_path: Path, redis_server: RedisServer) -> None:
+    import asyncio
+
+    asyncio.run(set_live(redis_server.url, Colour.GREEN))
+    result = bgconsole("events", "-c", str(config_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "init" in lines[0]
+    assert "switch blue -> green (epoch 2)" in lines[-1]
+    assert 'reason="test"' in lines[-1]
+    as_json = bgconsole("events", "--json", "-n", "1", "-c", str(config_path))
+    assert json.loads(as_json.stdout)["after"] == "green"
+
+
+def test_check_sample_and_broken_configs(tmp_path: Path) -> None:
+    ok = bgconsole("check", "-c", str(ROOT / "sample.toml"))
+    assert ok.returncode == 0
+    assert "sample.toml: ok" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[console]\nname = "x"\n[control]\nredis = "redis://h"\n[router]\nkind = "f5"\n')
+    result = bgconsole("check", "-c", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"bgconsole: {bad}: router.kind: unknown router kind 'f5'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_init_writes_a_valid_starter_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "new.toml"
+    assert bgconsole("init", str(target)).returncode == 0
+    assert target.read_text().startswith("# bgconsole configuration")
+    assert bgconsole("check", "-c", str(target)).returncode == 0
+    again = bgconsole("init", str(target))
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_no_config_anywhere_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "console", "status"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no configuration found" in result.stderr
