@@ -282,7 +282,7 @@ class FlagStore:
         """The flags whose state differs between the colours (``errors`` says if unknown)."""
         return (await self.read_all()).differing()
 
-    async def _read_colour(self, colour: Colour) -> _ColourRead:
+    async def _read_colour(self, colour: Colour, *, scan: bool = True) -> _ColourRead:
         client = self._client(colour)
         flags = list(self.config.flags.values())
         declared_keys = {flag.key for flag in flags}
@@ -290,11 +290,14 @@ class FlagStore:
         pipe = client.pipeline(transaction=False)
         for flag in flags:
             pipe.get(flag.key)
-        pipe.scan(0, match=_glob_escape(self.prefix) + "*", count=_SCAN_COUNT)
+        if scan:
+            pipe.scan(0, match=_glob_escape(self.prefix) + "*", count=_SCAN_COUNT)
         replies = await self._call(colour, pipe.execute(raise_on_error=False))
         declared = {
             flag.name: _value(flag.on, reply) for flag, reply in zip(flags, replies, strict=False)
         }
+        if not scan:
+            return _ColourRead(declared, {})
         scan_reply = replies[-1]
         if isinstance(scan_reply, Exception):
             raise BackendError(f"{colour} flags Redis refused SCAN: {_one_line(scan_reply)}")
@@ -368,8 +371,11 @@ class FlagStore:
         chosen = (
             [self.flag(n) for n in _unique(names)] if names else list(self.config.flags.values())
         )
-        reads = await asyncio.gather(self._read_colour(src), self._read_colour(dst))
-        src_read, dst_read = reads
+        # Both colours are read before anything is written, so a colour that is down
+        # fails the copy up front instead of half-way.
+        src_read, dst_read = await asyncio.gather(
+            self._read_colour(src, scan=False), self._read_colour(dst, scan=False)
+        )
         changes: list[FlagChange] = []
         unchanged: list[str] = []
         for flag in chosen:
@@ -377,9 +383,12 @@ class FlagStore:
             if dst_read.declared[flag.name].state == want:
                 unchanged.append(flag.name)
                 continue
-            changes.append(
-                await self.set(flag.name, dst, want == "on", reason or f"copy from {src}")
-            )
+            try:
+                change = await self.set(flag.name, dst, want == "on", reason or f"copy from {src}")
+            except ConsoleError as e:
+                done = ", ".join(c.name for c in changes) or "none"
+                raise BackendError(f"{e} (copied before the failure: {done})") from e
+            changes.append(change)
         return CopyResult(src, dst, tuple(changes), tuple(unchanged))
 
     async def _record(

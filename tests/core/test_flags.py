@@ -312,3 +312,18 @@ async def test_concurrent_toggles_from_two_clients_stay_consistent(
     assert len(events) == 2 * rounds
     assert {e.actor for e in events} == {"tester@box", "other@box"}
     assert sum(1 for e in events if (e.before, e.after) == ("off", "on")) == rounds
+
+
+async def test_undeclared_keys_beyond_one_scan_step_are_all_found(
+    store: FlagStore, apps: dict[Colour, aioredis.Redis]
+) -> None:
+    pipe = apps[BLUE].pipeline(transaction=False)
+    for i in range(2500):  # more than one SCAN step (COUNT 1000)
+        pipe.set(f"flag:old{i}", "ON")
+        pipe.set(f"job:{i}", "x")  # unrelated keys are not flags
+    await pipe.execute()
+    table = await store.read_all()
+    undeclared = [r for r in table.rows if not r.declared]
+    assert len(undeclared) == 2500
+    assert all(r.value(BLUE).state == "on" for r in undeclared)
+    assert all(r.value(GREEN).state == "off" for r in undeclared)
