@@ -1,0 +1,342 @@
+"""DeployRunner and the git pipeline against real sshd, redis-server and HTTP backends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from deploy_support import APP, commit_file, control_step, deploy_config, make_app_repo
+from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer
+
+from console.core.config import Config, parse_config, parse_ssh_target
+from console.core.control import ControlPlane
+from console.core.deploy import DeployResult, DeployRunner, StepStarted, plan_method, render_step
+from console.core.errors import ConfigError, LockHeld, UsageError
+from console.core.git_pipeline import GitPipeline, hook_script, ssh_url
+from console.core.health import HealthChecker
+from console.core.models import Colour
+from console.core.ssh import OutputLine, SshPool
+
+# --- pure unit tests ---------------------------------------------------------------------
+
+
+def test_render_step_quotes_the_ref_and_keeps_shell_braces() -> None:
+    assert render_step("git checkout {ref}", "v1; rm -rf /") == "git checkout 'v1; rm -rf /'"
+    assert render_step("echo ${HOME}", None) == "echo ${HOME}"
+    with pytest.raises(UsageError, match="--ref"):
+        render_step("git checkout {ref}", None)
+
+
+def _minimal(blue: dict[str, object]) -> Config:
+    return parse_config(
+        {
+            "console": {"name": "x"},
+            "control": {"redis": "redis://127.0.0.1:1/0"},
+            "router": {"kind": "builtin"},
+            "env": {"blue": {"url": "http://127.0.0.1:1", **blue}, "green": {"url": "http://h"}},
+        }
+    )
+
+
+def test_plan_method_names_the_missing_key() -> None:
+    with pytest.raises(ConfigError, match=r"env\.blue\.deploy"):
+        plan_method(_minimal({}).env(Colour.BLUE), None)
+    with pytest.raises(ConfigError, match=r"env\.blue\.git"):
+        plan_method(_minimal({"deploy": ["true"]}).env(Colour.BLUE), "git")
+    git_only = _minimal({"git": {"repo": "/r.git", "worktree": "/w"}})
+    assert plan_method(git_only.env(Colour.BLUE), None) == "git"
+    assert plan_method(_minimal({"deploy": "make"}).env(Colour.BLUE), None) == "steps"
+
+
+def test_ssh_url_and_hook_script() -> None:
+    config = _minimal({"git": {"repo": "~/app.git", "worktree": "/srv/app", "restart": "make"}})
+    git = config.env(Colour.BLUE).git
+    assert git is not None
+    assert ssh_url(parse_ssh_target("u@h:2222"), "/srv/a.git") == "ssh://u@h:2222/srv/a.git"
+    assert ssh_url(parse_ssh_target("h"), "~/a.git") == "ssh://h/~/a.git"
+    hook = hook_script(git)
+    assert hook.startswith("#!/bin/sh\n")
+    assert 'repo="$HOME"/app.git' in hook
+    assert "( cd /srv/app && make )" in hook
+
+
+# --- integration: real sshd, redis-server, HTTP backend ----------------------------------
+
+
+@pytest.fixture
+async def control(redis_server: RedisServer) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(redis_server.url, APP, actor="tester@ci")
+    try:
+        yield plane
+    finally:
+        await plane.aclose()
+
+
+@pytest.fixture
+def backend(http_backend_factory: HttpBackendFactory) -> HttpBackend:
+    return http_backend_factory("blue", "1.0.0")
+
+
+class Harness:
+    """A DeployRunner over one config, closing its services afterwards."""
+
+    def __init__(self, config: Config, control: ControlPlane) -> None:
+        self.config = config
+        self.pool = SshPool(config.ssh)
+        self.health = HealthChecker(config, hysteresis=False)
+        self.runner = DeployRunner(config, control, self.pool, self.health)
+        self.lines: list[OutputLine] = []
+        self.steps: list[StepStarted] = []
+
+    async def deploy(self, ref: str | None = "v2", **kwargs: object) -> DeployResult:
+        return await self.runner.deploy(
+            Colour.BLUE,
+            ref=ref,
+            on_line=self.lines.append,
+            on_step=self.steps.append,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        await self.health.aclose()
+
+
+MakeHarness = Callable[[Config], Harness]
+
+
+@pytest.fixture
+async def make_harness(control: ControlPlane) -> AsyncIterator[MakeHarness]:
+    made: list[Harness] = []
+
+    def make(config: Config) -> Harness:
+        made.append(Harness(config, control))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for harness in made:
+            await harness.aclose()
+
+
+@pytest.mark.integration
+async def test_deploy_runs_steps_streams_output_records_events_and_reports_version(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    steps = ["echo deploying {ref}", "printf %s {ref} > VERSION", control_step(backend, "{ref}")]
+    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=steps, hosts=2)
+    harness = make_harness(config)
+
+    result = await harness.deploy(ref="v2", reason="release 2")
+
+    assert result.ok, result.failure()
+    assert result.version == "v2"
+    assert [h.exit_status for h in result.hosts] == [0, 0]
+    assert (tmp_path / "VERSION").read_text() == "v2"
+    assert ("app1", "stdout", "deploying v2") in [(x.host, x.stream, x.text) for x in harness.lines]
+    assert [(s.host, s.index, s.total) for s in harness.steps if s.host == "app1"] == [
+        ("app1", 1, 3),
+        ("app1", 2, 3),
+        ("app1", 3, 3),
+    ]
+    events = [e for e in await control.events() if e.kind == "deploy"]
+    assert [e.outcome for e in events] == ["started", "ok"]
+    end = events[-1]
+    assert end.reason == "release 2"
+    assert end.details["ref"] == "v2"
+    assert end.details["version"] == "v2"
+    assert end.details["exit_status"] == "app1=0,app2=0"
+    assert float(end.details["duration"]) > 0
+    assert await control.lock_info("deploy:blue") is None
+
+
+@pytest.mark.integration
+async def test_failing_step_stops_the_host_and_keeps_the_last_lines(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    steps = ["echo step one", "echo about to fail; echo boom >&2; exit 3", "touch NEVER"]
+    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=steps)
+    harness = make_harness(config)
+
+    result = await harness.deploy()
+
+    assert not result.ok
+    assert result.health is None
+    host = result.hosts[0]
+    assert host.exit_status == 3
+    assert host.steps_run == 2
+    # stdout and stderr are separate channels: their relative order is not guaranteed.
+    assert set(host.tail[-2:]) == {"about to fail", "boom"}
+    assert not (tmp_path / "NEVER").exists()
+    failure = result.failure()
+    assert failure is not None
+    assert "exited 3" in failure
+    end = (await control.events())[-1]
+    assert (end.kind, end.outcome) == ("deploy", "failed")
+    assert end.details["exit_status"] == "blue=3"
+    assert await control.lock_info("deploy:blue") is None
+
+
+@pytest.mark.integration
+async def test_lock_conflict_names_the_holder(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    other = ControlPlane(redis_server.url, APP, actor="alice@jump1")
+    try:
+        held = await other.acquire_lock("deploy:blue", "deploy v9", 30)
+        config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=["touch RAN"])
+        harness = make_harness(config)
+        with pytest.raises(LockHeld, match="alice@jump1"):
+            await harness.deploy()
+        assert not (tmp_path / "RAN").exists()
+        assert await other.release_lock(held)
+    finally:
+        await other.aclose()
+
+
+@pytest.mark.integration
+async def test_health_wait_times_out_when_the_app_stays_broken(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    backend.set_mode("500")
+    config = deploy_config(
+        ssh_server, tmp_path, redis_server.url, backend, steps=["true"], health_timeout=0.6
+    )
+    harness = make_harness(config)
+
+    result = await harness.deploy()
+
+    assert result.deployed
+    assert not result.ok
+    assert result.health is not None
+    assert not result.health.healthy
+    assert 0.5 <= result.health.waited < 3.0
+    assert any("HTTP 500" in p for p in result.health.problems)
+    failure = result.failure()
+    assert failure is not None
+    assert "did not turn healthy" in failure
+    assert (await control.events())[-1].outcome == "failed"
+
+
+@pytest.mark.integration
+async def test_deploying_to_the_live_colour_needs_live_ok(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    await control.switch(Colour.BLUE, expected_epoch=0, reason="test")
+    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=["touch RAN"])
+    harness = make_harness(config)
+
+    with pytest.raises(UsageError, match=r"blue is live.*--live"):
+        await harness.deploy()
+    assert not (tmp_path / "RAN").exists()
+    assert (await control.events())[-1].outcome == "refused"
+
+    result = await harness.deploy(live_ok=True)
+    assert result.ok
+    assert (tmp_path / "RAN").exists()
+
+
+@pytest.mark.integration
+async def test_git_pipeline_end_to_end(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    remote = tmp_path / "host"
+    local = tmp_path / "local"
+    first = make_app_repo(local, "release 1\n")
+    git_table = {
+        "repo": str(remote / "app.git"),
+        "worktree": str(remote / "app"),
+        "restart": "cat app.txt > ../marker.txt && echo restarted >> ../restarts.log",
+    }
+    config = deploy_config(ssh_server, remote, redis_server.url, backend, git=git_table)
+    harness = make_harness(config)
+    pipeline = GitPipeline(config, harness.pool)
+
+    for _ in range(2):  # setup is idempotent
+        runs = await pipeline.setup(Colour.BLUE)
+        assert [r.ok for r in runs] == [True], runs
+    assert (remote / "app.git" / "hooks" / "post-receive").stat().st_mode & 0o111
+
+    result = await harness.deploy(ref="main", repo=local)
+    assert result.ok, (result.failure(), result.hosts)
+    assert result.method == "git"
+    assert (remote / "marker.txt").read_text() == "release 1\n"
+    assert (remote / "app" / "app.txt").read_text() == "release 1\n"
+    hook_lines = [x.text for x in harness.lines if x.text.startswith("remote: bgconsole-hook:")]
+    assert any(first in line for line in hook_lines), harness.lines
+    start = [e for e in await control.events() if e.outcome == "started"][-1]
+    assert start.details["commit"] == first
+
+    second = commit_file(local, "release 2\n")
+    result = await harness.deploy(ref=second[:10], repo=local)
+    assert result.ok, result.failure()
+    assert (remote / "marker.txt").read_text() == "release 2\n"
+
+    # The same commit again changes no ref; the hook still runs (a redeploy restarts).
+    result = await harness.deploy(ref="main", repo=local)
+    assert result.ok, result.failure()
+    assert (remote / "restarts.log").read_text().count("restarted") == 3
+
+
+@pytest.mark.integration
+async def test_git_pipeline_reports_a_failing_restart(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    remote = tmp_path / "host"
+    local = tmp_path / "local"
+    make_app_repo(local, "broken\n")
+    git_table = {
+        "repo": str(remote / "app.git"),
+        "worktree": str(remote / "app"),
+        "restart": "echo cannot start >&2; exit 4",
+    }
+    config = deploy_config(ssh_server, remote, redis_server.url, backend, git=git_table)
+    harness = make_harness(config)
+    await GitPipeline(config, harness.pool).setup(Colour.BLUE)
+
+    result = await harness.deploy(ref="main", repo=local)
+
+    assert not result.ok
+    assert result.health is None
+    failure = result.failure()
+    assert failure is not None
+    assert "hook reported a failure" in failure
+    assert any("cannot start" in line for line in result.hosts[0].tail)
+
+    with pytest.raises(UsageError, match="nope"):
+        await harness.deploy(ref="nope", repo=local)
