@@ -1,0 +1,87 @@
+"""``bgconsole serve``: run the agent (health monitor, failover, builtin proxy) until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from console.cli.common import EXIT_OK, SubParsers, add_config_option, config_from
+from console.core.agent import Agent
+from console.core.errors import ConsoleError
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``serve`` verb."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the agent: health monitor, automatic failover, builtin reverse proxy",
+        description=(
+            "Run the long-lived agent. It probes both colours, fails over automatically "
+            "when armed and leader, publishes a heartbeat, and with router.kind = "
+            '"builtin" serves traffic on router.listen. Logs one line per event to stderr. '
+            "SIGTERM or SIGINT stops it cleanly (exit 0)."
+        ),
+    )
+    add_config_option(parser)
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="override router.listen for the builtin proxy",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long requests in flight may take to finish on shutdown (default 5)",
+    )
+    parser.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM/SIGINT."""
+    config = config_from(args)
+    agent = Agent(config, grace=args.grace, listen=args.listen)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await agent.start()
+        except BaseException:
+            await agent.aclose()
+            raise
+        if agent.address is not None:
+            print(f"bgconsole serve: proxy listening on http://{agent.address}", flush=True)
+        else:
+            print(f"bgconsole serve: monitoring for router kind {config.router.kind!r}", flush=True)
+        task = asyncio.create_task(agent.run())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            stopper.cancel()
+            error = task.exception()
+            if error is None:
+                return EXIT_OK
+            # The agent only ends by itself on a bug; say so in one line, no traceback.
+            raise ConsoleError(f"agent stopped: {_first(error)}") from error
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return EXIT_OK
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        sys.stdout.flush()
+
+
+def _first(error: BaseException) -> str:
+    """The first real error inside (possibly nested) exception groups, as one line."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,379 @@
+"""The agent behind ``bgconsole serve``: proxy, health monitor, failover, heartbeat.
+
+One long-running asyncio service. With ``router.kind = "builtin"`` it carries traffic
+through :class:`~console.core.proxy.Proxy`; with any other kind it only monitors and, on
+failover, drives the router adapter. It:
+
+- follows the control plane's active colour (pub/sub within milliseconds, plus a poll
+  every second in case a message is lost);
+- probes health every ``[failover] interval`` and feeds the verdicts to the proxy;
+- when it holds the leader lease and failover is armed, asks the policy
+  (:func:`console.core.failover.decide`) after every round and carries out its decision
+  as a compare-and-set switch recorded with the evidence;
+- publishes a heartbeat with what it serves, its health view, armed and leader;
+- with the control plane unreachable keeps routing to the last known colour (fail
+  static) and reconnects with exponential backoff and jitter.
+
+``run()`` is cancellable: the listening socket closes at once and requests in flight get
+``grace`` seconds to finish, so the agent can be embedded as a task (the demo does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from console.core.actor import agent_actor
+from console.core.agent_log import AgentLog
+from console.core.config import Config, redact_url
+from console.core.control import ControlPlane, Notification
+from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
+from console.core.failover import decide
+from console.core.health import HealthChecker
+from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot
+from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
+
+if TYPE_CHECKING:
+    from console.core.router.base import Router
+
+_SWITCH_KINDS = frozenset({"switch", "failover", "failback", "init"})
+_POLL_INTERVAL = 1.0
+_BACKOFF_START = 0.2
+_BACKOFF_CAP = 5.0
+
+
+class Agent:
+    """The long-running monitor (and, for the builtin router, the data plane).
+
+    Args:
+        config: the whole configuration.
+        control: the control-plane client (built from ``[control]`` when omitted; the
+            agent closes only a client it built).
+        log: where structured events go (stderr in ``[agent] log_format`` by default).
+        actor: the name used for heartbeats, leadership and events.
+        grace: seconds requests in flight may take to finish on shutdown.
+        listen: overrides ``[router] listen`` (tests and the demo use port 0).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        control: ControlPlane | None = None,
+        *,
+        log: AgentLog | None = None,
+        actor: str | None = None,
+        grace: float = 5.0,
+        listen: str | None = None,
+    ) -> None:
+        self.config = config
+        self.actor = actor or agent_actor()
+        self._own_control = control is None
+        self.control = control or ControlPlane.from_config(
+            config.control, config.console.name, actor=self.actor
+        )
+        self.log = log or AgentLog(config.agent.log_format)
+        self.grace = grace
+        self.builtin = config.router.kind == "builtin"
+        self.routes: RouteTable | None = None
+        self.proxy: Proxy | None = None
+        if self.builtin:
+            self.routes = route_table_from_hosts((c, h.name, h.url) for c, h in config.all_hosts())
+            self.proxy = Proxy(
+                self.routes,
+                listen or config.router.listen,
+                retry_on_5xx=config.router.retry_on_5xx,
+                on_passive_down=self._passive_down,
+            )
+        self.health = HealthChecker(config)
+        self.active: ActiveState | None = None
+        """The control plane's active state as last seen (None before the first answer)."""
+        self.serving: Colour = Colour.BLUE
+        """The colour traffic goes to; stays put while the control plane is unreachable."""
+        self.armed = True
+        self.leader = False
+        self.degraded = False
+        """True while the control plane is unreachable (fail static)."""
+        self.snapshot: HealthSnapshot | None = None
+        self.decisions = 0
+        self._last_failover_from: Colour | None = None
+        self._router: Router | None = None
+        self._started = False
+        self._deciding = asyncio.Lock()
+
+    @property
+    def address(self) -> str | None:
+        """Where the proxy listens (None for non-builtin routers)."""
+        return self.proxy.address if self.proxy is not None else None
+
+    async def start(self) -> None:
+        """Bind the proxy and learn the active colour once (fail static if unreachable).
+
+        Raises:
+            ConsoleError: the proxy cannot listen on ``[router] listen``.
+        """
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self._refresh_active()
+        except ControlPlaneUnavailable as e:
+            self._fail_static(e)
+        if self.proxy is not None:
+            try:
+                await self.proxy.start()
+            except OSError as e:
+                raise ConsoleError(
+                    f"router.listen {self.config.router.listen}: cannot listen: {e.strerror or e}"
+                ) from e
+        self.log.info(
+            "started",
+            actor=self.actor,
+            router=self.config.router.kind,
+            listen=self.address,
+            serving=self.serving.value,
+            control=self.control.url,
+            pid=os.getpid(),
+        )
+
+    async def run(self) -> None:
+        """Run until cancelled, then shut down cleanly."""
+        try:
+            await self.start()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.health.run(self._on_snapshot))
+                group.create_task(self._follow_control_plane())
+                group.create_task(self._heartbeat_loop())
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the proxy (with the grace period), the health client and the control plane."""
+        if self.proxy is not None:
+            await self.proxy.close(self.grace)
+        await self.health.aclose()
+        if self._router is not None:
+            with contextlib.suppress(ConsoleError, OSError):
+                await self._router.aclose()
+        if self._own_control:
+            with contextlib.suppress(Exception):
+                await self.control.aclose()
+        stats = self.proxy.stats() if self.proxy is not None else None
+        self.log.info(
+            "stopped",
+            actor=self.actor,
+            requests=sum(stats.requests.values()) if stats else None,
+            errors=sum(stats.errors.values()) if stats else None,
+        )
+
+    # -- following the control plane ----------------------------------------------------
+
+    def _apply(self, state: ActiveState) -> None:
+        """Adopt the control plane's state unless it is older than what we have."""
+        if self.active is not None and state.epoch < self.active.epoch:
+            return
+        previous = self.serving
+        self.active = state
+        self.serving = state.colour
+        if self.routes is not None:
+            self.routes.set_live(state.colour)
+        if previous is not state.colour:
+            self.log.info(
+                "route",
+                serving=state.colour.value,
+                previous=previous.value,
+                epoch=state.epoch,
+                actor=state.actor,
+                reason=state.reason,
+            )
+
+    async def _refresh_active(self) -> None:
+        self._apply(await self.control.ensure_active(Colour.BLUE))
+
+    def _fail_static(self, error: ConsoleError) -> None:
+        if not self.degraded:
+            self.degraded = True
+            self.leader = False
+            self.log.warning(
+                "control_plane_unavailable",
+                message=f"control plane unavailable, routing to {self.serving} (fail static)",
+                serving=self.serving.value,
+                error=str(error),
+            )
+
+    async def _follow_control_plane(self) -> None:
+        """Stay in step with the control plane forever; back off while it is down."""
+        backoff = _BACKOFF_START
+        while True:
+            try:
+                await self._refresh_active()
+                if self.degraded:
+                    self.degraded = False
+                    self.log.info(
+                        "control_plane_available",
+                        serving=self.serving.value,
+                        control=redact_url(self.control.url),
+                    )
+                backoff = _BACKOFF_START
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._listen())
+                    group.create_task(self._poll())
+            except* ControlPlaneUnavailable as group_error:
+                error = group_error.exceptions[0]
+                assert isinstance(error, ControlPlaneUnavailable)
+                self._fail_static(error)
+            # Full jitter keeps many agents from reconnecting in lockstep.
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, _BACKOFF_CAP)
+
+    async def _listen(self) -> None:
+        async for note in self.control.notifications():
+            self._on_notification(note)
+
+    def _on_notification(self, note: Notification) -> None:
+        if note.kind in _SWITCH_KINDS:
+            try:
+                colour = Colour(str(note.data["colour"]))
+                epoch = int(note.data["epoch"])
+            except (KeyError, ValueError, TypeError):
+                return
+            actor = str(note.data.get("actor", ""))
+            self._apply(ActiveState(colour, epoch, time.time(), actor, note.kind))
+        elif note.kind == "armed":
+            armed = bool(note.data.get("armed", True))
+            if armed != self.armed:
+                self.armed = armed
+                self.log.info("armed" if armed else "disarmed")
+
+    async def _poll(self) -> None:
+        # Pub/sub is at-most-once: a message sent while we reconnect is lost. The poll
+        # bounds how long such a loss can leave us on the wrong colour.
+        while True:
+            await asyncio.sleep(_POLL_INTERVAL)
+            state = await self.control.active()
+            if state is not None:
+                self._apply(state)
+
+    # -- heartbeat and leadership ---------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.agent.heartbeat_interval
+        lease = self.config.agent.leader_lease
+        while True:
+            try:
+                await self._beat(lease, interval)
+            except ControlPlaneUnavailable as e:
+                self._fail_static(e)
+            await asyncio.sleep(interval)
+
+    async def _beat(self, lease: float, interval: float) -> None:
+        was_leader = self.leader
+        self.leader = await self.control.claim_leadership(self.actor, lease)
+        if self.leader != was_leader:
+            self.log.info("leader" if self.leader else "follower", actor=self.actor)
+        armed = await self.control.armed()
+        if armed != self.armed:
+            self.armed = armed
+            self.log.info("armed" if armed else "disarmed")
+        health = {c.value: (self.snapshot.verdict(c).value if self.snapshot else "unknown")
+                  for c in Colour}  # fmt: skip
+        beat = AgentHeartbeat(
+            at=time.time(),
+            actor=self.actor,
+            pid=os.getpid(),
+            armed=self.armed and self.config.failover.enabled,
+            leader=self.leader,
+            router_kind=self.config.router.kind,
+            serving=self.serving.value,
+            health=health,
+        )
+        await self.control.heartbeat(beat, ttl=max(3 * interval, lease))
+
+    # -- health and failover ----------------------------------------------------------------
+
+    def _passive_down(self, upstream: Upstream, reason: str) -> None:
+        self.log.warning(
+            "upstream_down",
+            colour=upstream.colour.value,
+            host=upstream.name,
+            address=upstream.address,
+            reason=reason,
+        )
+
+    async def _on_snapshot(self, snapshot: HealthSnapshot) -> None:
+        previous = self.snapshot
+        self.snapshot = snapshot
+        if self.routes is not None:
+            self.routes.apply_health(snapshot)
+        for colour in Colour:
+            verdict = snapshot.verdict(colour)
+            if previous is None or previous.verdict(colour) is not verdict:
+                self.log.info("health", colour=colour.value, verdict=verdict.value)
+        if self.leader and not self.degraded and self.active is not None:
+            async with self._deciding:
+                await self._decide(snapshot, self.active)
+
+    async def _decide(self, snapshot: HealthSnapshot, active: ActiveState) -> None:
+        decision = decide(
+            snapshot=snapshot,
+            active=active,
+            armed=self.armed,
+            policy=self.config.failover,
+            now=time.time(),
+            last_switch_at=active.updated_at,
+            last_failover_from=self._last_failover_from,
+        )
+        if not decision.switches or decision.to is None:
+            return
+        self.decisions += 1
+        fields: dict[str, Any] = {f"evidence.{k}": v for k, v in decision.evidence.items()}
+        try:
+            state = await self.control.switch(
+                decision.to,
+                expected_epoch=active.epoch,
+                reason=decision.reason,
+                kind=decision.action,
+                actor=self.actor,
+                details=decision.evidence,
+            )
+        except ConflictError as e:
+            self.log.warning(decision.action, outcome="conflict", error=str(e))
+            with contextlib.suppress(ControlPlaneUnavailable):
+                await self._refresh_active()
+            return
+        except ControlPlaneUnavailable as e:
+            self.log.error(decision.action, outcome="unavailable", error=str(e))
+            return
+        self._last_failover_from = active.colour if decision.action == "failover" else None
+        self._apply(state)
+        self.log.warning(
+            decision.action,
+            **{"from": active.colour.value, "to": decision.to.value},
+            reason=decision.reason,
+            epoch=state.epoch,
+            **fields,
+        )
+        if not self.builtin:
+            await self._switch_router(decision.to)
+
+    async def _switch_router(self, to: Colour) -> None:
+        try:
+            if self._router is None:
+                from console.core.router.factory import build_router
+
+                self._router = build_router(self.config, self.control)
+            await self._router.switch(to)
+            self.log.info("router_switched", to=to.value, router=self.config.router.kind)
+        except ConsoleError as e:
+            self.log.error("router_switch_failed", to=to.value, error=str(e))
+            with contextlib.suppress(ConsoleError):
+                await self.control.record(
+                    "failover",
+                    f"router did not switch to {to}: {e}",
+                    after=to.value,
+                    outcome="failed",
+                    actor=self.actor,
+                )
