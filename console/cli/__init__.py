@@ -10,13 +10,23 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from console import __version__
-from console.cli import check, events, failover, flag, init, serve, status, switch
+from console.cli import check, demo, events, failover, flag, init, serve, status, switch
 from console.cli.common import EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
 
 # Each verb module provides ``register(subparsers)``, which adds its parser and sets
 # ``handler`` (an ``async def (args) -> int``). The order here is the order in --help.
-VERBS: tuple[ModuleType, ...] = (status, switch, failover, events, flag, check, init, serve)
+VERBS: tuple[ModuleType, ...] = (
+    status,
+    switch,
+    failover,
+    events,
+    flag,
+    check,
+    init,
+    demo,
+    serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
