@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -209,3 +211,34 @@ async def test_control_plane_down_means_every_colour_may_be_live(
     assert "[NOT recorded]" in run.out
     assert "warning: green: flag changed but NOT recorded" in run.err
     assert await apps["green"].get("flag:uploads") == "ON"
+
+
+async def _with_terminal(config: Path, answer: str, *args: str) -> Run:
+    """Run with a pseudo-terminal on stdin that types ``answer`` at the prompt."""
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode() + b"\n")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "console", "-c", str(config), "flag", *args,
+            cwd=ROOT, stdin=slave, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    finally:
+        os.close(slave)
+        os.close(master)
+    return Run(proc.returncode or 0, out.decode(), err.decode())
+
+
+async def test_live_colour_change_asks_on_a_terminal(
+    config_path: Path, control: ControlPlane, apps: dict[str, aioredis.Redis]
+) -> None:
+    declined = await _with_terminal(config_path, "n", "set", "uploads", "on", "--env", "blue")
+    assert declined.code == 2
+    assert "blue is live: set flag 'uploads' on there? [y/N]" in declined.out
+    assert "not confirmed" in declined.err
+    assert await apps["blue"].get("flag:uploads") is None
+
+    accepted = await _with_terminal(config_path, "y", "set", "uploads", "on", "--env", "blue")
+    assert accepted.code == 0, accepted.err
+    assert await apps["blue"].get("flag:uploads") == "ON"
