@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from console import __version__
-from console.cli import check, demo, events, failover, flag, init, serve, status, switch
+from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch
 from console.cli.common import EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
 
@@ -22,6 +22,7 @@ VERBS: tuple[ModuleType, ...] = (
     failover,
     events,
     flag,
+    deploy,
     check,
     init,
     demo,

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
-from console.core.git_pipeline import GitPipeline
+from console.core.git_pipeline import GitPipeline, HostRun
 from console.core.models import Colour, HealthSnapshot, LockInfo
 from console.core.ssh import CommandExit, OutputLine, SshPool
 
@@ -141,6 +141,42 @@ class DeployResult:
             )
         return None
 
+    def as_dict(self) -> dict[str, object]:
+        """Plain data for ``--json`` output."""
+        return {
+            "colour": self.colour.value,
+            "ref": self.ref,
+            "method": self.method,
+            "ok": self.ok,
+            "deployed": self.deployed,
+            "duration": round(self.duration, 3),
+            "version": self.version,
+            "error": self.failure(),
+            "hosts": [
+                {
+                    "host": h.host,
+                    "ok": h.ok,
+                    "exit_status": h.exit_status,
+                    "duration": round(h.duration, 3),
+                    "steps_run": h.steps_run,
+                    "steps_total": h.steps_total,
+                    "failed_step": h.failed_step,
+                    "error": h.error,
+                    "tail": list(h.tail),
+                }
+                for h in self.hosts
+            ],
+            "health": None
+            if self.health is None
+            else {
+                "healthy": self.health.healthy,
+                "waited": round(self.health.waited, 3),
+                "versions": self.health.versions,
+                "problems": list(self.health.problems),
+            },
+            "warnings": list(self.warnings),
+        }
+
     def exit_statuses(self) -> str:
         """``host=status`` for every host, for events (``-`` when it never finished)."""
         return ",".join(
@@ -238,7 +274,7 @@ class DeployRunner:
         """
         env = self.config.env(colour)
         chosen = plan_method(env, method)
-        git = GitPipeline(self.config, self.pool)
+        git = GitPipeline(self.config, self.pool, parallel=self.parallel)
         steps: dict[str, tuple[str, ...]] = {}
         if chosen == "steps":
             steps = {h.name: tuple(render_step(s, ref) for s in h.deploy) for h in env.hosts}
@@ -314,6 +350,38 @@ class DeployRunner:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            with contextlib.suppress(ConsoleError):
+                await self.control.release_lock(lock)
+
+    async def setup_git(
+        self, colour: Colour, *, on_line: LineCallback | None = None
+    ) -> list[HostRun]:
+        """Create the bare repository and hook on every host of ``colour`` (idempotent).
+
+        Runs under the deploy lock so a push cannot meet a half-installed hook, and is
+        recorded as a ``deploy`` event.
+
+        Raises:
+            ConfigError: the environment has no ``git`` table.
+            LockHeld: a deploy to this colour is running.
+        """
+        git = GitPipeline(self.config, self.pool, parallel=self.parallel)
+        git.git_config(colour)
+        lock = await self.control.acquire_lock(f"deploy:{colour}", "git setup", self.lock_ttl)
+        try:
+            runs = await git.setup(colour, on_line=on_line)
+            ok = all(r.ok for r in runs)
+            failed = [f"{r.host}: {r.error}" for r in runs if not r.ok]
+            with contextlib.suppress(ConsoleError):
+                await self.control.record(
+                    "deploy",
+                    f"git pipeline set up on {colour}: "
+                    + ("ok" if ok else f"failed on {len(failed)} host(s)"),
+                    outcome="ok" if ok else "failed",
+                    details={"setup": "git", "errors": "; ".join(failed)},
+                )
+            return runs
+        finally:
             with contextlib.suppress(ConsoleError):
                 await self.control.release_lock(lock)
 
