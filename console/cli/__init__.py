@@ -11,7 +11,7 @@ from types import ModuleType
 
 from console import __version__
 from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch
-from console.cli.common import EXIT_INTERRUPTED, fail
+from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
 
 # Each verb module provides ``register(subparsers)``, which adds its parser and sets
@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `bgconsole events | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and exit quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_FAILED
     except Exception as e:  # a bug: still one line, the traceback only on request
         if os.environ.get("BGCONSOLE_DEBUG"):
             raise
