@@ -409,11 +409,8 @@ class SshPool:
                     yield line
             async with asyncio.timeout_at(deadline):
                 completed = await proc.wait()
-            if (
-                completed.exit_status is None
-                and completed.exit_signal is None
-                and (proc.channel.get_connection().is_closed())
-            ):
+            if completed.exit_status is None and completed.exit_signal is None:
+                # No exit status at all: the channel or the connection went away under us.
                 raise HostUnreachable(f"{describe(host)}: connection lost while streaming")
             signal = completed.exit_signal[0] if completed.exit_signal else None
             yield CommandExit(host.name, completed.exit_status, signal, time.monotonic() - started)

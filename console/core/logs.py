@@ -1,0 +1,296 @@
+"""Live logs: the hosts' log commands streamed over SSH, multiplexed into one line stream.
+
+Every (host, log) pair runs its configured command (``tail -F ...``, ``journalctl -f ...``)
+in its own task; lines meet in one bounded queue, so a slow reader pauses the remote
+commands (SSH flow control) instead of growing memory. A stream that drops is retried
+with backoff and jitter, with marker lines saying so.
+
+How ``lines`` and ``follow`` change a log command (see ``log_command``):
+
+- ``tail ...``: the ``-n``/``--lines`` and follow options are replaced: ``tail -n N -F FILE``
+  with follow (keeping ``-f`` if that was written), ``tail -n N FILE`` without.
+- ``journalctl ...``: likewise ``journalctl -n N -f ...`` or ``journalctl -n N --no-pager ...``.
+- anything else runs as written: with follow it streams until stopped (``lines`` has no
+  effect on the backlog); without follow it runs for at most ``snapshot_timeout`` seconds
+  and the last N lines of its output are kept.
+
+After a reconnect, ``tail``/``journalctl`` resume with no backlog (``-n 0``), so lines are
+never shown twice; lines written while the host was unreachable are not replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import shlex
+import time
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from console.core.config import HostConfig
+from console.core.errors import ConfigError, ConsoleError, HostKeyError, UsageError
+from console.core.models import Colour
+from console.core.ssh import Backoff, CommandExit, CommandTimeout, SshAuthFailed, SshPool
+
+QUEUE_LINES = 1000
+"""Lines buffered between the hosts and the reader; beyond it the hosts are paused."""
+MAX_CONNECTING = 16
+"""Hosts connecting at once; a fleet's streams start in waves of this size."""
+SNAPSHOT_TIMEOUT = 5.0
+"""Seconds a non-tail log command may run without --follow."""
+_FOLLOW_FLAGS = frozenset({"-f", "-F", "--follow", "--follow=name", "--follow=descriptor"})
+_FATAL = (HostKeyError, SshAuthFailed, ConfigError)
+"""Errors a retry cannot fix: reported once, then that stream stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One line of one host's log, or a marker line about the stream itself."""
+
+    colour: Colour
+    host: str
+    log: str
+    """The log's name in the config (``app``, ``nginx``, ...)."""
+    text: str
+    at: float
+    """Wall-clock time (epoch seconds) the line arrived."""
+    marker: bool = False
+    """A line written by the console (disconnected, reconnected, failed), not the host."""
+    stream: Literal["stdout", "stderr"] = "stdout"
+
+    @property
+    def source(self) -> str:
+        """``colour/host``, the prefix lines are shown with."""
+        return f"{self.colour.value}/{self.host}"
+
+
+def _strip_options(tokens: list[str], with_value: Iterable[str]) -> tuple[list[str], str | None]:
+    """Remove follow flags and ``-n X``-style options; return the rest and the follow flag."""
+    valued = tuple(with_value)
+    rest: list[str] = []
+    follow: str | None = None
+    skip = False
+    for token in tokens:
+        if skip:
+            skip = False
+            continue
+        if token in _FOLLOW_FLAGS:
+            follow = "-f" if token in ("-f", "--follow=descriptor") else "-F"
+            continue
+        if token in valued:
+            skip = True
+            continue
+        if any(token.startswith(v + ("=" if v.startswith("--") else "")) for v in valued):
+            continue
+        rest.append(token)
+    return rest, follow
+
+
+def log_command(command: str, lines: int, follow: bool) -> tuple[str, bool]:
+    """The command to run for a log, and whether it ends by itself.
+
+    See the module docstring for the rules.
+    """
+    head, bar, tail_part = command.partition("|")
+    try:
+        tokens = shlex.split(head)
+    except ValueError:
+        return command, not follow
+    if not tokens or tokens[0] not in ("tail", "journalctl"):
+        return command, False
+    rest, flag = _strip_options(tokens[1:], ("-n", "--lines"))
+    if tokens[0] == "tail":
+        options = ["-n", str(lines)] + ([flag or "-F"] if follow else [])
+    else:
+        options = ["-n", str(lines)] + (["-f"] if follow else ["--no-pager"])
+    rebuilt = shlex.join([tokens[0], *options, *rest])
+    if bar:
+        rebuilt += f" |{tail_part}"
+    return rebuilt, True
+
+
+def pick_logs(
+    hosts: list[tuple[Colour, HostConfig]], log_name: str | None
+) -> list[tuple[Colour, HostConfig, str, str]]:
+    """(colour, host, log name, command) for every stream to follow.
+
+    Raises:
+        ConfigError: no host has any log configured.
+        UsageError: ``log_name`` is not a log of any of the hosts.
+    """
+    picked: list[tuple[Colour, HostConfig, str, str]] = []
+    known: set[str] = set()
+    for colour, host in hosts:
+        known.update(host.logs)
+        for name, command in host.logs.items():
+            if log_name is None or name == log_name:
+                picked.append((colour, host, name, command))
+    if not known:
+        colours = sorted({c.value for c, _ in hosts})
+        where = ", ".join(f"env.{c}.logs" for c in colours) or "env.<colour>.logs"
+        raise ConfigError(f"no log commands configured; add them under {where}")
+    if not picked:
+        raise UsageError(f"no log named {log_name!r}; configured: {', '.join(sorted(known))}")
+    return picked
+
+
+class LogFollower:
+    """Streams the logs of many hosts as one sequence of ``LogLine``; see ``follow_logs``."""
+
+    def __init__(
+        self,
+        pool: SshPool,
+        hosts: list[tuple[Colour, HostConfig]],
+        log_name: str | None = None,
+        *,
+        lines: int = 10,
+        follow: bool = True,
+        grep: re.Pattern[str] | None = None,
+        queue_lines: int = QUEUE_LINES,
+        max_connecting: int = MAX_CONNECTING,
+        snapshot_timeout: float = SNAPSHOT_TIMEOUT,
+        retry_initial: float = 0.25,
+        retry_max: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.streams = pick_logs(hosts, log_name)
+        self.lines = lines
+        self.follow = follow
+        self.grep = grep
+        self.snapshot_timeout = snapshot_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self._queue: asyncio.Queue[LogLine | None] = asyncio.Queue(queue_lines)
+        self._connecting = asyncio.Semaphore(max_connecting)
+
+    async def stream(self) -> AsyncGenerator[LogLine, None]:
+        """Yield lines from every stream until all end (never, with follow) or until closed."""
+        tasks = [asyncio.create_task(self._run(*stream)) for stream in self.streams]
+        try:
+            running = len(tasks)
+            while running:
+                item = await self._queue.get()
+                if item is None:
+                    running -= 1
+                    continue
+                yield item
+            for task in tasks:
+                task.result()  # surfaces a bug in a stream task instead of hiding it
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def __aiter__(self) -> AsyncGenerator[LogLine, None]:
+        return self.stream()
+
+    async def _emit(self, line: LogLine) -> None:
+        if line.marker or self.grep is None or self.grep.search(line.text):
+            await self._queue.put(line)
+
+    async def _marker(self, colour: Colour, host: HostConfig, log: str, text: str) -> None:
+        await self._queue.put(LogLine(colour, host.name, log, text, time.time(), marker=True))
+
+    async def _run(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
+        try:
+            if self.follow:
+                await self._follow(colour, host, log, command)
+            else:
+                await self._snapshot(colour, host, log, command)
+        except _FATAL as e:
+            await self._marker(colour, host, log, f"{colour.value}/{host.name} {log}: {e}")
+        finally:
+            # The consumer counts these; without it the iterator would never end.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+
+    async def _snapshot(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
+        """Without follow: the last N lines, then the stream ends."""
+        cmd, ends = log_command(command, self.lines, follow=False)
+        kept: collections.deque[LogLine] = collections.deque(maxlen=self.lines)
+        exit_status: int | None = 0
+        try:
+            async with self._connecting:
+                timeout = None if ends else self.snapshot_timeout
+                async for item in self.pool.stream(host, cmd, timeout=timeout):
+                    if isinstance(item, CommandExit):
+                        exit_status = item.exit_status
+                    else:
+                        kept.append(
+                            LogLine(colour, host.name, log, item.text, item.at, False, item.stream)
+                        )
+        except CommandTimeout:
+            pass  # expected for commands that never end by themselves
+        except ConsoleError as e:
+            if isinstance(e, _FATAL):
+                raise
+            await self._marker(colour, host, log, f"{colour.value}/{host.name} {log}: {e}")
+            return
+        for line in kept:
+            await self._emit(line)
+        if exit_status not in (0, None):
+            await self._marker(
+                colour, host, log, f"{colour.value}/{host.name} {log}: exit status {exit_status}"
+            )
+
+    async def _follow(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
+        """With follow: stream forever, reconnecting with backoff when the stream drops."""
+        source = f"{colour.value}/{host.name}"
+        backlog = self.lines
+        backoff = Backoff(self.retry_initial, self.retry_max)
+        down_since: float | None = None
+        while True:
+            cmd, _ = log_command(command, backlog, follow=True)
+            reason: str | None = None
+            try:
+                async with self._connecting:
+                    await self.pool.connection(host)
+                if down_since is not None:
+                    took = time.monotonic() - down_since
+                    await self._marker(
+                        colour, host, log, f"{source} reconnected after {took:.1f} s"
+                    )
+                    down_since = None
+                async for item in self.pool.stream(host, cmd):
+                    if isinstance(item, CommandExit):
+                        if item.exit_status is not None:
+                            reason = f"{log} command exited with status {item.exit_status}"
+                        continue
+                    backoff.reset()
+                    await self._emit(
+                        LogLine(colour, host.name, log, item.text, item.at, False, item.stream)
+                    )
+            except _FATAL:
+                raise
+            except ConsoleError as e:
+                reason = str(e)
+            # Resume without backlog: the lines already shown must not repeat.
+            backlog = 0
+            if down_since is None:
+                down_since = time.monotonic()
+                await self._marker(colour, host, log, f"{source} disconnected, retrying")
+                if reason:
+                    await self._marker(colour, host, log, reason)
+            await asyncio.sleep(backoff.next())
+
+
+def follow_logs(
+    pool: SshPool,
+    hosts: list[tuple[Colour, HostConfig]],
+    log_name: str | None,
+    *,
+    lines: int,
+    follow: bool,
+    grep: re.Pattern[str] | None,
+) -> AsyncGenerator[LogLine, None]:
+    """Multiplex the logs of ``hosts`` into one stream of ``LogLine`` (see ``LogFollower``).
+
+    Raises:
+        ConfigError: the hosts have no logs configured.
+        UsageError: ``log_name`` names no configured log.
+    """
+    follower = LogFollower(pool, hosts, log_name, lines=lines, follow=follow, grep=grep)
+    return follower.stream()
