@@ -11,6 +11,7 @@ from types import ModuleType
 
 from console import __version__
 from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch
+from console.cli import logs as logs_verb
 from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
 
@@ -23,6 +24,7 @@ VERBS: tuple[ModuleType, ...] = (
     events,
     flag,
     deploy,
+    logs_verb,
     check,
     init,
     demo,

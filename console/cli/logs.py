@@ -1,0 +1,128 @@
+"""``bgconsole logs``: the hosts' logs of a colour, streamed over SSH into one terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+
+from console.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SubParsers,
+    add_config_option,
+    add_json_option,
+    config_from,
+)
+from console.core.config import HostConfig
+from console.core.errors import UsageError
+from console.core.logs import LogFollower, LogLine
+from console.core.models import Colour
+from console.core.ssh import SshPool
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``logs`` verb."""
+    parser = subparsers.add_parser(
+        "logs",
+        help="stream the hosts' logs of a colour over SSH",
+        description="Print the last lines of every host's log commands ([env.<colour>.logs]) "
+        "of a colour, each line prefixed with colour/host; --follow keeps streaming, "
+        "reconnecting when a host drops (marked with '-- ... --' lines).",
+    )
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.add_argument("colour", metavar="COLOUR", help="blue, green, or both")
+    parser.add_argument("log", metavar="LOG", nargs="?", help="only this log (default: all)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines")
+    parser.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="lines of backlog (default 10)"
+    )
+    parser.add_argument("--grep", metavar="RE", help="only lines matching this regex")
+    parser.add_argument(
+        "--host", action="append", metavar="NAME", help="only this host (repeatable)"
+    )
+    parser.set_defaults(handler=run)
+
+
+def _hosts(
+    args: argparse.Namespace, envs: dict[Colour, tuple[HostConfig, ...]]
+) -> list[tuple[Colour, HostConfig]]:
+    if args.colour.strip().lower() == "both":
+        colours = [Colour.BLUE, Colour.GREEN]
+    else:
+        try:
+            colours = [Colour.parse(args.colour)]
+        except ValueError as e:
+            raise UsageError(f"{e}; or 'both'") from None
+    hosts = [(colour, host) for colour in colours for host in envs[colour]]
+    if args.host:
+        known = {host.name for _, host in hosts}
+        unknown = [name for name in args.host if name not in known]
+        if unknown:
+            raise UsageError(
+                f"no host {unknown[0]!r} in {args.colour}; hosts: {', '.join(sorted(known))}"
+            )
+        hosts = [(colour, host) for colour, host in hosts if host.name in args.host]
+    return hosts
+
+
+def format_line(line: LogLine, with_log: bool) -> str:
+    """``blue/app1 | text``; markers as ``-- text --``."""
+    if line.marker:
+        return f"-- {line.text} --"
+    source = f"{line.source}:{line.log}" if with_log else line.source
+    return f"{source} | {line.text}"
+
+
+def _as_json(line: LogLine) -> str:
+    return json.dumps(
+        {
+            "colour": line.colour.value,
+            "host": line.host,
+            "log": line.log,
+            "text": line.text,
+            "at": line.at,
+            "marker": line.marker,
+            "stream": line.stream,
+        },
+        sort_keys=True,
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Stream the logs until they end (without --follow) or until Ctrl+C."""
+    if args.lines < 0:
+        raise UsageError(f"--lines must be 0 or more, got {args.lines}")
+    try:
+        grep = re.compile(args.grep) if args.grep is not None else None
+    except re.error as e:
+        raise UsageError(f"--grep: not a valid regular expression: {e}") from None
+    config = config_from(args)
+    hosts = _hosts(args, {c: env.hosts for c, env in config.envs.items()})
+    pool = SshPool(config.ssh)
+    try:
+        follower = LogFollower(
+            pool, hosts, args.log, lines=args.lines, follow=args.follow, grep=grep
+        )
+        with_log = len({name for _, _, name, _ in follower.streams}) > 1
+        failed = False
+        stream = follower.stream()
+        try:
+            async for line in stream:
+                failed |= line.marker and not args.follow
+                print(_as_json(line) if args.json else format_line(line, with_log), flush=True)
+        except BrokenPipeError:
+            # The reader went away (``| head``): stop quietly, and keep Python's final flush
+            # of stdout from raising again at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        finally:
+            await stream.aclose()
+    finally:
+        await pool.aclose()
+    # Without --follow a marker means a host failed; with it, the streams only end when
+    # every one hit an error a retry cannot fix.
+    return EXIT_FAILED if failed or args.follow else EXIT_OK
