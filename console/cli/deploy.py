@@ -199,9 +199,10 @@ def summary(result: DeployResult) -> str:
     if health is None:
         lines.append("health: not checked (the deploy did not complete)")
     elif health.healthy:
-        lines.append(
-            f"health: healthy after {health.waited:.1f} s; version {health.version or 'unknown'}"
-        )
+        version = health.version or "unknown"
+        if result.previous_version and result.previous_version != health.version:
+            version = f"{result.previous_version} -> {version}"
+        lines.append(f"health: healthy after {health.waited:.1f} s; version {version}")
     else:
         lines.append(f"health: NOT healthy after {health.waited:.1f} s")
         lines.extend(f"  {problem}" for problem in health.problems)

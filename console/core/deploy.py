@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shlex
 import time
 from collections import deque
@@ -111,6 +112,8 @@ class DeployResult:
     """None when the deploy failed before the wait."""
     duration: float
     warnings: tuple[str, ...] = ()
+    previous_version: str | None = None
+    """The version the colour reported just before the deploy (None if unknown)."""
 
     @property
     def deployed(self) -> bool:
@@ -151,6 +154,7 @@ class DeployResult:
             "deployed": self.deployed,
             "duration": round(self.duration, 3),
             "version": self.version,
+            "previous_version": self.previous_version,
             "error": self.failure(),
             "hosts": [
                 {
@@ -292,9 +296,11 @@ class DeployRunner:
             details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
             if chosen == "git":
                 details["commit"] = await git.resolve(ref or "HEAD", repo)
+            previous = await self._current_version(colour)
             await self.control.record(
                 "deploy",
                 f"deploy {ref or '(no ref)'} to {colour} started",
+                before=previous or "",
                 after=ref or "",
                 reason=reason,
                 outcome="started",
@@ -322,18 +328,16 @@ class DeployRunner:
             if all(h.ok for h in hosts):
                 health = await self.wait_healthy(colour)
             result = DeployResult(
-                colour, ref, chosen, tuple(hosts), health, time.monotonic() - started
+                colour,
+                ref,
+                chosen,
+                tuple(hosts),
+                health,
+                time.monotonic() - started,
+                previous_version=previous,
             )
             await self._record_end(result, reason, details, warnings)
-            return DeployResult(
-                result.colour,
-                result.ref,
-                result.method,
-                result.hosts,
-                result.health,
-                result.duration,
-                tuple(warnings),
-            )
+            return dataclasses.replace(result, warnings=tuple(warnings))
         except asyncio.CancelledError:
             # Ctrl+C (or the UI closing): the audit trail must say the deploy was cut short.
             with contextlib.suppress(ConsoleError):
@@ -441,7 +445,8 @@ class DeployRunner:
             await self.control.record(
                 "deploy",
                 summary,
-                after=result.ref or "",
+                before=result.previous_version or "",
+                after=version or result.ref or "",
                 reason=reason,
                 outcome=outcome,
                 details=end_details,
@@ -559,6 +564,17 @@ class DeployRunner:
             # The pool promises a CommandExit last; without one the channel just vanished.
             return CommandExit(host.name, None, "connection lost", 0.0)
         return end
+
+    async def _current_version(self, colour: Colour) -> str | None:
+        """The version ``colour`` reports right now, for the record; None if unknown."""
+        try:
+            async with asyncio.timeout(self.config.failover.timeout * 2 + 1.0):
+                snapshot = await self.health.check_all()
+        except TimeoutError:
+            return None
+        env = snapshot.envs.get(colour)
+        found = sorted({v for h in (env.hosts if env else ()) if (v := h.version) is not None})
+        return ", ".join(found) or None
 
     async def wait_healthy(self, colour: Colour) -> HealthWait:
         """Probe until every host of ``colour`` answers its health check, or time out.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -153,6 +154,8 @@ async def test_deploy_runs_steps_streams_output_records_events_and_reports_versi
     assert end.details["ref"] == "v2"
     assert end.details["version"] == "v2"
     assert end.details["exit_status"] == "app1=0,app2=0"
+    assert (end.before, end.after) == ("1.0.0", "v2")
+    assert result.previous_version == "1.0.0"
     assert float(end.details["duration"]) > 0
     assert await control.lock_info("deploy:blue") is None
 
@@ -340,3 +343,47 @@ async def test_git_pipeline_reports_a_failing_restart(
 
     with pytest.raises(UsageError, match="nope"):
         await harness.deploy(ref="nope", repo=local)
+
+
+@pytest.mark.integration
+async def test_deploy_timeout_stops_a_hanging_host_and_keeps_the_lock_alive(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    config = deploy_config(
+        ssh_server,
+        tmp_path,
+        redis_server.url,
+        backend,
+        steps=["echo waiting; sleep 30", "touch NEVER"],
+        deploy_timeout=1.5,
+    )
+    pool = SshPool(config.ssh)
+    health = HealthChecker(config, hysteresis=False)
+    # A lock that would expire mid-deploy unless renewed.
+    runner = DeployRunner(config, control, pool, health, lock_ttl=0.5, lock_renew_every=0.1)
+    other = ControlPlane(redis_server.url, APP, actor="eve@elsewhere")
+    try:
+        task = asyncio.create_task(runner.deploy(Colour.BLUE))
+        await asyncio.sleep(1.0)
+        with pytest.raises(LockHeld, match="tester@ci"):
+            await other.acquire_lock("deploy:blue", "sneaky", 5)
+        result = await task
+    finally:
+        await other.aclose()
+        await pool.aclose()
+        await health.aclose()
+
+    assert not result.ok
+    host = result.hosts[0]
+    assert host.exit_status is None
+    assert host.error is not None
+    assert "timed out" in host.error
+    assert "deploy_timeout" in host.error
+    assert host.tail == ("waiting",)
+    assert 1.4 < result.duration < 5
+    assert not (tmp_path / "NEVER").exists()
+    assert await control.lock_info("deploy:blue") is None
