@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from configs import config_data
+from servers import SshServer
 
 from console.core.config import Config, parse_config
 from console.core.errors import RouterError
 from console.core.models import Colour
+from console.core.remote_exec import SshExecutor
 from console.core.router.command import CommandRouter, expand, parse_colour
 from console.core.router.factory import build_router
 
@@ -103,3 +105,30 @@ def test_parse_colour() -> None:
     assert parse_colour("Green\n") is Colour.GREEN
     assert parse_colour("noise\n'blue'\n\n") is Colour.BLUE
     assert parse_colour("") is None
+
+
+@pytest.mark.integration
+async def test_over_ssh_the_templates_run_on_the_router_host(
+    tmp_path: Path, ssh_server: SshServer
+) -> None:
+    live = tmp_path / "live"
+    config = command_config(
+        switch_command=f"echo {{colour}} > {shlex.quote(str(live))}",
+        state_command=f"cat {shlex.quote(str(live))}",
+        ssh=ssh_server.target,
+    )
+    assert config.router.ssh is not None
+    executor = SshExecutor(
+        config.router.ssh, config.ssh, connect_options=ssh_server.connect_kwargs()
+    )
+    router = CommandRouter(config, executor)
+    try:
+        assert (await router.switch(Colour.GREEN)).live is Colour.GREEN
+        assert live.read_text() == "green\n"
+        failing = CommandRouter(
+            command_config(switch_command="false", ssh=ssh_server.target), executor
+        )
+        with pytest.raises(RouterError, match="switch_command exited 1"):
+            await failing.switch(Colour.BLUE)
+    finally:
+        await router.aclose()

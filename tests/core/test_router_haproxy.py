@@ -8,11 +8,19 @@ from typing import Any
 import httpx
 import pytest
 from configs import config_data
-from servers import HAProxyServer, HttpBackend, HttpBackendFactory, free_port, short_tmpdir
+from servers import (
+    HAProxyServer,
+    HttpBackend,
+    HttpBackendFactory,
+    SshServer,
+    free_port,
+    short_tmpdir,
+)
 
 from console.core.config import Config, parse_config
 from console.core.errors import RouterError
 from console.core.models import Colour
+from console.core.remote_exec import SshExecutor
 from console.core.router.haproxy import HAProxyRouter, server_colour, target_state
 from console.core.router.haproxy_api import ServerState, parse_servers_state
 
@@ -185,3 +193,25 @@ def test_parse_servers_state_rejects_garbage() -> None:
     (server,) = parse_servers_state(text).servers
     assert server == ServerState("app", "blue", "10.0.0.1", 8080, 2, 8, 1, 1)
     assert target_state(server) == "drain"
+
+
+async def test_over_ssh_the_socket_and_state_file_are_reached_through_sshd(
+    setup: tuple[HAProxyServer, HttpBackend, HttpBackend], ssh_server: SshServer
+) -> None:
+    proxy, blue, green = setup
+    config = haproxy_config(proxy, blue, green, ssh=ssh_server.target)
+    assert config.router.ssh is not None
+    executor = SshExecutor(
+        config.router.ssh, config.ssh, connect_options=ssh_server.connect_kwargs()
+    )
+    router = HAProxyRouter(config, executor)
+    try:
+        state = await router.switch(Colour.GREEN)
+        assert state.live is Colour.GREEN
+        assert served_by(proxy) == {"green"}
+        saved = parse_servers_state(proxy.state_file.read_text())  # written over SFTP
+        assert {s.name: s.maint for s in saved.servers} == {"blue": True, "green": False}
+        proxy.reload()
+        assert (await router.state()).live is Colour.GREEN
+    finally:
+        await router.aclose()

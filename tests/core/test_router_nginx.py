@@ -9,11 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from configs import config_data
-from servers import HttpBackend, HttpBackendFactory, NginxServer
+from servers import HttpBackend, HttpBackendFactory, NginxServer, SshServer
 
 from console.core.config import Config, parse_config
 from console.core.errors import RouterError
 from console.core.models import Colour
+from console.core.remote_exec import SshExecutor
 from console.core.router.nginx import NginxRouter, render
 
 pytestmark = pytest.mark.integration
@@ -134,3 +135,30 @@ def test_render_keeps_everything_but_the_servers() -> None:
         "upstream other { server 10.0.0.9:80; }\n"
         "upstream app {\n    server 10.0.0.2:80;\n    server 10.0.0.3:80;\n    least_conn;\n}\n"
     )
+
+
+async def test_over_ssh_the_file_goes_by_sftp_and_the_reload_by_exec(
+    setup: tuple[NginxServer, HttpBackend, HttpBackend], ssh_server: SshServer
+) -> None:
+    nginx, blue, green = setup
+    config = nginx_config(nginx, blue.url, green.url, ssh=ssh_server.target)
+    assert config.router.ssh is not None
+    router = NginxRouter(
+        config,
+        SshExecutor(config.router.ssh, config.ssh, connect_options=ssh_server.connect_kwargs()),
+    )
+    try:
+        assert (await router.switch(Colour.GREEN)).live is Colour.GREEN
+        await wait_served_by(nginx, "green")
+        assert (await router.state()).live is Colour.GREEN
+        # A rejected config over SSH is rolled back too.
+        bad = NginxRouter(
+            nginx_config(nginx, "http://127.0.0.1:0", green.url, ssh=ssh_server.target),
+            SshExecutor(config.router.ssh, config.ssh, connect_options=ssh_server.connect_kwargs()),
+        )
+        with pytest.raises(RouterError, match="restored"):
+            await bad.switch(Colour.BLUE)
+        await bad.aclose()
+        assert f"server {green.address};" in nginx.upstream_file.read_text()
+    finally:
+        await router.aclose()
