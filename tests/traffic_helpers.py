@@ -17,9 +17,9 @@ import httpx
 
 from console.core.config import Config
 from console.core.control import ControlPlane
-from console.core.errors import RouterError
 from console.core.models import Colour
-from console.core.router.base import Router, RouterState
+from console.core.router.base import Router
+from console.core.router.factory import build_router
 
 HOST = "127.0.0.1"
 
@@ -107,41 +107,5 @@ class ColourFile:
 
 
 def make_router(config: Config, control: ControlPlane) -> Router:
-    """The configured router: the real factory once it exists, else a minimal shell one.
-
-    The fallback runs the same ``switch_command``/``state_command`` through a real shell,
-    so tests of the switch procedure do not wait for the router adapters.
-    """
-    from console.core.router.factory import build_router
-
-    try:
-        return build_router(config, control)
-    except ImportError:
-        return _ShellRouter(config)
-
-
-class _ShellRouter(Router):
-    kind = "command"
-
-    def __init__(self, config: Config) -> None:
-        self.switch_command = config.router.switch_command or ""
-        self.state_command = config.router.state_command or ""
-
-    async def _run(self, command: str) -> str:
-        proc = await asyncio.create_subprocess_shell(
-            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        async with asyncio.timeout(5):
-            out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise RouterError(f"{command!r} exited {proc.returncode}: {err.decode().strip()}")
-        return out.decode().strip()
-
-    async def state(self) -> RouterState:
-        text = await self._run(self.state_command)
-        live = Colour(text) if text in ("blue", "green") else None
-        return RouterState(self.kind, live)
-
-    async def switch(self, to: Colour) -> RouterState:
-        await self._run(self.switch_command.replace("{colour}", to.value))
-        return await self.state()
+    """The configured router adapter, built the way the CLI builds it."""
+    return build_router(config, control)

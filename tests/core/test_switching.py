@@ -16,7 +16,7 @@ from console.core.config import Config, parse_config
 from console.core.control import ControlPlane
 from console.core.errors import ConflictError, VerificationFailed
 from console.core.health import HealthChecker
-from console.core.models import Colour
+from console.core.models import Colour, HealthSnapshot
 from console.core.router.base import Router
 from console.core.switching import SwitchResult, TargetUnhealthy, perform_switch
 
@@ -200,18 +200,45 @@ async def test_router_that_never_confirms_fails(rig_factory: RigFactory, tmp_pat
     assert events[-1].outcome == "failed"
 
 
-async def test_concurrent_switches_exactly_one_wins(
-    rig_factory: RigFactory, redis_server: RedisServer
-) -> None:
+@dataclass
+class InStep:
+    """A real health checker whose probe round waits for the other operator's.
+
+    Both switches have read the active state before either probes, so both compare-and-set
+    on the same epoch: the race the control plane must settle, made deterministic.
+    """
+
+    health: HealthChecker
+    barrier: asyncio.Barrier
+
+    async def check_all(self) -> HealthSnapshot:
+        await self.barrier.wait()
+        return await self.health.check_all()
+
+
+async def test_concurrent_switches_exactly_one_wins(rig_factory: RigFactory) -> None:
     rig: Rig = await rig_factory()
     # A second operator: its own control-plane client and health checker.
     other = ControlPlane.from_config(rig.config.control, rig.config.console.name, actor="bob@j2")
     other_health = HealthChecker(rig.config, hysteresis=False)
+    barrier = asyncio.Barrier(2)
     try:
         results = await asyncio.gather(
-            rig.switch(Colour.GREEN, reason="alice"),
             perform_switch(
-                rig.config, other, rig.router, other_health, to=Colour.GREEN, reason="bob"
+                rig.config,
+                rig.control,
+                rig.router,
+                InStep(rig.health, barrier),
+                to=Colour.GREEN,
+                reason="alice",
+            ),
+            perform_switch(
+                rig.config,
+                other,
+                rig.router,
+                InStep(other_health, barrier),
+                to=Colour.GREEN,
+                reason="bob",
             ),
             return_exceptions=True,
         )
@@ -222,7 +249,7 @@ async def test_concurrent_switches_exactly_one_wins(
     losses = [r for r in results if isinstance(r, ConflictError)]
     assert len(wins) == 1, results
     assert len(losses) == 1, results
-    assert "control plane changed first" in str(losses[0])
+    assert "control plane changed first (now green at epoch 2" in str(losses[0])
     active = await rig.control.active()
     assert active is not None
     assert active.epoch == 2
