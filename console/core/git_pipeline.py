@@ -396,11 +396,34 @@ def _outcome(
 ) -> HostRun:
     code, seen_ok, seen_failed = status
     if code != 0:
-        return HostRun(host, code, duration, f"git push exited {code}", tuple(tail))
+        return HostRun(
+            host, code, duration, f"git push exited {code}{_push_hint(tail)}", tuple(tail)
+        )
     if seen_failed or not seen_ok:
         why = "the hook reported a failure" if seen_failed else "the hook did not confirm"
         return HostRun(host, 1, duration, f"{why} (see its output)", tuple(tail))
     return HostRun(host, 0, duration, None, tuple(tail))
+
+
+_PUSH_HINTS = (
+    (
+        "Host key verification failed",
+        "the host key is not in known_hosts; add it with ssh-keyscan (verification stays on)",
+    ),
+    ("Permission denied", "the SSH key was refused; check identity and authorized_keys"),
+    ("does not appear to be a git repository", "run 'bgconsole deploy setup COLOUR' first"),
+    ("Could not resolve hostname", "the host name does not resolve; check env.<colour>.ssh"),
+    ("Connection refused", "nothing listens on the SSH port"),
+)
+
+
+def _push_hint(tail: deque[str]) -> str:
+    """A fix for the usual reasons a push fails, read from git's/ssh's own words."""
+    text = "\n".join(tail)
+    for needle, hint in _PUSH_HINTS:
+        if needle in text:
+            return f": {hint}"
+    return ""
 
 
 async def _run_local(argv: list[str]) -> tuple[int, str]:

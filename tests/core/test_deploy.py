@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from deploy_support import APP, commit_file, control_step, deploy_config, make_app_repo
-from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer
+from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer, descendants
 
 from console.core.config import Config, parse_config, parse_ssh_target
 from console.core.control import ControlPlane
@@ -358,7 +359,7 @@ async def test_deploy_timeout_stops_a_hanging_host_and_keeps_the_lock_alive(
         tmp_path,
         redis_server.url,
         backend,
-        steps=["echo waiting; sleep 30", "touch NEVER"],
+        steps=["echo waiting; sleep 31", "touch NEVER"],
         deploy_timeout=1.5,
     )
     pool = SshPool(config.ssh)
@@ -387,3 +388,52 @@ async def test_deploy_timeout_stops_a_hanging_host_and_keeps_the_lock_alive(
     assert 1.4 < result.duration < 5
     assert not (tmp_path / "NEVER").exists()
     assert await control.lock_info("deploy:blue") is None
+    # The hanging step was stopped on the host, not left running.
+    for _ in range(50):
+        if not _remote_commands(ssh_server, "sleep 31"):
+            break
+        await asyncio.sleep(0.1)
+    assert _remote_commands(ssh_server, "sleep 31") == []
+
+
+def _remote_commands(server: SshServer, needle: str) -> list[int]:
+    """Processes under this sshd whose command line contains ``needle``."""
+    found = []
+    for pid in descendants(server.pid or 0):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(pid)
+    return found
+
+
+@pytest.mark.integration
+async def test_git_push_failures_carry_a_fix(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    local = tmp_path / "local"
+    make_app_repo(local, "x\n")
+    git_table = {"repo": str(tmp_path / "none.git"), "worktree": str(tmp_path / "app")}
+    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, git=git_table)
+
+    result = await make_harness(config).deploy(ref="main", repo=local)
+    error = result.hosts[0].error
+    assert error is not None
+    assert "deploy setup" in error
+
+    # An untrusted host key is refused (no silent trust), with the fix named.
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    strict = dataclasses.replace(
+        config, ssh=dataclasses.replace(config.ssh, known_hosts=str(empty))
+    )
+    result = await make_harness(strict).deploy(ref="main", repo=local)
+    error = result.hosts[0].error
+    assert error is not None
+    assert "ssh-keyscan" in error
