@@ -86,7 +86,7 @@ async def test_deploy_streams_output_and_reports_the_new_version(cli: Cli) -> No
     assert "blue/blue | deploying v2" in out
     assert "blue/blue $ echo deploying 'v2'" in out or "blue/blue $ echo deploying v2" in out
     assert "deploy v2 -> blue (steps): ok" in out
-    assert "version v2" in out
+    assert "version 1.0.0 -> v2" in out
     outcomes = [e.outcome for e in await cli.control.events() if e.kind == "deploy"]
     assert outcomes == ["started", "ok"]
 
