@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -109,3 +109,12 @@ class ColourFile:
 def make_router(config: Config, control: ControlPlane) -> Router:
     """The configured router adapter, built the way the CLI builds it."""
     return build_router(config, control)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait until ``await check()`` is true, polling every 50 ms; fail after ``within`` s."""
+    for _ in range(int(within / 0.05) + 1):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"condition not met within {within:g} s")

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import HttpBackend, HttpBackendFactory, RedisServer
-from traffic_helpers import ColourFile, FrontDoor, make_router
+from servers import HttpBackend, HttpBackendFactory, RedisServer, free_port
+from traffic_helpers import ColourFile, FrontDoor, eventually, make_router
 
+from console.core.agent import Agent
+from console.core.agent_log import AgentLog
 from console.core.config import Config, parse_config
 from console.core.control import ControlPlane
 from console.core.errors import ConflictError, VerificationFailed
 from console.core.health import HealthChecker
-from console.core.models import Colour, HealthSnapshot
+from console.core.models import Colour, HealthSnapshot, Verdict
 from console.core.router.base import Router
 from console.core.switching import SwitchResult, TargetUnhealthy, perform_switch
 
@@ -255,3 +259,91 @@ async def test_concurrent_switches_exactly_one_wins(rig_factory: RigFactory) -> 
     assert active.epoch == 2
     outcomes = sorted(e.outcome for e in await rig.control.events() if e.kind == "switch")
     assert outcomes == ["conflict", "ok", "ok"]
+
+
+@pytest.fixture
+async def agent_rig(
+    redis_server: RedisServer, http_backend_factory: HttpBackendFactory
+) -> AsyncIterator[tuple[Config, ControlPlane, Agent, list[HttpBackend]]]:
+    """The builtin router for real: an agent (proxy + monitor) running as a task."""
+    blue, green = http_backend_factory("blue", "1.0"), http_backend_factory("green", "2.0")
+    listen = f"127.0.0.1:{free_port()}"
+    config = parse_config(
+        {
+            "console": {"name": "agentswitch"},
+            "control": {"redis": redis_server.url},
+            "router": {"kind": "builtin", "listen": listen, "confirm_timeout": 5.0},
+            "failover": {"interval": 0.2, "timeout": 0.5, "min_dwell": 0.0},
+            "agent": {"heartbeat_interval": 0.2, "log_format": "json"},
+            "env": {"blue": {"url": blue.url}, "green": {"url": green.url}},
+        }
+    )
+    control = ControlPlane.from_config(config.control, config.console.name)
+    await control.ensure_active(Colour.BLUE)
+    agent = Agent(config, log=AgentLog("json", stream=io.StringIO()))
+    task = asyncio.create_task(agent.run())
+    try:
+
+        async def agent_up() -> bool:
+            return bool(await control.agents())
+
+        await eventually(agent_up)
+        yield config, control, agent, [blue, green]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await control.aclose()
+
+
+async def test_switch_through_the_builtin_router(
+    agent_rig: tuple[Config, ControlPlane, Agent, list[HttpBackend]],
+) -> None:
+    config, control, _agent, _backends = agent_rig
+    router = make_router(config, control)
+    health = HealthChecker(config, hysteresis=False)
+    try:
+        result = await perform_switch(config, control, router, health, to=Colour.GREEN)
+    finally:
+        await health.aclose()
+        await router.aclose()
+    assert result.verification is not None
+    assert result.verification.ok
+    assert result.summary().endswith("5/5 verification requests served by green")
+    assert result.router_confirmed_s is not None
+    assert result.router_confirmed_s < 2.0
+
+
+async def test_agent_fails_over_with_evidence_when_live_dies(
+    agent_rig: tuple[Config, ControlPlane, Agent, list[HttpBackend]],
+) -> None:
+    _config, control, _agent, (blue, _green) = agent_rig
+    blue.kill()
+
+    async def green_live() -> bool:
+        active = await control.active()
+        return active is not None and active.colour is Colour.GREEN
+
+    await eventually(green_live)
+    failover = next(e for e in await control.events() if e.kind == "failover")
+    assert failover.outcome == "ok"
+    assert "live blue is down" in failover.reason
+    assert "failures: connection refused" in failover.details["blue/blue"]
+    assert failover.details["green"] == "healthy 1/1 hosts up"
+
+
+async def test_disarmed_agent_does_not_fail_over(
+    agent_rig: tuple[Config, ControlPlane, Agent, list[HttpBackend]],
+) -> None:
+    _config, control, agent, (blue, _green) = agent_rig
+    await control.set_armed(False, reason="test")
+    blue.kill()
+
+    async def blue_down() -> bool:
+        return agent.snapshot is not None and agent.snapshot.verdict(Colour.BLUE) is Verdict.DOWN
+
+    await eventually(blue_down)
+    await asyncio.sleep(0.5)  # a few more rounds in which a failover could happen
+    active = await control.active()
+    assert active is not None
+    assert active.colour is Colour.BLUE
