@@ -56,7 +56,7 @@ def render(
             "deploy": ["./bin/deploy {ref}"],
             "flags_redis": host.flags_redis,
             "deploy_timeout": 60.0,
-            "health_timeout": 15.0,
+            "health_timeout": 10.0,
             "logs": {"access": "tail -F log/access.log", "app": "tail -F log/app.log"},
             "data": {"sqlite": [str(host.db_path)]},
         }

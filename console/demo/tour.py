@@ -48,15 +48,18 @@ def tour(info: SandboxInfo) -> str:
     steps = [
         ("Both colours, their health and versions; blue is live", f"{c} status"),
         ("Follow the audit trail in a second terminal", f"{c} events --follow"),
-        ("Stream green's access log over its SSH server", f"{c} logs green"),
-        ("Deploy a good release (a new version) to the stand-by", f"{c} deploy green good"),
-        ("Send traffic to green (X-BG-Env: green)", f"{c} switch green"),
+        ("Stream green's access log over its SSH server", f"{c} logs green access --follow"),
+        ("Deploy a good release (a new version) to the stand-by", f"{c} deploy green --ref good"),
+        ("Send traffic to green (X-BG-Env: green)", f"{c} switch green --yes"),
         (
             "Deploy the bad release to the live colour: / and /health answer 500, "
             "the agent fails over to blue",
-            f"{c} deploy green bad --live",
+            f"{c} deploy green --ref bad --live",
         ),
-        ("Repair green, then flip back", f"{c} deploy green good && {c} switch green"),
+        (
+            "Repair green (a good release), then flip back",
+            f"{c} deploy green --ref good && {c} switch green --yes",
+        ),
         ("Hide the recent uploads on blue's page", f"{c} flag set uploads off --env blue --yes"),
     ]
     lines = ["", "Try it from another terminal:"]

@@ -313,3 +313,20 @@ def _tails(pid: int) -> list[int]:
             if Path(f"/proc/{child}/comm").read_text().strip() == "tail":
                 found.append(child)
     return found
+
+
+def test_deploy_and_logs_verbs_work_against_the_sandbox(demo: Demo) -> None:
+    deployed = demo.cli("deploy", "green", "--ref", "good")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "1.0.0 -> 1.1.0" in deployed.stdout
+    page = httpx.get(demo.urls["green"] + "/", timeout=2.0)
+    assert "<span id='version'>1.1.0</span>" in page.text
+    assert "<span id='version'>1.0.0</span>" in httpx.get(demo.urls["blue"] + "/").text
+    # The live colour is protected: deploying there needs --live.
+    refused = demo.cli("deploy", "blue", "--ref", "bad")
+    assert refused.returncode != 0
+    assert "500" not in httpx.get(demo.urls["blue"] + "/health").text
+    httpx.get(demo.urls["green"] + "/?from-logs-verb")
+    logs = demo.cli("logs", "green", "access", "-n", "20")
+    assert logs.returncode == 0, logs.stderr
+    assert "from-logs-verb" in logs.stdout
