@@ -74,7 +74,8 @@ def test_fleet_hosts_inherit_environment_keys() -> None:
     app1, app2 = config.env(Colour.GREEN).hosts
     assert app1.health_path == "/healthz"
     assert app2.health_path == "/up"
-    assert app1.ssh is not None and app1.ssh.user == "deploy"
+    assert app1.ssh is not None
+    assert app1.ssh.user == "deploy"
 
 
 MALFORMED = [
