@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -217,7 +218,9 @@ class Rig:
 async def scenario_kill(rate: float) -> dict[str, float]:
     async with Rig() as rig:
         task = asyncio.create_task(load(rig.proxy_port, rate, 6.0))
-        await asyncio.sleep(2.0)
+        # Land the kill anywhere in the probe interval: detection takes between
+        # (fall - 1) and fall intervals depending on that phase.
+        await asyncio.sleep(2.0 + random.uniform(0.0, 0.5))
         killed_wall, killed = time.time(), time.monotonic()
         rig.blue.kill()
         answers = await task
@@ -239,7 +242,7 @@ async def scenario_kill(rate: float) -> dict[str, float]:
 async def scenario_bad_release(rate: float, retry: bool) -> dict[str, float]:
     async with Rig(retry_on_5xx=retry) as rig:
         task = asyncio.create_task(load(rig.proxy_port, rate, 6.0))
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(2.0 + random.uniform(0.0, 0.5))
         bad_wall, bad = time.time(), time.monotonic()
         rig.blue_bad.touch()
         answers = await task
