@@ -96,7 +96,7 @@ async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -
         else:
             _print(tour(info))
             _print("\nRunning; Ctrl+C stops the sandbox" + _cleanup_note(args.keep, info.directory))
-            await stop_wait
+            await _watch(sandbox, stop_wait)
         _print("bgconsole demo: stopping")
         return EXIT_OK
     finally:
@@ -104,6 +104,17 @@ async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -
         await sandbox.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _watch(sandbox: Sandbox, stop_wait: asyncio.Future[Any]) -> None:
+    """Wait for the stop signal, reporting (once each) sandbox processes that died."""
+    reported: set[str] = set()
+    while not stop_wait.done():
+        for line in sandbox.exited():
+            if line not in reported:
+                reported.add(line)
+                _print(f"bgconsole demo: warning: {line}")
+        await asyncio.wait({stop_wait}, timeout=1.0)
 
 
 def _cleanup_note(keep: bool, directory: Path) -> str:

@@ -67,6 +67,11 @@ class DemoHost:
         """The app process id while it runs."""
         return self._app.pid if self._app is not None else None
 
+    @property
+    def app_process(self) -> ChildProcess | None:
+        """The app's process, once started."""
+        return self._app
+
     def prepare(self) -> None:
         """Lay out the directory: bin/deploy, log/, data/app.db, run/, release 1.0.0."""
         for sub in ("bin", "log", "data", "run", "releases"):

@@ -74,6 +74,11 @@ class RedisRunner:
         """The server's process id while it runs."""
         return self._child.pid if self._child is not None else None
 
+    @property
+    def process(self) -> ChildProcess | None:
+        """The server's process, once started."""
+        return self._child
+
     async def start(self, attempts: int = 3) -> None:
         """Start on a free port and wait until it answers PING.
 

@@ -216,6 +216,19 @@ class Sandbox:
             await asyncio.sleep(0.05)
         return f"http://127.0.0.1:{self.router_port}"
 
+    def exited(self) -> list[str]:
+        """One line per sandbox process that exited while it should be running."""
+        children: list[tuple[ChildProcess | None, Path | None]] = [
+            (self.agent, self.directory / "agent.log")
+        ]
+        children += [(h.app_process, h.root / "log" / "stderr.log") for h in self.hosts.values()]
+        children += [(r.process, r.directory / "redis.log") for r in self.redis.values()]
+        return [
+            f"{child.name} exited with status {child.returncode} (see {log})"
+            for child, log in children
+            if child is not None and child.returncode is not None
+        ]
+
     def _write_state(self) -> None:
         """Pids and ports, for scripts and tests that check nothing is left behind."""
         pids = {f"redis-{n}": r.pid for n, r in self.redis.items()}

@@ -29,7 +29,7 @@ from console.core.errors import ConsoleError
 from console.core.logs import LogFollower
 from console.core.models import Colour
 from console.core.ssh import SshPool
-from console.demo import redis_runner
+from console.demo import redis_runner, releases
 
 pytestmark = pytest.mark.integration
 
@@ -330,3 +330,37 @@ def test_deploy_and_logs_verbs_work_against_the_sandbox(demo: Demo) -> None:
     logs = demo.cli("logs", "green", "access", "-n", "20")
     assert logs.returncode == 0, logs.stderr
     assert "from-logs-verb" in logs.stdout
+
+
+def test_release_refs_pick_versions_and_behaviour(tmp_path: Path) -> None:
+    assert releases.next_version(tmp_path) == releases.INITIAL_VERSION
+    releases.install(tmp_path, "1.0.0", "good")
+    assert releases.resolve_ref(tmp_path, "good") == ("1.1.0", "good")
+    assert releases.resolve_ref(tmp_path, "bad") == ("1.1.0", "bad")
+    assert releases.resolve_ref(tmp_path, "v2.3.4") == ("2.3.4", "good")
+    with pytest.raises(ValueError, match="use good, bad or a version"):
+        releases.resolve_ref(tmp_path, "latest")
+    releases.install(tmp_path, "1.1.0", "bad")
+    current = releases.read_current(tmp_path)
+    assert current is not None
+    assert (current.version, current.behaviour) == ("1.1.0", "bad")
+    assert (tmp_path / "current").is_symlink()
+    assert releases.next_version(tmp_path) == "1.2.0"
+
+
+def test_deploy_program_rejects_an_unknown_ref(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    releases.install(tmp_path, "1.0.0", "good")
+    assert releases.main(["--dir", str(tmp_path), "nonsense"]) == 2
+    assert "unknown ref 'nonsense'" in capsys.readouterr().err
+    current = releases.read_current(tmp_path)
+    assert current is not None
+    assert current.version == "1.0.0"
+
+
+def test_a_crashed_process_is_reported(demo: Demo) -> None:
+    state = json.loads((demo.directory / "state.json").read_text())
+    os.kill(state["children"]["app-green"], signal.SIGKILL)
+    _wait_for(lambda: "warning: green app exited" in demo.text(), 10, "the crash warning")
+    assert demo.terminate() == 0
