@@ -3,7 +3,7 @@
 Used by ``bgconsole switch`` and by the UI's switch key, so both behave the same:
 
 1. read the intended live colour from the control plane (initialising it if unset);
-2. stop if the target is already live (nothing to do);
+2. if the target is already live, re-apply it only when the router disagrees (drift);
 3. probe every host once; refuse a target with any failing host unless ``force``;
 4. compare-and-set the active colour on its epoch (a concurrent switch raises
    :class:`ConflictError` naming who won; the control plane records both outcomes);
@@ -201,8 +201,7 @@ async def perform_switch(
     active = await current_active(control, router)
     before = active.colour
     if before is to:
-        say(f"{to} is already live (epoch {active.epoch})")
-        return SwitchResult(before, to, active.epoch, changed=False)
+        return await _repair_drift(config, control, router, active, reason, say)
 
     say(f"probing {to} ({len(config.env(to).hosts)} hosts)")
     snapshot = await health_checker.check_all()
@@ -264,6 +263,60 @@ async def perform_switch(
         details={"router_confirmed_s": f"{confirmed_s:.3f}", "verify": verification.describe()},
     )
     return result
+
+
+async def _repair_drift(
+    config: Config,
+    control: ControlPlane,
+    router: Router,
+    active: ActiveState,
+    reason: str,
+    say: Progress,
+) -> SwitchResult:
+    """The target is already intended live; make the router agree if it does not.
+
+    Switching to the live colour is how an operator repairs drift (someone reloaded
+    HAProxy without the state file, edited nginx by hand): the control plane is not
+    touched, the router is told again and the front door verified.
+    """
+    to = active.colour
+    try:
+        actual: Colour | None = (await router.state()).live
+        seen = f"reports {actual or 'no single colour'}"
+    except RouterError as e:
+        actual, seen = None, f"could not be read ({e})"
+    if actual is to:
+        say(f"{to} is already live (epoch {active.epoch})")
+        return SwitchResult(to, to, active.epoch, changed=False)
+    say(f"{to} is live in the control plane but the router {seen}: re-applying {to}")
+    started = time.monotonic()
+    try:
+        confirmed = await _confirm_router(router, to, config.router.confirm_timeout, say)
+        verification = await verify_front_door(config, to, config.router.verify_requests)
+        if not verification.ok:
+            raise VerificationFailed(f"{verification.describe()} at {verification.url}")
+    except VerificationFailed as e:
+        await _record_failure(control, to, to, active.epoch, reason, f"drift repair: {e}")
+        raise
+    confirmed_s = time.monotonic() - started
+    await control.record(
+        "switch",
+        f"router drift repaired: it {seen}, now {to} (epoch {active.epoch})",
+        before=actual.value if actual else "",
+        after=to.value,
+        reason=reason,
+        details={"verify": verification.describe()},
+    )
+    say(verification.describe())
+    return SwitchResult(
+        to,
+        to,
+        active.epoch,
+        changed=True,
+        router_confirmed_s=round(confirmed_s, 3),
+        router_detail=confirmed.detail,
+        verification=verification,
+    )
 
 
 def _target_health(snapshot: HealthSnapshot, to: Colour) -> tuple[dict[str, str], list[str]]:

@@ -154,6 +154,20 @@ async def test_already_live_does_nothing(rig_factory: RigFactory) -> None:
     assert rig.colour_file.read() == "blue"
 
 
+async def test_switch_to_the_live_colour_repairs_router_drift(rig_factory: RigFactory) -> None:
+    rig: Rig = await rig_factory()
+    rig.colour_file.write(Colour.GREEN)  # someone changed the router behind our back
+    result = await rig.switch(Colour.BLUE, reason="repair")
+    assert result.changed
+    assert result.epoch == 1  # the control plane was right; only the router moved
+    assert rig.colour_file.read() == "blue"
+    assert result.verification is not None
+    assert result.verification.served_by_target == 5
+    last = (await rig.control.events(limit=1))[0]
+    assert last.summary == "router drift repaired: it reports green, now blue (epoch 1)"
+    assert (last.before, last.after, last.reason) == ("green", "blue", "repair")
+
+
 async def test_unhealthy_target_is_refused(rig_factory: RigFactory) -> None:
     rig: Rig = await rig_factory()
     rig.green[0].set_mode("500")
