@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from console.core.errors import ConsoleError
 
 _STOP_TIMEOUT = 5.0
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a forked child before exec: get SIGTERM when the sandbox process dies.
+
+    The children run in their own sessions, so nothing else would stop them if the
+    sandbox were killed with SIGKILL; Linux's parent-death signal covers that case.
+    Elsewhere this does nothing (the normal stop path still stops them).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -86,6 +107,7 @@ class ChildProcess:
                     cwd=self.cwd,
                     env=self.env,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as e:
                 raise ConsoleError(f"cannot start {self.name} ({self.argv[0]}): {e}") from e

@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncssh
 
+from console.demo.processes import die_with_parent
+
 _GRACE = 2.0
 _CHUNK = 65536
 
@@ -96,6 +98,7 @@ class SshHost:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         except OSError as e:
             process.stderr.write(f"cannot run command: {e}\n".encode())

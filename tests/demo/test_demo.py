@@ -106,9 +106,13 @@ def _start(directory: Path, *extra: str) -> Demo:
 
 
 def _stop(demo: Demo) -> None:
+    """Stop the demo the way an operator does (SIGTERM); kill only what outlives that."""
     if demo.proc.poll() is None:
-        demo.proc.kill()
-        demo.proc.wait(10)
+        try:
+            demo.terminate()
+        except subprocess.TimeoutExpired:
+            demo.proc.kill()
+            demo.proc.wait(10)
     for pid in demo.children:
         if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
@@ -364,3 +368,16 @@ def test_a_crashed_process_is_reported(demo: Demo) -> None:
     os.kill(state["children"]["app-green"], signal.SIGKILL)
     _wait_for(lambda: "warning: green app exited" in demo.text(), 10, "the crash warning")
     assert demo.terminate() == 0
+
+
+def test_children_die_with_a_killed_demo(tmp_path: Path) -> None:
+    demo = _start(tmp_path / "sandbox", "--no-traffic")
+    children = descendants(demo.proc.pid)
+    try:
+        assert len(children) >= 6
+        demo.proc.kill()  # no chance to clean up: the parent-death signal must do it
+        demo.proc.wait(10)
+        _wait_for(lambda: not [p for p in children if pid_alive(p)], 10, "orphans to exit")
+    finally:
+        demo.children = children
+        _stop(demo)
