@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import re
 import shlex
 import time
@@ -195,17 +194,22 @@ class LogFollower:
         await self._queue.put(LogLine(colour, host.name, log, text, time.time(), marker=True))
 
     async def _run(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
+        bug: Exception | None = None
         try:
             if self.follow:
                 await self._follow(colour, host, log, command)
             else:
                 await self._snapshot(colour, host, log, command)
-        except _FATAL as e:
+        except ConsoleError as e:
+            # Fatal for this stream (host key, authentication, config); the others go on.
             await self._marker(colour, host, log, f"{colour.value}/{host.name} {log}: {e}")
-        finally:
-            # The consumer counts these; without it the iterator would never end.
-            with contextlib.suppress(asyncio.QueueFull):
-                self._queue.put_nowait(None)
+        except Exception as e:
+            bug = e  # re-raised by the consumer (task.result()) once every stream is done
+        # The consumer counts these sentinels to know when every stream has ended; it must
+        # arrive even when the queue is full, so wait for room (not put_nowait).
+        await self._queue.put(None)
+        if bug is not None:
+            raise bug
 
     async def _snapshot(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
         """Without follow: the last N lines, then the stream ends."""

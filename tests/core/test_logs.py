@@ -209,3 +209,17 @@ async def test_host_key_error_ends_that_stream_with_a_marker(
     assert len(got) == 1
     assert got[0].marker
     assert "host key not in" in got[0].text
+
+
+@pytest.mark.integration
+async def test_backlog_larger_than_the_queue_still_ends(
+    ssh_server: SshServer, pool: SshPool
+) -> None:
+    hosts = [
+        (Colour.BLUE, host_for(ssh_server, name, {"app": "seq 1 80"})) for name in ("a1", "a2")
+    ]
+    follower = LogFollower(pool, hosts, lines=50, follow=False, queue_lines=5)
+    async with asyncio.timeout(20):
+        got = [line async for line in follower.stream()]
+    assert len(got) == 100
+    assert [line.text for line in got if line.host == "a1"] == [str(i) for i in range(31, 81)]
