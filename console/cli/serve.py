@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 
@@ -70,8 +69,10 @@ async def run(args: argparse.Namespace) -> int:
             # The agent only ends by itself on a bug; say so in one line, no traceback.
             raise ConsoleError(f"agent stopped: {_first(error)}") from error
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Bounded: systemd waits TimeoutStopSec and then SIGKILLs; better to finish first.
+        done, _ = await asyncio.wait({task}, timeout=args.grace + 5.0)
+        if not done:
+            print("bgconsole serve: shutdown did not finish in time", file=sys.stderr)
         return EXIT_OK
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -93,7 +93,8 @@ class Agent:
         """The control plane's active state as last seen (None before the first answer)."""
         self.serving: Colour = Colour.BLUE
         """The colour traffic goes to; stays put while the control plane is unreachable."""
-        self.armed = True
+        self.armed = False
+        """Whether automatic failover is armed; off until the control plane says so."""
         self.leader = False
         self.degraded = False
         """True while the control plane is unreachable (fail static)."""
@@ -120,6 +121,7 @@ class Agent:
         self._started = True
         try:
             await self._refresh_active()
+            self.armed = await self.control.armed()
         except ControlPlaneUnavailable as e:
             self._fail_static(e)
         if self.proxy is not None:
@@ -154,13 +156,18 @@ class Agent:
         """Close the proxy (with the grace period), the health client and the control plane."""
         if self.proxy is not None:
             await self.proxy.close(self.grace)
-        await self.health.aclose()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.health.aclose()
+        # Each close is bounded: shutdown must finish even if a backend hangs.
         if self._router is not None:
-            with contextlib.suppress(ConsoleError, OSError):
-                await self._router.aclose()
+            with contextlib.suppress(ConsoleError, OSError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._router.aclose()
         if self._own_control:
             with contextlib.suppress(Exception):
-                await self.control.aclose()
+                async with asyncio.timeout(2.0):
+                    await self.control.aclose()
         stats = self.proxy.stats() if self.proxy is not None else None
         self.log.info(
             "stopped",
@@ -171,9 +178,13 @@ class Agent:
 
     # -- following the control plane ----------------------------------------------------
 
-    def _apply(self, state: ActiveState) -> None:
-        """Adopt the control plane's state unless it is older than what we have."""
-        if self.active is not None and state.epoch < self.active.epoch:
+    def _apply(self, state: ActiveState, *, authoritative: bool = False) -> None:
+        """Adopt the control plane's state unless a notification is older than what we have.
+
+        A read of the active state (``authoritative``) always wins: after the control
+        plane lost its data its epochs restart, and it is still the truth.
+        """
+        if not authoritative and self.active is not None and state.epoch < self.active.epoch:
             return
         previous = self.serving
         self.active = state
@@ -191,7 +202,9 @@ class Agent:
             )
 
     async def _refresh_active(self) -> None:
-        self._apply(await self.control.ensure_active(Colour.BLUE))
+        # A control plane with no colour (new, or restarted without persistence) gets the
+        # one we serve, so its coming back does not move traffic.
+        self._apply(await self.control.ensure_active(self.serving), authoritative=True)
 
     def _fail_static(self, error: ConsoleError) -> None:
         if not self.degraded:
@@ -218,16 +231,30 @@ class Agent:
                         control=redact_url(self.control.url),
                     )
                 backoff = _BACKOFF_START
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(self._listen())
-                    group.create_task(self._poll())
-            except* ControlPlaneUnavailable as group_error:
-                error = group_error.exceptions[0]
-                assert isinstance(error, ControlPlaneUnavailable)
-                self._fail_static(error)
+                await self._listen_and_poll()
+            except ControlPlaneUnavailable as e:
+                _reraise_cancel()
+                self._fail_static(e)
             # Full jitter keeps many agents from reconnecting in lockstep.
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, _BACKOFF_CAP)
+
+    async def _listen_and_poll(self) -> None:
+        """Follow notifications and poll until either fails.
+
+        Plain tasks rather than a TaskGroup: on 3.11 a TaskGroup whose child failed leaves
+        the parent looking cancelled, and redis-py can turn a real cancel into a connection
+        error; separate tasks keep "control plane down" and "agent stopping" apart.
+        """
+        tasks = {asyncio.create_task(self._listen()), asyncio.create_task(self._poll())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self) -> None:
         async for note in self.control.notifications():
@@ -254,8 +281,10 @@ class Agent:
         while True:
             await asyncio.sleep(_POLL_INTERVAL)
             state = await self.control.active()
-            if state is not None:
-                self._apply(state)
+            if state is None:  # the data vanished (Redis restarted): initialise it again
+                await self._refresh_active()
+            else:
+                self._apply(state, authoritative=True)
 
     # -- heartbeat and leadership ---------------------------------------------------------
 
@@ -266,18 +295,20 @@ class Agent:
             try:
                 await self._beat(lease, interval)
             except ControlPlaneUnavailable as e:
+                _reraise_cancel()
                 self._fail_static(e)
             await asyncio.sleep(interval)
 
     async def _beat(self, lease: float, interval: float) -> None:
-        was_leader = self.leader
-        self.leader = await self.control.claim_leadership(self.actor, lease)
-        if self.leader != was_leader:
-            self.log.info("leader" if self.leader else "follower", actor=self.actor)
+        # Armed first: a new leader must never decide on a stale armed flag.
         armed = await self.control.armed()
         if armed != self.armed:
             self.armed = armed
             self.log.info("armed" if armed else "disarmed")
+        was_leader = self.leader
+        self.leader = await self.control.claim_leadership(self.actor, lease)
+        if self.leader != was_leader:
+            self.log.info("leader" if self.leader else "follower", actor=self.actor)
         health = {c.value: (self.snapshot.verdict(c).value if self.snapshot else "unknown")
                   for c in Colour}  # fmt: skip
         beat = AgentHeartbeat(
@@ -377,3 +408,15 @@ class Agent:
                     outcome="failed",
                     actor=self.actor,
                 )
+
+
+def _reraise_cancel() -> None:
+    """Re-raise a cancel that a client library turned into a connection error.
+
+    redis-py may answer a cancel mid-command by dropping the connection and raising a
+    connection error, which arrives here as ControlPlaneUnavailable; a loop that retries
+    on it would then never stop. The task still counts the cancel request, so look.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

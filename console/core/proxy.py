@@ -579,6 +579,11 @@ class Proxy:
                     await writer.drain()
         except (_ClientGone, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return
+        except asyncio.CancelledError:
+            # Only close() cancels these tasks. asyncio's start_server callback (3.11)
+            # calls task.exception() on the finished task, which raises - and logs an
+            # error - for a cancelled one; ending normally keeps shutdown quiet.
+            return
         finally:
             del self._clients[writer]
             writer.close()

@@ -1,0 +1,280 @@
+"""The agent (``bgconsole serve``) with real Redis and real HTTP backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import HttpBackend, HttpBackendFactory, RedisServer, free_port
+
+from console.core.agent import Agent
+from console.core.agent_log import AgentLog
+from console.core.config import Config, parse_config
+from console.core.control import ControlPlane
+from console.core.errors import ControlPlaneUnavailable, RouterError
+from console.core.models import Colour
+from console.core.router.builtin import BuiltinRouter
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def agent_config(redis_url: str, blue: HttpBackend, green: HttpBackend, **failover: Any) -> Config:
+    return parse_config(
+        {
+            "console": {"name": "shop"},
+            "control": {"redis": redis_url, "timeout": 0.5},
+            "router": {"kind": "builtin", "listen": f"127.0.0.1:{free_port()}"},
+            "failover": {
+                "interval": 0.1,
+                "timeout": 0.3,
+                "fall": 2,
+                "rise": 1,
+                "min_dwell": 0.0,
+                **failover,
+            },
+            "agent": {"heartbeat_interval": 0.2, "leader_lease": 2.0},
+            "env": {"blue": {"url": blue.url}, "green": {"url": green.url}},
+        }
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 5.0) -> float:
+    """Wait until ``check()`` is true; return how long it took."""
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"condition not met within {limit}s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+class Running:
+    def __init__(self, agent: Agent, task: asyncio.Task[None], log: io.StringIO) -> None:
+        self.agent = agent
+        self.task = task
+        self.log = log
+        self.http = httpx.AsyncClient(base_url=f"http://{agent.address}", timeout=5.0)
+
+    async def colour(self) -> str | None:
+        try:
+            response = await self.http.get("/")
+        except httpx.HTTPError:
+            return None
+        return response.headers.get("x-bg-env") if response.status_code == 200 else None
+
+
+@pytest.fixture
+async def run_agent() -> AsyncIterator[Callable[[Config], Awaitable[Running]]]:
+    running: list[Running] = []
+
+    async def start(config: Config) -> Running:
+        log = io.StringIO()
+        agent = Agent(config, log=AgentLog("logfmt", log), grace=1.0)
+        await agent.start()
+        handle = Running(agent, asyncio.create_task(agent.run()), log)
+        running.append(handle)
+        return handle
+
+    yield start
+    for handle in running:
+        handle.task.cancel()
+        await asyncio.gather(handle.task, return_exceptions=True)
+        await handle.http.aclose()
+
+
+@pytest.fixture
+async def control(redis_server: RedisServer) -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane(redis_server.url, "shop", timeout=0.5, actor="tester@here")
+    yield plane
+    await plane.aclose()
+
+
+@pytest.fixture
+def backends(http_backend_factory: HttpBackendFactory) -> tuple[HttpBackend, HttpBackend]:
+    return http_backend_factory("blue", "1.0"), http_backend_factory("green", "2.0")
+
+
+async def test_proxy_follows_a_switch_in_the_control_plane(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    running = await run_agent(agent_config(redis_server.url, blue, green))
+    assert await running.colour() == "blue"
+    state = await control.active()
+    assert state is not None
+    assert state.colour is Colour.BLUE  # the agent initialised the control plane
+    await control.switch(Colour.GREEN, expected_epoch=state.epoch, reason="test")
+
+    async def on_green() -> bool:
+        return await running.colour() == "green"
+
+    assert await eventually(on_green, limit=1.0) < 1.0
+    # Consoles see the agent through its heartbeat.
+    router = BuiltinRouter(running.agent.config, control)
+
+    async def reported() -> bool:
+        return (await router.state()).live is Colour.GREEN
+
+    await eventually(reported)
+    detail = (await router.state()).detail
+    assert "(leader) serves green" in detail
+    assert "heartbeat" in detail
+
+
+async def test_builtin_router_without_agent_says_how_to_start_one(
+    redis_server: RedisServer, control: ControlPlane, backends: tuple[HttpBackend, HttpBackend]
+) -> None:
+    blue, green = backends
+    router = BuiltinRouter(agent_config(redis_server.url, blue, green), control)
+    with pytest.raises(RouterError, match="bgconsole serve"):
+        await router.state()
+
+
+async def test_live_backend_killed_fails_over_with_evidence(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    running = await run_agent(agent_config(redis_server.url, blue, green))
+    assert await running.colour() == "blue"
+    blue.kill()
+    # Even before the failover, GETs succeed through the stand-by retry.
+    assert await running.colour() == "green"
+
+    async def failed_over() -> bool:
+        state = await control.active()
+        return state is not None and state.colour is Colour.GREEN
+
+    await eventually(failed_over)
+
+    async def agent_applied() -> bool:  # the CAS lands before the agent's switch() returns
+        return running.agent.serving is Colour.GREEN and "event=failover" in running.log.getvalue()
+
+    await eventually(agent_applied)
+    events = [e for e in await control.events() if e.kind == "failover"]
+    assert len(events) == 1
+    assert events[0].before == "blue"
+    assert events[0].after == "green"
+    assert events[0].details  # the health evidence
+    assert events[0].actor == running.agent.actor
+    assert "event=failover from=blue to=green" in running.log.getvalue()
+
+
+async def test_disarmed_agent_does_not_fail_over(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    await control.ensure_active(Colour.BLUE)
+    await control.set_armed(False, reason="test")
+    running = await run_agent(agent_config(redis_server.url, blue, green))
+    blue.set_mode("500")
+
+    async def down_seen() -> bool:
+        snap = running.agent.snapshot
+        return snap is not None and snap.verdict(Colour.BLUE).value == "down"
+
+    await eventually(down_seen)
+    await asyncio.sleep(0.3)
+    state = await control.active()
+    assert state is not None
+    assert state.colour is Colour.BLUE
+    assert running.agent.decisions == 0
+
+
+async def test_redis_down_keeps_routing_then_recovers(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    state = await control.ensure_active(Colour.BLUE)
+    await control.switch(Colour.GREEN, expected_epoch=state.epoch)
+    running = await run_agent(agent_config(redis_server.url, blue, green))
+    assert await running.colour() == "green"
+    redis_server.stop()
+
+    async def degraded() -> bool:
+        return running.agent.degraded
+
+    await eventually(degraded)
+    for _ in range(20):
+        assert await running.colour() == "green"
+    assert "control plane unavailable, routing to green (fail static)" in running.log.getvalue()
+    redis_server.start()  # no persistence: the control plane comes back empty
+
+    async def recovered() -> bool:
+        return not running.agent.degraded
+
+    await eventually(recovered, limit=10.0)
+    back = None
+    for _ in range(3):  # the test's own client's pooled connection died with the server
+        with contextlib.suppress(ControlPlaneUnavailable):
+            back = await control.active()
+            break
+    assert back is not None
+    assert back.colour is Colour.GREEN  # re-initialised to what was being served
+    await control.switch(Colour.BLUE, expected_epoch=back.epoch)
+
+    async def on_blue() -> bool:
+        return await running.colour() == "blue"
+
+    await eventually(on_blue, limit=3.0)
+
+
+def test_serve_subprocess_exits_0_on_sigterm(
+    redis_server: RedisServer, backends: tuple[HttpBackend, HttpBackend], tmp_path: Path
+) -> None:
+    blue, green = backends
+    port = free_port()
+    config = tmp_path / "bg.toml"
+    config.write_text(
+        f'[console]\nname = "shop"\n[control]\nredis = "{redis_server.url}"\n'
+        f'[router]\nkind = "builtin"\nlisten = "127.0.0.1:{port}"\n'
+        f'[env.blue]\nurl = "{blue.url}"\n[env.green]\nurl = "{green.url}"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "console", "serve", "-c", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"listening on http://127.0.0.1:{port}" in line
+        with httpx.Client(timeout=5.0) as http:
+            assert http.get(f"http://127.0.0.1:{port}/").headers["x-bg-env"] == "blue"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "event=started" in stderr
+    assert "event=stopped" in stderr
+    assert "Traceback" not in stderr
