@@ -406,3 +406,22 @@ def started(*procs: Process) -> Iterator[tuple[Process, ...]]:
     finally:
         for proc in reversed(running):
             proc.close()
+
+
+def redis_server(port: int | None = None) -> Process:
+    """A throwaway redis-server (no persistence) on 127.0.0.1:port."""
+    binary = need("redis-server")
+    port = port or free_port()
+    root = Path(tempfile.mkdtemp(prefix="bgr", dir="/tmp"))
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+            "--dir", str(root)]  # fmt: skip
+    return Process(argv, port, cwd=root, name="redis")
+
+
+def bgconsole_serve(config_text: str, port: int) -> Process:
+    """``bgconsole serve`` (this checkout, via ``python -m console``) with a config text."""
+    root = Path(tempfile.mkdtemp(prefix="bgs", dir="/tmp"))
+    (root / "bgconsole.toml").write_text(config_text)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "console", "serve", "-c", str(root / "bgconsole.toml")]
+    return Process(argv, port, cwd=root, env=env, name="bgconsole-serve")
