@@ -263,15 +263,14 @@ class RouteTable:
 class _Request:
     """A parsed request head, rewritten for the upstream."""
 
-    __slots__ = ("body", "chunked", "close", "expect", "head", "http10", "length", "method")
+    __slots__ = ("body", "chunked", "close", "head", "http10", "length", "method")
 
     def __init__(self) -> None:
         self.method = b""
         self.head = b""
-        self.length = 0
+        self.length: int | None = 0
         self.chunked = False
         self.close = False
-        self.expect = False
         self.http10 = False
         self.body: bytes | None = b""
         """The whole body when buffered (replayable); None when it must be streamed."""
@@ -300,6 +299,39 @@ def _error_response(status: int, message: str, close: bool) -> bytes:
     )
 
 
+def _framing(msg: _Request | _Response, name: bytes, value: bytes) -> None:
+    """Apply one hop-by-hop header to how a message is framed and whether it ends the
+    connection.
+
+    Raises:
+        ValueError: a Content-Length that is not a number.
+    """
+    if name == b"content-length":
+        msg.length = int(value)
+    elif name == b"transfer-encoding":
+        msg.chunked = value.endswith(b"chunked")
+    elif name == b"connection":
+        if b"close" in value:
+            msg.close = True
+        elif b"keep-alive" in value:
+            msg.close = False
+
+
+# Request headers the proxy reads on the way through (X-Forwarded-For is rewritten).
+_NOTED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                    b"expect"})  # fmt: skip
+
+
+def _add_forwarded(keep: list[bytes], noted: dict[bytes, bytes], peer: bytes, proto: bytes) -> None:
+    """X-Forwarded-For gets the client appended; Proto and Host are set unless present."""
+    xff = noted.get(b"x-forwarded-for")
+    keep.append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
+    if b"x-forwarded-proto" not in noted:
+        keep.append(b"X-Forwarded-Proto: " + proto)
+    if b"x-forwarded-host" not in noted and b"host" in noted:
+        keep.append(b"X-Forwarded-Host: " + noted[b"host"])
+
+
 def _parse_request(head: bytes, peer: bytes, proto: bytes) -> _Request:
     lines = head[:-4].split(b"\r\n")
     try:
@@ -311,54 +343,34 @@ def _parse_request(head: bytes, peer: bytes, proto: bytes) -> _Request:
     req.http10 = version != b"HTTP/1.1"
     req.close = req.http10
     keep: list[bytes] = [method + b" " + target + b" HTTP/1.1"]
-    length: int | None = None
-    host = xff = xfp = xfh = None
+    noted: dict[bytes, bytes] = {}
     for line in lines[1:]:
         i = line.find(b":")
         if i <= 0:
             raise _HttpError(400, "malformed header line")
         name = line[:i].lower()
         if name in _HOP_BY_HOP:
-            value = line[i + 1 :].strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    raise _HttpError(400, "bad Content-Length") from None
-            elif name == b"transfer-encoding":
-                req.chunked = value.endswith(b"chunked")
-            elif name == b"connection":
-                if b"close" in value:
-                    req.close = True
-                elif b"keep-alive" in value:
-                    req.close = False
+            try:
+                _framing(req, name, line[i + 1 :].strip().lower())
+            except ValueError:
+                raise _HttpError(400, "bad Content-Length") from None
             continue
-        if name == b"host":
-            host = line[i + 1 :].strip()
-        elif name == b"x-forwarded-for":
-            xff = line[i + 1 :].strip()
-            continue
-        elif name == b"x-forwarded-proto":
-            xfp = True
-        elif name == b"x-forwarded-host":
-            xfh = True
-        elif name == b"expect":
-            req.expect = True
+        if name in _NOTED:
+            noted[name] = line[i + 1 :].strip()
+            if name == b"x-forwarded-for":
+                continue
         keep.append(line)
-    keep.append(b"X-Forwarded-For: " + (xff + b", " + peer if xff else peer))
-    if not xfp:
-        keep.append(b"X-Forwarded-Proto: " + proto)
-    if not xfh and host:
-        keep.append(b"X-Forwarded-Host: " + host)
+    _add_forwarded(keep, noted, peer, proto)
     # Transfer-Encoding wins over Content-Length (RFC 9112 6.3); sending both is how
     # request smuggling starts, so only one goes upstream.
+    length = req.length or 0
+    req.length = length
     if req.chunked:
         keep.append(b"Transfer-Encoding: chunked")
         req.body = None
     elif length:
         keep.append(b"Content-Length: %d" % length)
-        req.length = length
-        if length > _BUFFER_BODY or req.expect:
+        if length > _BUFFER_BODY or b"expect" in noted:
             req.body = None
     keep.append(b"\r\n")
     req.head = b"\r\n".join(keep)
@@ -392,17 +404,8 @@ def _parse_response(head: bytes, colour_header: bytes) -> _Response:
             continue
         name = line[:i].lower()
         if name in _HOP_BY_HOP:
-            value = line[i + 1 :].strip().lower()
-            if name == b"content-length":
-                with contextlib.suppress(ValueError):
-                    resp.length = int(value)
-            elif name == b"transfer-encoding":
-                resp.chunked = value.endswith(b"chunked")
-            elif name == b"connection":
-                if b"close" in value:
-                    resp.close = True
-                elif b"keep-alive" in value:
-                    resp.close = False
+            with contextlib.suppress(ValueError):  # a bad length reads until close
+                _framing(resp, name, line[i + 1 :].strip().lower())
             continue
         keep.append(line)
     keep.append(colour_header)
@@ -618,34 +621,24 @@ class Proxy:
                 break
             counters = self._counters[colour]
             pooled = None if fresh_only else up.take_idle()
+            reused = pooled is not None
             if pooled is None:
-                try:
-                    async with asyncio.timeout(self.connect_timeout):
-                        ureader, uwriter = await asyncio.open_connection(
-                            up.host, up.port, ssl=up.ssl, server_hostname=up.server_hostname,
-                            limit=_MAX_HEAD,
-                        )  # fmt: skip
-                except (OSError, TimeoutError) as e:
-                    # Nothing was sent: safe to try elsewhere for every method.
-                    routes.mark_down(up)
-                    if self.on_passive_down is not None:
-                        self.on_passive_down(up, f"connect failed: {e or type(e).__name__}")
-                    continue
-                reused = False
-            else:
-                ureader, uwriter = pooled
-                reused = True
+                pooled = await self._connect(up)
+                if pooled is None:
+                    continue  # nothing was sent: safe to try elsewhere, for every method
+            ureader, uwriter = pooled
             counters.requests += 1
             try:
                 resp = await self._exchange(req, up, creader, ureader, uwriter)
             except _StaleConnection:
                 uwriter.close()
-                if replayable:
+                # A pooled connection the upstream had closed while idle: the request
+                # never reached the application, so it is sent again on a new one.
+                if reused and replayable:
                     counters.retries += 1
                     fresh_only = True
                     continue
-                if not reused:
-                    counters.errors += 1
+                counters.errors += 1
                 return self._fail(cwriter, 502, f"upstream {up.name} ({colour}) failed")
             except (_UpstreamFailed, OSError, asyncio.IncompleteReadError) as e:
                 uwriter.close()
@@ -673,6 +666,22 @@ class Proxy:
         reason = "no healthy upstream" if idempotent else "live colour has no healthy upstream"
         return self._fail(cwriter, 502, f"{reason} ({live} live)")
 
+    async def _connect(
+        self, up: Upstream
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A new connection to ``up``; on failure it is marked down and None returned."""
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await asyncio.open_connection(
+                    up.host, up.port, ssl=up.ssl, server_hostname=up.server_hostname,
+                    limit=_MAX_HEAD,
+                )  # fmt: skip
+        except (OSError, TimeoutError) as e:
+            self.routes.mark_down(up)
+            if self.on_passive_down is not None:
+                self.on_passive_down(up, f"connect failed: {e or type(e).__name__}")
+            return None
+
     def _fail(self, cwriter: asyncio.StreamWriter, status: int, message: str) -> bool:
         cwriter.write(_error_response(status, message, False))
         return True
@@ -694,7 +703,7 @@ class Proxy:
                 if req.chunked:
                     await _copy_chunked(creader, uwriter)
                 else:
-                    await _copy_exact(creader, uwriter, req.length)
+                    await _copy_exact(creader, uwriter, req.length or 0)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
                 raise _ClientGone from e
         async with asyncio.timeout(self.response_timeout):
