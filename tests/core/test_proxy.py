@@ -28,6 +28,8 @@ class EchoServer:
     def __init__(self, colour: str) -> None:
         self.colour = colour
         self.connections = 0
+        self.close_after_response = False
+        """Close each connection after one response, without saying so (stale pool)."""
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -72,6 +74,8 @@ class EchoServer:
                     writer.write(b"%x\r\n%s\r\n" % (len(part), part))
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
+                if self.close_after_response:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -240,3 +244,18 @@ async def test_close_lets_in_flight_requests_finish(
         assert (await slow).status_code == 200
         with pytest.raises(httpx.ConnectError):
             await http.get("/after")
+
+
+async def test_upstream_closing_idle_connections_costs_no_errors(
+    echo_pair: tuple[EchoServer, EchoServer], make_proxy: Callable[..., Any]
+) -> None:
+    blue, green = echo_pair
+    blue.close_after_response = True
+    proxy = await make_proxy(blue.url, green.url)
+    async with client(proxy) as http:
+        for _ in range(5):
+            response = await http.get("/")
+            assert response.status_code == 200
+            await asyncio.sleep(0.05)  # let the close arrive while the connection is pooled
+    assert blue.connections == 5
+    assert proxy.stats().errors["blue"] == 0
