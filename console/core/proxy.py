@@ -639,15 +639,15 @@ class Proxy:
                     fresh_only = True
                     continue
                 counters.errors += 1
-                return self._fail(cwriter, 502, f"upstream {up.name} ({colour}) failed")
+                return self._fail(req, cwriter, 502, f"upstream {up.name} ({colour}) failed")
             except (_UpstreamFailed, OSError, asyncio.IncompleteReadError) as e:
                 uwriter.close()
                 counters.errors += 1
-                return self._fail(cwriter, 502, f"upstream {up.name} ({colour}) failed: {e}")
+                return self._fail(req, cwriter, 502, f"upstream {up.name} ({colour}) failed: {e}")
             except TimeoutError:
                 uwriter.close()
                 counters.errors += 1
-                return self._fail(cwriter, 504, f"upstream {up.name} ({colour}) timed out")
+                return self._fail(req, cwriter, 504, f"upstream {up.name} ({colour}) timed out")
             if (
                 resp.status >= 500
                 and self.retry_on_5xx
@@ -664,7 +664,7 @@ class Proxy:
             return await self._relay(req, resp, colour, ureader, uwriter, up, cwriter)
         self._unroutable += 1
         reason = "no healthy upstream" if idempotent else "live colour has no healthy upstream"
-        return self._fail(cwriter, 502, f"{reason} ({live} live)")
+        return self._fail(req, cwriter, 502, f"{reason} ({live} live)")
 
     async def _connect(
         self, up: Upstream
@@ -682,9 +682,13 @@ class Proxy:
                 self.on_passive_down(up, f"connect failed: {e or type(e).__name__}")
             return None
 
-    def _fail(self, cwriter: asyncio.StreamWriter, status: int, message: str) -> bool:
-        cwriter.write(_error_response(status, message, False))
-        return True
+    def _fail(
+        self, req: _Request, cwriter: asyncio.StreamWriter, status: int, message: str
+    ) -> bool:
+        """Answer with an error; False (close) when a streamed body may be left unread."""
+        close = req.close or req.body is None
+        cwriter.write(_error_response(status, message, close))
+        return not close
 
     async def _exchange(
         self,
