@@ -1,0 +1,168 @@
+"""The ``mirror`` strategy: keep copying new rows from the source while both colours run.
+
+After a rows catch-up, every ``interval`` the source is asked for the rows above a
+per-table rowid mark (oldest first, a bounded batch); they are applied on the target in
+one transaction per table and the mark advances only after the apply committed, so a
+cycle cut short is simply done again. Each cycle reports a :class:`MirrorStatus`: rows
+copied, rows still behind, and the lag in seconds (how old the newest state the target
+is known to have caught up with is). Only appended rows are mirrored, not updates or
+deletes, and tables need a rowid (not WITHOUT ROWID). A failing cycle (host down) is
+reported and retried; the mirror ends when ``stop`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from console.core.errors import ConsoleError
+from console.core.migrate.plan import Progress, ProgressCallback
+from console.core.migrate.remote import RemoteSqlite
+from console.core.migrate.rows import TableState
+
+BATCH = 1000
+"""Rows per table per cycle; a backlog drains over several cycles without pausing."""
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorStatus:
+    """The mirror after a cycle."""
+
+    cycles: int
+    copied: int
+    """Rows copied since the mirror started (after the catch-up)."""
+    behind: int
+    """Rows the source had above the marks that are not on the target yet."""
+    lag: float
+    """Seconds since the moment the target was last known to hold all of the source's rows."""
+    conflicts: int = 0
+    error: str = ""
+    """Why the last cycle failed (the mirror keeps trying), or empty."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "cycles": self.cycles,
+            "copied": self.copied,
+            "behind": self.behind,
+            "lag": round(self.lag, 3),
+            "conflicts": self.conflicts,
+            "error": self.error,
+        }
+
+
+StatusCallback = Callable[[MirrorStatus], None]
+
+
+def initial_marks(states: dict[str, TableState]) -> dict[str, int | None]:
+    """Per table, the highest rowid the catch-up saw (None: start at the table's end).
+
+    Known only for tables keyed by rowid or by a single integer primary key (a rowid
+    alias in SQLite); for others the mirror starts at the end of the table.
+    """
+    marks: dict[str, int | None] = {}
+    for name, state in states.items():
+        ints = []
+        if state.rowid or len(state.pk) == 1:
+            for key in state.rows:
+                value = json.loads(key)[0]
+                if isinstance(value, int):
+                    ints.append(value)
+                else:
+                    ints = []
+                    break
+        marks[name] = max(ints) if ints and len(ints) == len(state.rows) else None
+        if not state.rows and (state.rowid or len(state.pk) == 1):
+            marks[name] = 0
+    return marks
+
+
+class Mirror:
+    """Continuous copy of new rows over pairs of (source, target) databases."""
+
+    def __init__(
+        self,
+        pairs: list[tuple[RemoteSqlite, RemoteSqlite, dict[str, int | None]]],
+        *,
+        interval: float = 1.0,
+        batch: int = BATCH,
+        on_progress: ProgressCallback,
+    ) -> None:
+        self.pairs = pairs
+        self.interval = interval
+        self.batch = batch
+        self.on_progress = on_progress
+        self.copied = 0
+        self.conflicts = 0
+        self.cycles = 0
+        self.caught_up_at = time.time()
+
+    async def run(self, on_status: StatusCallback, stop: asyncio.Event) -> MirrorStatus:
+        """Mirror until ``stop`` is set; returns the last status."""
+        status = MirrorStatus(0, 0, 0, 0.0)
+        while not stop.is_set():
+            status = await self.cycle()
+            on_status(status)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
+        return status
+
+    async def cycle(self) -> MirrorStatus:
+        """One pass over every pair; errors become the status's ``error``."""
+        started = time.time()
+        behind = 0
+        error = ""
+        with tempfile.TemporaryDirectory(prefix="bgconsole-mirror-") as tmp:
+            for index, (source, target, marks) in enumerate(self.pairs):
+                try:
+                    behind += await self._pair(source, target, marks, Path(tmp), index)
+                except ConsoleError as e:
+                    error = str(e)
+                finally:
+                    await source.cleanup()
+                    await target.cleanup()
+        self.cycles += 1
+        if not error and behind == 0:
+            self.caught_up_at = started
+        return MirrorStatus(
+            self.cycles, self.copied, behind, time.time() - self.caught_up_at, self.conflicts, error
+        )
+
+    async def _pair(
+        self,
+        source: RemoteSqlite,
+        target: RemoteSqlite,
+        marks: dict[str, int | None],
+        workdir: Path,
+        index: int,
+    ) -> int:
+        """Copy one batch; returns rows still behind. Advances ``marks`` in place."""
+        tail = await source.call("tail", marks=marks, limit=self.batch)
+        path = source.track(str(tail["path"]))
+        rows = int(tail["rows"])
+        pending = sum(int(n) for n in tail["pending"].values())
+        last: dict[str, int] = {str(k): int(v) for k, v in tail["last"].items()}
+        if rows:
+            local = workdir / f"tail-{index}.jsonl"
+            await source.fetch(path, local)
+            remote = await target.send(local)
+
+            def on_item(item: dict[str, Any]) -> None:
+                if "table" in item:
+                    self.copied += int(item["inserted"])
+                    self.conflicts += int(item["conflicts"])
+                    self.on_progress(
+                        Progress("apply", f"{target.name} {item['table']}", self.copied, 0)
+                    )
+
+            await target.stream("apply", on_item, rows=remote, overwrite=False, delay=0)
+        # Only now, with the rows committed on the target, may the marks move on.
+        marks.update(last)
+        return pending - rows

@@ -1,0 +1,154 @@
+"""What a migration is asked to do, how it reports progress, and what it did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from console.core.models import Colour
+
+Strategy = Literal["rows", "snapshot", "mirror", "redis"]
+STRATEGIES: tuple[Strategy, ...] = ("rows", "snapshot", "mirror", "redis")
+LOCK_NAME = "migrate"
+"""The control-plane lock every migration holds (one migration at a time per app)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationRequest:
+    """One migration as the operator asked for it."""
+
+    source: Colour
+    target: Colour
+    strategy: Strategy = "rows"
+    tables: tuple[str, ...] = ()
+    """Only these tables (rows, mirror); empty means every table."""
+    dry_run: bool = False
+    overwrite: bool = False
+    """Replace target rows/keys that differ from the source's instead of reporting them."""
+    live_ok: bool = False
+    """Allow writing into the live colour (the application is using it)."""
+    reason: str = ""
+    row_delay: float = 0.0
+    """Seconds to pause after each row applied: a throttle for a busy target."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress report: ``done`` of ``total`` units of one phase of one item."""
+
+    phase: str
+    """inspect, export, transfer, apply, verify, backup, install, copy."""
+    item: str
+    done: int
+    total: int
+    unit: str = "rows"
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def no_progress(_: Progress) -> None:
+    """The default progress callback: ignore."""
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The outcome for one table (``host:db table``) or one Redis key pattern."""
+
+    item: str
+    source_count: int
+    target_count: int
+    """Rows or keys the target had before."""
+    missing: int
+    """Rows or keys the target lacked."""
+    conflicts: int = 0
+    """Same key, different content; left alone unless overwrite."""
+    copied: int = 0
+    verified: bool | None = None
+    """None for a dry run or an item not verified."""
+    conflict_sample: tuple[str, ...] = ()
+    checksum: str = ""
+    """Order-independent checksum of the migrated keys (source side)."""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "item": self.item,
+            "source_count": self.source_count,
+            "target_count": self.target_count,
+            "missing": self.missing,
+            "conflicts": self.conflicts,
+            "copied": self.copied,
+            "verified": self.verified,
+            "conflict_sample": list(self.conflict_sample),
+            "checksum": self.checksum,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    """What a migration (or its dry run) found and did."""
+
+    strategy: Strategy
+    source: Colour
+    target: Colour
+    dry_run: bool
+    items: tuple[ItemResult, ...]
+    duration: float = 0.0
+    problems: tuple[str, ...] = ()
+    """Why the migration is not a success (verification failed, conflicts left)."""
+    backups: tuple[str, ...] = field(default=())
+    """``host:path`` of the files a snapshot kept before replacing them."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether it did everything asked and verified it (a dry run: found no problem)."""
+        return not self.problems
+
+    @property
+    def copied(self) -> int:
+        """Rows or keys written in total."""
+        return sum(item.copied for item in self.items)
+
+    @property
+    def missing(self) -> int:
+        """Rows or keys the target lacked in total."""
+        return sum(item.missing for item in self.items)
+
+    @property
+    def conflicts(self) -> int:
+        """Conflicting rows or keys in total."""
+        return sum(item.conflicts for item in self.items)
+
+    def summary(self) -> str:
+        """One line: what moved where, and the verdict."""
+        what = "dry run" if self.dry_run else "migration"
+        verdict = "ok" if self.ok else "FAILED"
+        if self.dry_run:
+            counts = f"{self.missing} to copy, {self.conflicts} conflicting"
+        else:
+            counts = f"{self.copied} copied, {self.conflicts} conflicting"
+        return (
+            f"{self.strategy} {what} {self.source} -> {self.target}: {verdict}; {counts} "
+            f"in {self.duration:.1f} s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "strategy": self.strategy,
+            "source": self.source.value,
+            "target": self.target.value,
+            "dry_run": self.dry_run,
+            "ok": self.ok,
+            "copied": self.copied,
+            "missing": self.missing,
+            "conflicts": self.conflicts,
+            "duration": round(self.duration, 3),
+            "problems": list(self.problems),
+            "backups": list(self.backups),
+            "items": [item.as_dict() for item in self.items],
+        }

@@ -1,0 +1,348 @@
+"""MigrationRunner: one migration under the control-plane lock, with events and verification."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+from console.core.config import Config, EnvConfig
+from console.core.control import ControlPlane
+from console.core.errors import ConfigError, ConsoleError, UsageError
+from console.core.migrate.mirror import Mirror, MirrorStatus, StatusCallback, initial_marks
+from console.core.migrate.plan import (
+    LOCK_NAME,
+    ItemResult,
+    MigrationRequest,
+    MigrationResult,
+    ProgressCallback,
+    no_progress,
+)
+from console.core.migrate.redis_keys import RedisKeysMigration
+from console.core.migrate.remote import RemoteSqlite
+from console.core.migrate.rows import RowsMigration
+from console.core.migrate.snapshot import SnapshotMigration
+from console.core.models import Colour, LockInfo
+from console.core.ssh import SshPool
+
+LOCK_TTL = 60.0
+"""Seconds the migrate lock lasts without renewal (a crashed console frees it by then)."""
+LOCK_RENEW_EVERY = 15.0
+
+
+class MigrationRunner:
+    """Runs migrations between the colours of one configuration.
+
+    Every run (dry runs too, so a plan is not computed against data being rewritten)
+    holds the control-plane lock ``migrate``; real runs record a ``migrate`` event when
+    they start and when they end (ok, failed with the reason, or cancelled).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        control: ControlPlane,
+        pool: SshPool,
+        *,
+        lock_ttl: float = LOCK_TTL,
+        lock_renew_every: float = LOCK_RENEW_EVERY,
+    ) -> None:
+        self.config = config
+        self.control = control
+        self.pool = pool
+        self.lock_ttl = lock_ttl
+        self.lock_renew_every = lock_renew_every
+
+    # -- what goes where -------------------------------------------------------------------
+
+    def database_pairs(
+        self, source: Colour, target: Colour
+    ) -> list[tuple[RemoteSqlite, RemoteSqlite]]:
+        """(source db, target db) pairs: hosts matched in order, then their sqlite paths.
+
+        Raises:
+            ConfigError: no databases configured, or the two colours' layouts differ.
+        """
+        src_env, dst_env = self.config.env(source), self.config.env(target)
+        src_hosts = [h for h in src_env.hosts if h.data.sqlite]
+        dst_hosts = [h for h in dst_env.hosts if h.data.sqlite]
+        if not src_hosts:
+            raise ConfigError(
+                f"env.{source}: no SQLite databases to migrate (set data.sqlite = [PATH, ...])"
+            )
+        if len(src_hosts) != len(dst_hosts):
+            raise ConfigError(
+                f"env.{source} has {len(src_hosts)} host(s) with data.sqlite but env.{target} "
+                f"has {len(dst_hosts)}; hosts are paired in order, so the counts must match"
+            )
+        timeout = self.config.ssh.command_timeout
+        pairs = []
+        for src_host, dst_host in zip(src_hosts, dst_hosts, strict=True):
+            if len(src_host.data.sqlite) != len(dst_host.data.sqlite):
+                raise ConfigError(
+                    f"hosts {src_host.name} ({source}) and {dst_host.name} ({target}) list "
+                    "different numbers of data.sqlite paths; they are paired in order"
+                )
+            for src_db, dst_db in zip(src_host.data.sqlite, dst_host.data.sqlite, strict=True):
+                pairs.append(
+                    (
+                        RemoteSqlite(self.pool, src_host, src_db, timeout),
+                        RemoteSqlite(self.pool, dst_host, dst_db, timeout),
+                    )
+                )
+        return pairs
+
+    def redis_endpoints(self, source: Colour, target: Colour) -> tuple[str, str, tuple[str, ...]]:
+        """(source URL, target URL, patterns) of the data Redis of each colour.
+
+        Raises:
+            ConfigError: a colour has no data Redis, or no key patterns are configured.
+        """
+        patterns: list[str] = []
+        for host in self.config.env(source).hosts:
+            patterns.extend(p for p in host.data.redis_keys if p not in patterns)
+        if not patterns:
+            raise ConfigError(
+                f"env.{source}: no Redis key patterns to migrate (set data.redis_keys)"
+            )
+        return (
+            _data_redis(self.config.env(source)),
+            _data_redis(self.config.env(target)),
+            tuple(patterns),
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _check(self, request: MigrationRequest) -> None:
+        if request.source == request.target:
+            raise UsageError(f"--from and --to are both {request.source}; pick two colours")
+        if request.strategy in ("snapshot", "redis") and request.tables:
+            raise UsageError(f"--table does not apply to the {request.strategy} strategy")
+        if request.strategy == "snapshot" and request.overwrite:
+            raise UsageError("--overwrite does not apply to snapshot: it replaces the whole file")
+
+    async def _refuse_live(self, request: MigrationRequest) -> None:
+        if request.dry_run or request.live_ok:
+            return
+        active = await self.control.active()
+        if active is not None and active.colour == request.target:
+            raise UsageError(
+                f"{request.target} is live: the application is writing to its data; "
+                "pass --yes to migrate into it anyway (or migrate into the stand-by)"
+            )
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, purpose: str) -> AsyncIterator[LockInfo]:
+        lock = await self.control.acquire_lock(LOCK_NAME, purpose, self.lock_ttl)
+        renewer = asyncio.create_task(self._renew(lock))
+        try:
+            yield lock
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(ConsoleError):
+                await self.control.release_lock(lock)
+
+    async def _renew(self, lock: LockInfo) -> None:
+        """Keep the lock alive; a blip in Redis is retried next round."""
+        while True:
+            await asyncio.sleep(self.lock_renew_every)
+            with contextlib.suppress(ConsoleError):
+                await self.control.renew_lock(lock, self.lock_ttl)
+
+    async def migrate(
+        self, request: MigrationRequest, on_progress: ProgressCallback = no_progress
+    ) -> MigrationResult:
+        """Run (or, with ``dry_run``, only plan) one migration.
+
+        Returns the result; failures found by verification or conflicts left behind are
+        in ``result.problems`` (the event records them too).
+
+        Raises:
+            UsageError: a nonsensical request, or the target is live without ``live_ok``.
+            ConfigError: the colours' data are not configured for this strategy.
+            LockHeld: another migration runs (the message names its holder).
+            BackendError: a host or Redis failed mid-way (the target is unchanged or each
+                table fully migrated; running again finishes the job).
+        """
+        self._check(request)
+        if request.strategy == "mirror":
+            raise UsageError("mirror runs until stopped: use MigrationRunner.mirror()")
+        await self._refuse_live(request)
+        purpose = _purpose(request)
+        started = time.monotonic()
+        async with self._locked(purpose):
+            if not request.dry_run:
+                await self._record(request, f"{purpose} started", "started")
+            try:
+                result = await self._execute(request, on_progress)
+            except asyncio.CancelledError:
+                if not request.dry_run:
+                    with contextlib.suppress(ConsoleError):
+                        await self._record(request, f"{purpose} cancelled", "cancelled")
+                raise
+            except ConsoleError as e:
+                if not request.dry_run:
+                    with contextlib.suppress(ConsoleError):
+                        await self._record(request, f"{purpose} failed", "failed", reason=str(e))
+                raise
+            result = replace(result, duration=time.monotonic() - started)
+            if not request.dry_run:
+                await self._record_result(request, result)
+            return result
+
+    async def _execute(
+        self, request: MigrationRequest, on_progress: ProgressCallback
+    ) -> MigrationResult:
+        items: list[ItemResult]
+        backups: list[str] = []
+        if request.strategy == "rows":
+            rows = RowsMigration(
+                self.database_pairs(request.source, request.target),
+                tables=request.tables,
+                overwrite=request.overwrite,
+                row_delay=request.row_delay,
+                on_progress=on_progress,
+            )
+            items, problems = await rows.run(dry_run=request.dry_run)
+        elif request.strategy == "snapshot":
+            snap = SnapshotMigration(
+                self.database_pairs(request.source, request.target), on_progress=on_progress
+            )
+            items, problems, backups = await snap.run(dry_run=request.dry_run)
+        else:
+            src_url, dst_url, patterns = self.redis_endpoints(request.source, request.target)
+            keys = RedisKeysMigration(
+                src_url,
+                dst_url,
+                patterns,
+                overwrite=request.overwrite,
+                timeout=self.config.control.timeout * 5,
+                on_progress=on_progress,
+            )
+            items, problems = await keys.run(dry_run=request.dry_run)
+        return MigrationResult(
+            request.strategy,
+            request.source,
+            request.target,
+            request.dry_run,
+            tuple(items),
+            problems=tuple(problems),
+            backups=tuple(backups),
+        )
+
+    async def mirror(
+        self,
+        request: MigrationRequest,
+        on_status: StatusCallback,
+        stop: asyncio.Event,
+        *,
+        interval: float = 1.0,
+        on_progress: ProgressCallback = no_progress,
+    ) -> tuple[MigrationResult, MirrorStatus]:
+        """Catch up with a rows migration, then mirror new rows until ``stop`` is set.
+
+        Returns the catch-up's result and the mirror's last status. Raises as
+        :meth:`migrate` does; a cycle that fails mid-mirror is reported through
+        ``on_status`` and retried.
+        """
+        self._check(request)
+        if request.dry_run:
+            return await self.migrate(replace(request, strategy="rows")), MirrorStatus(0, 0, 0, 0)
+        await self._refuse_live(request)
+        purpose = _purpose(request)
+        status = MirrorStatus(0, 0, 0, 0.0)
+        async with self._locked(purpose):
+            await self._record(request, f"{purpose} started", "started")
+            try:
+                pairs = self.database_pairs(request.source, request.target)
+                rows = RowsMigration(pairs, tables=request.tables, on_progress=on_progress)
+                items, problems = await rows.run(dry_run=False)
+                catch_up = MigrationResult(
+                    "rows", request.source, request.target, False, tuple(items), 0.0,
+                    tuple(problems),
+                )  # fmt: skip
+                # Marks from the catch-up's own inspection: rows written since are above them.
+                mirrored = [
+                    (source, target, initial_marks(states))
+                    for (source, target), states in zip(pairs, rows.source_states, strict=True)
+                ]
+                mirror = Mirror(mirrored, interval=interval, on_progress=on_progress)
+                status = await mirror.run(on_status, stop)
+            except asyncio.CancelledError:
+                with contextlib.suppress(ConsoleError):
+                    await self._record(request, f"{purpose} cancelled", "cancelled")
+                raise
+            except ConsoleError as e:
+                with contextlib.suppress(ConsoleError):
+                    await self._record(request, f"{purpose} failed", "failed", reason=str(e))
+                raise
+            await self.control.record(
+                "migrate",
+                f"{purpose} stopped: {catch_up.copied + status.copied} row(s) copied",
+                before=request.source.value,
+                after=request.target.value,
+                reason=request.reason,
+                outcome="ok" if catch_up.ok else "failed",
+                details={
+                    "strategy": "mirror",
+                    "catch_up_copied": str(catch_up.copied),
+                    "mirrored": str(status.copied),
+                    "cycles": str(status.cycles),
+                    "conflicts": str(catch_up.conflicts + status.conflicts),
+                },
+            )
+            return catch_up, status
+
+    async def _record(
+        self, request: MigrationRequest, summary: str, outcome: str, *, reason: str = ""
+    ) -> None:
+        await self.control.record(
+            "migrate",
+            summary,
+            before=request.source.value,
+            after=request.target.value,
+            reason=reason or request.reason,
+            outcome=outcome,
+            details={"strategy": request.strategy, "tables": ",".join(request.tables)},
+        )
+
+    async def _record_result(self, request: MigrationRequest, result: MigrationResult) -> None:
+        purpose = _purpose(request)
+        outcome = "ok" if result.ok else "failed"
+        summary = f"{purpose}: {outcome}; {result.copied} copied, {result.conflicts} conflicting"
+        await self.control.record(
+            "migrate",
+            summary,
+            before=request.source.value,
+            after=request.target.value,
+            reason=result.problems[0] if result.problems else request.reason,
+            outcome=outcome,
+            details={
+                "strategy": request.strategy,
+                "copied": str(result.copied),
+                "missing": str(result.missing),
+                "conflicts": str(result.conflicts),
+                "items": str(len(result.items)),
+                "duration": f"{result.duration:.1f}",
+                "backups": ",".join(result.backups),
+            },
+        )
+
+
+def _purpose(request: MigrationRequest) -> str:
+    return f"migrate {request.strategy} {request.source} -> {request.target}"
+
+
+def _data_redis(env: EnvConfig) -> str:
+    for host in env.hosts:
+        if host.data.redis:
+            return host.data.redis
+    if env.flags_redis:
+        return env.flags_redis
+    raise ConfigError(
+        f"env.{env.colour}: no data Redis (set data.redis, or flags_redis which it defaults to)"
+    )

@@ -1,0 +1,109 @@
+"""The ``snapshot`` strategy: replace the target database with a consistent copy of the source.
+
+Per database pair: the source makes a consistent copy with SQLite's backup API (safe
+while the application writes), the copy travels source -> this machine -> target by
+SFTP, and the target keeps its old database as ``<db>.bak-<timestamp>`` before the new
+content goes in. An existing target is restored in place with the backup API, one write
+transaction, rather than renamed over: renaming a file under an application that has the
+database open in WAL mode corrupts it. A target that does not exist yet is renamed into
+place (atomic). Verified by ``PRAGMA integrity_check`` and equal row counts per table.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from console.core.migrate.plan import ItemResult, Progress, ProgressCallback
+from console.core.migrate.remote import RemoteSqlite
+
+
+class SnapshotMigration:
+    """The snapshot strategy over pairs of (source, target) databases."""
+
+    def __init__(
+        self, pairs: list[tuple[RemoteSqlite, RemoteSqlite]], *, on_progress: ProgressCallback
+    ) -> None:
+        self.pairs = pairs
+        self.on_progress = on_progress
+
+    async def run(self, *, dry_run: bool) -> tuple[list[ItemResult], list[str], list[str]]:
+        """Copy every pair (or only report, for a dry run); returns items, problems, backups."""
+        items: list[ItemResult] = []
+        problems: list[str] = []
+        backups: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="bgconsole-migrate-") as tmp:
+            for index, (source, target) in enumerate(self.pairs):
+                try:
+                    if dry_run:
+                        items.extend(await self._plan(source, target))
+                        continue
+                    done, found, backup = await self._copy(source, target, Path(tmp), index)
+                    items.extend(done)
+                    problems.extend(found)
+                    if backup:
+                        backups.append(f"{target.host.name}:{backup}")
+                finally:
+                    await source.cleanup()
+                    await target.cleanup()
+        return items, problems, backups
+
+    async def _plan(self, source: RemoteSqlite, target: RemoteSqlite) -> list[ItemResult]:
+        src = await source.call("check")
+        dst = await target.call("check", missing_ok=True)
+        return _items(target, src["counts"], dst["counts"], None)
+
+    async def _copy(
+        self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path, index: int
+    ) -> tuple[list[ItemResult], list[str], str | None]:
+        before = await target.call("check", missing_ok=True)
+        copy = await source.call("backup")
+        remote_copy = source.track(str(copy["path"]))
+        local = workdir / f"snapshot-{index}.db"
+        await source.fetch(remote_copy, local, self._bytes("backup", source.name))
+        staged = await target.send(local, self._bytes("transfer", target.name), beside_db=True)
+        installed = await target.call("install", new=staged)
+        self.on_progress(Progress("install", target.name, 1, 1, "files"))
+        expected: dict[str, int] = copy["counts"]
+        got: dict[str, int] = installed["counts"]
+        problems = []
+        if installed.get("integrity") != "ok":
+            problems.append(
+                f"{target.name}: integrity_check after install: {installed['integrity']}"
+            )
+        differing = sorted(t for t in expected if got.get(t) != expected[t])
+        if differing or set(got) != set(expected):
+            problems.append(
+                f"{target.name}: row counts differ from the snapshot after install "
+                f"(tables {', '.join(differing) or 'set differs'})"
+            )
+        items = _items(target, expected, before["counts"], not problems, copied=got)
+        return items, problems, installed.get("backup")
+
+    def _bytes(self, phase: str, item: str) -> Any:
+        def report(done: int, total: int) -> None:
+            self.on_progress(Progress(phase, item, done, total, "bytes"))
+
+        return report
+
+
+def _items(
+    target: RemoteSqlite,
+    source_counts: dict[str, int],
+    target_counts: dict[str, int],
+    verified: bool | None,
+    copied: dict[str, int] | None = None,
+) -> list[ItemResult]:
+    return [
+        ItemResult(
+            item=f"{target.name} {table}",
+            source_count=count,
+            target_count=target_counts.get(table, 0),
+            missing=count,
+            copied=(copied or {}).get(table, 0),
+            verified=verified,
+            note="whole database replaced" if copied is not None else "would replace",
+        )
+        for table, count in sorted(source_counts.items())
+    ]
