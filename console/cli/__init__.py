@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from console import __version__
-from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch
+from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch, ui
 from console.cli import logs as logs_verb
 from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
@@ -59,11 +59,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``bgconsole`` script; exits with the verb's status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.verb is None:
-        parser.print_help()
-        sys.exit(0)
+    # No verb opens the terminal UI (config errors still exit 2 with one line).
+    handler = ui.run if args.verb is None else args.handler
     try:
-        code = asyncio.run(args.handler(args))
+        code = asyncio.run(handler(args))
     except ConsoleError as e:
         code = fail(str(e), e.exit_code)
     except KeyboardInterrupt:

@@ -29,8 +29,8 @@ def register(subparsers: SubParsers) -> None:
             "web app with its own SQLite database, flags Redis, access log and SSH server; "
             "the control-plane Redis; the agent with the built-in router; and a trickle of "
             "traffic. Prints its config path (use it with -c from another terminal) and a "
-            "guided tour. Ctrl+C or SIGTERM stops everything it started and removes its "
-            "files. Until the terminal UI ships, the demo behaves as with --no-console."
+            "guided tour, then opens the console on it (quit with q). Quitting the console, "
+            "Ctrl+C or SIGTERM stops everything it started and removes its files."
         ),
     )
     parser.add_argument(
@@ -54,8 +54,11 @@ def register(subparsers: SubParsers) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Run the demo without the UI (the lead wires the UI through :func:`run_demo`)."""
-    return await run_demo(args, None)
+    """Run the demo and open the console on it (``--no-console``: the sandbox only)."""
+    # Imported here: --no-console (and every other verb) should not load Textual.
+    from console.cli.ui import open_console
+
+    return await run_demo(args, open_console)
 
 
 async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -> int:

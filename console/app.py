@@ -1,0 +1,121 @@
+"""ConsoleApp: the Textual app; thin: themes, app-wide keys, service lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual.app import App
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+
+from console.commands import OpsCommands
+from console.core.services import Services
+from console.screens.dashboard import DashboardScreen
+from console.screens.events import EventsScreen
+from console.screens.flags import FlagsScreen
+from console.screens.logs import LogsScreen
+from console.theming import BUILTIN_THEMES, DOMAIN_VARIABLES, load_theme_files
+
+DashboardFactory = Callable[[Services], Screen[None]]
+
+
+class ConsoleApp(App[None]):
+    """The operator console. Quitting changes nothing in production."""
+
+    TITLE = "bgconsole"
+    CSS_PATH = "app.tcss"
+    COMMANDS = App.COMMANDS | {OpsCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f", "open_flags", "Flags"),
+        Binding("l", "open_logs", "Logs"),
+        Binding("e", "open_events", "Events"),
+        Binding("question_mark", "toggle_help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        theme_dirs: Iterable[Path] | None = None,
+        dashboard: DashboardFactory | None = None,
+        close_services: bool = True,
+    ) -> None:
+        """Args:
+        services: the session's clients; closed on unmount unless ``close_services`` is off.
+        theme_dirs: where to look for ``*.toml`` themes (default: packaged and repo copies).
+        dashboard: builds the default screen (tests pass one with fixed settings).
+        close_services: close ``services`` when the app ends (off when the caller owns them).
+        """
+        super().__init__()
+        self.services = services
+        self.theme_dirs = None if theme_dirs is None else tuple(theme_dirs)
+        self._dashboard = dashboard or (lambda s: DashboardScreen(s))
+        self.close_services = close_services
+
+    def get_default_screen(self) -> Screen[None]:
+        return self._dashboard(self.services)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Textual's own themes lack the console's domain colours: give them fallbacks.
+        return dict(DOMAIN_VARIABLES)
+
+    def on_mount(self) -> None:
+        for theme in BUILTIN_THEMES:
+            self.register_theme(theme)
+        loaded = load_theme_files(self.theme_dirs)
+        for theme in loaded.themes:
+            self.register_theme(theme)
+        for error in loaded.errors:
+            self.notify(f"theme not loaded: {error}", severity="warning", timeout=10)
+        wanted = self.services.config.console.theme
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self.theme = "bgconsole-dark"
+            self.notify(
+                f"theme {wanted!r} not found ([console] theme); using bgconsole-dark",
+                severity="warning",
+            )
+
+    async def on_unmount(self) -> None:
+        if self.close_services:
+            await self.services.aclose()
+
+    def _push_once(self, kind: type[Screen[None]], make: Callable[[], Screen[None]]) -> None:
+        # Pressing f on the flags screen (or l on logs) must not stack a second copy.
+        if isinstance(self.screen, kind):
+            return
+        self.push_screen(make())
+
+    def action_open_flags(self) -> None:
+        """Open the flags screen."""
+        self._push_once(FlagsScreen, lambda: FlagsScreen(self.services))
+
+    def action_open_logs(self) -> None:
+        """Open the logs screen (both colours)."""
+        self._push_once(LogsScreen, lambda: LogsScreen(self.services))
+
+    def action_open_events(self) -> None:
+        """Open the full audit trail."""
+        self._push_once(EventsScreen, lambda: EventsScreen(self.services))
+
+    def action_open_dashboard(self) -> None:
+        """Close every pushed screen, back to the dashboard."""
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_toggle_help(self) -> None:
+        """Show or hide the keys panel."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_toggle_theme(self) -> None:
+        """Switch between bgconsole-dark and bgconsole-light."""
+        self.theme = "bgconsole-light" if self.theme == "bgconsole-dark" else "bgconsole-dark"

@@ -1,0 +1,176 @@
+"""The Services bundle: every core client the console needs, built once, closed once.
+
+The terminal UI talks to the core only through this object, so its screens never build
+clients of their own, and tests can hand the UI a bundle pointed at fixture servers (or a
+subclass that returns fixed data for layout-only snapshot tests).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from console.core.config import Config
+from console.core.control import ControlPlane, Notification
+from console.core.deploy import DeployResult, DeployRunner, StepStarted
+from console.core.errors import ControlPlaneUnavailable
+from console.core.flags import FlagChange, FlagStore, FlagTable
+from console.core.health import HealthChecker
+from console.core.logs import LogFollower, LogLine
+from console.core.models import Colour, Event
+from console.core.router.base import Router
+from console.core.router.factory import build_router
+from console.core.ssh import OutputLine, SshPool
+from console.core.status import StatusReport, gather_status
+from console.core.switching import SwitchResult, perform_switch
+
+LOG_BACKLOG = 50
+"""Lines of backlog per log when a log pane opens."""
+
+
+@dataclass(eq=False)
+class Services:
+    """The clients of one console session (control plane, health, router, flags, SSH).
+
+    Build with :meth:`build`; close with :meth:`aclose` (the app does it on unmount).
+    """
+
+    config: Config
+    control: ControlPlane
+    health: HealthChecker
+    """Probes with fall/rise hysteresis and history: what the dashboard shows."""
+    router: Router
+    flags: FlagStore
+    ssh: SshPool
+    clock: Callable[[], float] = field(default=time.time)
+    """Wall clock; injected so snapshot tests render fixed times."""
+    _oneshot: HealthChecker | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, config: Config) -> Services:
+        """Create every client for ``config`` (no I/O happens until one is used).
+
+        Raises:
+            ConfigError: the router kind needs something the configuration lacks.
+        """
+        control = ControlPlane.from_config(config.control, config.console.name)
+        # Redis connects lazily, so a ConfigError here leaves nothing open to close.
+        router = build_router(config, control)
+        return cls(
+            config=config,
+            control=control,
+            health=HealthChecker(config),
+            router=router,
+            flags=FlagStore(config, control),
+            ssh=SshPool(config.ssh),
+        )
+
+    def _switch_health(self) -> HealthChecker:
+        # Switches and deploys judge the target by fresh probes, not by hysteresis, the way
+        # the CLI verbs do; one lazily created checker serves both.
+        if self._oneshot is None:
+            self._oneshot = HealthChecker(self.config, hysteresis=False)
+        return self._oneshot
+
+    async def aclose(self) -> None:
+        """Close every client; safe to call more than once."""
+        await self.ssh.aclose()
+        await self.flags.aclose()
+        await self.router.aclose()
+        await self.health.aclose()
+        if self._oneshot is not None:
+            await self._oneshot.aclose()
+        await self.control.aclose()
+
+    async def status(self) -> StatusReport:
+        """Health (with hysteresis), control plane, router and agents in one report."""
+        return await gather_status(self.config, self.control, self.health, self.router)
+
+    async def flag_table(self) -> FlagTable:
+        """Every flag in both colours (a colour that cannot be read shows as unknown)."""
+        return await self.flags.read_all()
+
+    async def toggle_flag(self, name: str, colour: Colour, reason: str = "") -> FlagChange:
+        """Flip a declared flag in one colour and record the event."""
+        return await self.flags.toggle(name, colour, reason=reason)
+
+    async def events(self, limit: int = 50) -> list[Event]:
+        """The newest ``limit`` events, oldest first."""
+        return await self.control.events(limit=limit)
+
+    def follow_events(self, after: str = "$") -> AsyncIterator[Event]:
+        """New events as they are appended after ``after``."""
+        return self.control.follow_events(after=after)
+
+    def notifications(self) -> AsyncIterator[Notification]:
+        """Control-plane pub/sub notifications (switch, flag, armed, ...) until cancelled."""
+        return self.control.notifications()
+
+    async def live(self) -> Colour | None:
+        """The live colour per the control plane; None when unset or unreadable."""
+        try:
+            state = await self.control.active()
+        except ControlPlaneUnavailable:
+            return None
+        return None if state is None else state.colour
+
+    async def armed(self) -> bool:
+        """Whether automatic failover is armed."""
+        return await self.control.armed()
+
+    async def set_armed(self, armed: bool, reason: str = "") -> None:
+        """Arm or disarm automatic failover for everyone (recorded as an event)."""
+        await self.control.set_armed(armed, reason=reason)
+
+    async def switch(
+        self,
+        to: Colour,
+        *,
+        force: bool = False,
+        reason: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> SwitchResult:
+        """Move live traffic to ``to``: checked, compare-and-set, verified (``perform_switch``)."""
+        return await perform_switch(
+            self.config,
+            self.control,
+            self.router,
+            self._switch_health(),
+            to=to,
+            force=force,
+            reason=reason,
+            on_progress=on_progress,
+        )
+
+    async def deploy(
+        self,
+        colour: Colour,
+        *,
+        ref: str | None,
+        live_ok: bool,
+        reason: str = "",
+        on_line: Callable[[OutputLine], None] | None = None,
+        on_step: Callable[[StepStarted], None] | None = None,
+    ) -> DeployResult:
+        """Deploy ``ref`` to ``colour`` under the deploy lock, then wait for health."""
+        runner = DeployRunner(self.config, self.control, self.ssh, self._switch_health())
+        return await runner.deploy(
+            colour, ref=ref, live_ok=live_ok, reason=reason, on_line=on_line, on_step=on_step
+        )
+
+    def logs(
+        self, colours: tuple[Colour, ...], *, lines: int = LOG_BACKLOG, grep: str | None = None
+    ) -> AsyncGenerator[LogLine, None]:
+        """Follow every log of every host of ``colours``, multiplexed, with marker lines.
+
+        Closing the generator stops every remote command (and its SSH channel).
+
+        Raises:
+            ConfigError: the hosts have no logs configured.
+        """
+        hosts = [(c, host) for c in colours for host in self.config.env(c).hosts]
+        pattern = re.compile(grep) if grep else None
+        follower = LogFollower(self.ssh, hosts, None, lines=lines, follow=True, grep=pattern)
+        return follower.stream()

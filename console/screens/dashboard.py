@@ -1,0 +1,322 @@
+"""DashboardScreen: live colour, both environments side by side, recent events; s/d/a/r."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Log
+
+from console.core.errors import ConsoleError
+from console.core.flags import FlagTable
+from console.core.models import Colour, Event
+from console.core.services import Services
+from console.core.status import StatusReport
+from console.core.switching import SwitchResult, TargetUnhealthy
+from console.messages import OperationFinished
+from console.screens.confirm import ConfirmScreen
+from console.screens.deploy import DeployRequest, DeployScreen
+from console.screens.deploy_run import DeployRunScreen
+from console.widgets.env_panel import EnvPanel
+from console.widgets.event_strip import EventStrip
+from console.widgets.formatting import clock
+from console.widgets.status_header import StatusHeader
+
+if TYPE_CHECKING:
+    from console.core.switching import Progress
+
+RETRY_SECONDS = 2.0
+"""Pause before re-subscribing when the control plane went away."""
+RECENT_EVENTS = 8
+
+
+class DashboardScreen(Screen[None]):
+    """The default screen; one worker per live source (status, notifications, events, flags)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "switch_traffic", "Switch"),
+        Binding("d", "deploy", "Deploy"),
+        Binding("a", "toggle_armed", "Arm/disarm"),
+        Binding("r", "refresh", "Refresh"),
+    ]
+
+    report: reactive[StatusReport | None] = reactive(None)
+    """The latest status; None until the first one arrives."""
+    flags: reactive[FlagTable | None] = reactive(None)
+    """Both colours' flags; None until first read."""
+    events: reactive[tuple[Event, ...]] = reactive(())
+    """The newest events, oldest first."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        poll_interval: float | None = None,
+        flags_interval: float = 5.0,
+        live_updates: bool = True,
+    ) -> None:
+        """Args:
+        services: the session's clients.
+        poll_interval: seconds between status rounds (default: [failover] interval, at
+            least 1 s); notifications and ``r`` refresh sooner.
+        flags_interval: seconds between flag reads (flag notifications refresh sooner).
+        live_updates: follow notifications and events (off for fixed-data snapshots).
+        """
+        super().__init__()
+        self.services = services
+        config = services.config
+        self.poll_interval = poll_interval or max(1.0, config.failover.interval)
+        self.flags_interval = flags_interval
+        self.live_updates = live_updates
+        self._status_due = asyncio.Event()
+        self._flags_due = asyncio.Event()
+
+    def compose(self) -> ComposeResult:
+        config = self.services.config
+        yield StatusHeader(
+            config.console.name, config.failover.enabled, config.router.kind
+        ).data_bind(DashboardScreen.report)
+        with Horizontal(id="envs"):
+            for colour in Colour:
+                yield EnvPanel(colour, id=f"env-{colour.value}")
+        activity = Log(id="activity", max_lines=200)
+        activity.border_title = "activity"
+        activity.can_focus = False
+        yield activity
+        yield EventStrip(RECENT_EVENTS, id="events").data_bind(DashboardScreen.events)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll_status()
+        self.poll_flags()
+        if self.live_updates:
+            self.watch_notifications()
+            self.follow_events()
+
+    # Feeding the panels
+
+    def watch_report(self, report: StatusReport | None) -> None:
+        if report is None:
+            return
+        live = report.active.colour if report.active else None
+        for colour in Colour:
+            panel = self.query_one(f"#env-{colour.value}", EnvPanel)
+            panel.env = report.health.envs.get(colour)
+            panel.live = colour is live
+
+    def watch_flags(self, flags: FlagTable | None) -> None:
+        for panel in self.query(EnvPanel):
+            panel.flags = flags
+
+    @work(exclusive=True, group="status", exit_on_error=False)
+    async def poll_status(self) -> None:
+        """Gather the status every poll interval, or at once when something changed."""
+        while True:
+            try:
+                self.report = await self.services.status()
+            except ConsoleError as e:
+                self.say(f"status: {e}")
+            await self._sleep(self._status_due, self.poll_interval)
+
+    @work(exclusive=True, group="flags", exit_on_error=False)
+    async def poll_flags(self) -> None:
+        """Read both colours' flags periodically, or at once after a flag notification."""
+        while True:
+            try:
+                self.flags = await self.services.flag_table()
+            except ConsoleError as e:
+                self.say(f"flags: {e}")
+            await self._sleep(self._flags_due, self.flags_interval)
+
+    @work(exclusive=True, group="notify", exit_on_error=False)
+    async def watch_notifications(self) -> None:
+        """React to control-plane pub/sub within milliseconds instead of the next poll."""
+        while True:
+            try:
+                async for note in self.services.notifications():
+                    self._status_due.set()
+                    if note.kind == "flag":
+                        self._flags_due.set()
+            except ConsoleError:
+                # The header already shows the control plane as degraded; retry quietly.
+                await asyncio.sleep(RETRY_SECONDS)
+
+    @work(exclusive=True, group="events", exit_on_error=False)
+    async def follow_events(self) -> None:
+        """Keep the recent-events strip current (initial read, then XREAD follow)."""
+        while True:
+            try:
+                recent = await self.services.events(limit=RECENT_EVENTS)
+                self.events = tuple(recent)
+                after = recent[-1].id if recent else "$"
+                async for event in self.services.follow_events(after=after):
+                    self.events = (*self.events, event)[-RECENT_EVENTS:]
+                    self._status_due.set()
+                    if event.kind == "flag":
+                        self._flags_due.set()
+            except ConsoleError:
+                await asyncio.sleep(RETRY_SECONDS)
+
+    @staticmethod
+    async def _sleep(due: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await due.wait()
+        due.clear()
+
+    def say(self, line: str) -> None:
+        """Add a time-stamped line to the activity log."""
+        now = self.services.clock()
+        self.query_one("#activity", Log).write_line(f"{clock(now)}  {line}")
+
+    def on_operation_finished(self, message: OperationFinished) -> None:
+        self.say(message.summary)
+        self.action_refresh()
+
+    # Actions
+
+    def action_refresh(self) -> None:
+        """Probe and read everything now."""
+        self._status_due.set()
+        self._flags_due.set()
+
+    def action_switch_traffic(self) -> None:
+        """Switch live traffic to the stand-by colour (after confirmation)."""
+        self.switch_traffic()
+
+    def action_toggle_armed(self) -> None:
+        """Arm or disarm automatic failover (after confirmation)."""
+        self.toggle_armed()
+
+    def action_deploy(self) -> None:
+        """Ask what to deploy where, then run it on its own screen."""
+        self.deploy()
+
+    @work(exclusive=True, group="switch", exit_on_error=False)
+    async def switch_traffic(self) -> None:
+        """Confirm, then perform the switch with progress lines in the activity log."""
+        report = self.report
+        if report is None or report.active is None:
+            self.notify(
+                "The live colour is unknown (control plane unreadable?); cannot switch from "
+                "here. Try r, or bgconsole switch COLOUR.",
+                severity="error",
+            )
+            return
+        before = report.active.colour
+        to = before.other
+        env = report.health.envs.get(to)
+        lines = [f"{to} is {env.verdict}" if env else f"{to}: not probed yet"]
+        for host in env.hosts if env else ():
+            last = host.last
+            state = "up" if host.up else "DOWN"
+            latency = f" {last.latency_ms:.0f} ms" if last and last.latency_ms is not None else ""
+            error = f" ({last.error})" if last and last.error else ""
+            lines.append(f"  {host.host}: {state}{latency} version {host.version or '-'}{error}")
+        question = Content.assemble(
+            "Switch live traffic ",
+            (before.value.upper(), f"bold $env-{before.value}"),
+            " → ",
+            (to.value.upper(), f"bold $env-{to.value}"),
+            "?",
+        )
+        if not await self.app.push_screen_wait(
+            ConfirmScreen(question, Content("\n".join(lines)), yes_label="Switch")
+        ):
+            self.say("switch cancelled; nothing changed")
+            return
+        self.say(f"switch {before} → {to}: started")
+        result = await self._switch(to, force=False)
+        if result is None:
+            return
+        self.say(result.summary())
+        self.notify(result.summary(), title="switched")
+        self.action_refresh()
+
+    async def _switch(self, to: Colour, *, force: bool) -> SwitchResult | None:
+        progress: Progress = self.say
+        try:
+            return await self.services.switch(
+                to, force=force, reason="from the console", on_progress=progress
+            )
+        except TargetUnhealthy as e:
+            self.say(f"switch refused: {e}")
+            if force or not await self.app.push_screen_wait(
+                ConfirmScreen(
+                    Content(f"{to} is not healthy. Switch anyway?"),
+                    Content(str(e)),
+                    yes_label="Force switch",
+                )
+            ):
+                self.notify(str(e), severity="error", title="switch refused")
+                return None
+            return await self._switch(to, force=True)
+        except ConsoleError as e:
+            self.say(f"switch failed: {e}")
+            self.notify(str(e), severity="error", title="switch failed", timeout=15)
+            return None
+
+    @work(exclusive=True, group="armed", exit_on_error=False)
+    async def toggle_armed(self) -> None:
+        """Confirm, then flip the armed flag in the control plane."""
+        try:
+            armed = await self.services.armed()
+        except ConsoleError as e:
+            self.notify(str(e), severity="error")
+            return
+        verb = "Disarm" if armed else "Arm"
+        details = (
+            "The agent will NOT fail over automatically until someone arms it again."
+            if armed
+            else "The agent will fail over to the stand-by when the live colour goes down."
+        )
+        if not await self.app.push_screen_wait(
+            ConfirmScreen(Content(f"{verb} automatic failover?"), Content(details), yes_label=verb)
+        ):
+            return
+        try:
+            await self.services.set_armed(not armed, reason="from the console")
+        except ConsoleError as e:
+            self.notify(str(e), severity="error")
+            return
+        state = "disarmed" if armed else "armed"
+        self.say(f"automatic failover {state}")
+        self.notify(f"Automatic failover {state}.")
+        self.action_refresh()
+
+    @work(exclusive=True, group="deploy", exit_on_error=False)
+    async def deploy(self) -> None:
+        """Ask for colour and ref, confirm twice for the live colour, open the run screen."""
+        report = self.report
+        live = report.active.colour if report and report.active else None
+        request: DeployRequest | None = await self.app.push_screen_wait(
+            DeployScreen(default=live.other if live else Colour.GREEN, live=live)
+        )
+        if request is None:
+            return
+        live_ok = False
+        if live is None or request.colour is live:
+            why = "is LIVE" if live else "may be live (live colour unknown)"
+            if not await self.app.push_screen_wait(
+                ConfirmScreen(
+                    Content(f"{request.colour.value.upper()} {why}. Deploy to it anyway?"),
+                    Content(
+                        "Users are served by this colour: a bad release affects them at once "
+                        "(this is deploy --live). Deploying to the stand-by and switching is "
+                        "the safe way."
+                    ),
+                    yes_label="Deploy to live",
+                )
+            ):
+                return
+            live_ok = True
+        self.say(f"deploy {request.ref or '(no ref)'} → {request.colour}: started")
+        await self.app.push_screen(DeployRunScreen(self.services, request, live_ok=live_ok))

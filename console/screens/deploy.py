@@ -1,0 +1,79 @@
+"""DeployScreen: the small form asking which colour and which ref to deploy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+
+from console.core.models import Colour
+
+
+@dataclass(frozen=True, slots=True)
+class DeployRequest:
+    """What the operator asked to deploy."""
+
+    colour: Colour
+    ref: str | None
+
+
+class DeployScreen(ModalScreen[DeployRequest | None]):
+    """Colour (defaults to the stand-by) and ref; Enter deploys, Escape cancels."""
+
+    DEFAULT_CSS = """
+    DeployScreen { align: center middle; }
+    DeployScreen > Vertical {
+        width: 64; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    }
+    DeployScreen Label { margin-top: 1; }
+    DeployScreen RadioSet { layout: horizontal; width: auto; }
+    DeployScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    DeployScreen Button { margin-left: 2; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, default: Colour, live: Colour | None) -> None:
+        super().__init__()
+        self.default = default
+        self.live = live
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("[b]Deploy a release[/b]")
+            yield Label("Colour")
+            with RadioSet(id="colour"):
+                for colour in Colour:
+                    label = colour.value + (" (LIVE)" if colour is self.live else "")
+                    yield RadioButton(label, value=colour is self.default, name=colour.value)
+            yield Label("Ref (version, tag or commit; empty: the hosts' default)")
+            yield Input(placeholder="e.g. v2", id="ref")
+            with Horizontal():
+                yield Button("Deploy", variant="warning", id="deploy")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#ref", Input).focus()
+
+    def _request(self) -> DeployRequest:
+        pressed = self.query_one(RadioSet).pressed_button
+        colour = Colour(pressed.name) if pressed and pressed.name else self.default
+        ref = self.query_one("#ref", Input).value.strip() or None
+        return DeployRequest(colour, ref)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(self._request())
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(self._request() if event.button.id == "deploy" else None)
+
+    def action_cancel(self) -> None:
+        """Close without deploying."""
+        self.dismiss(None)

@@ -1,0 +1,137 @@
+"""DeployRunScreen: runs one deploy and streams its steps and output into a log pane."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from console.core.deploy import DeployResult, StepStarted
+from console.core.errors import ConsoleError
+from console.core.logs import LogLine
+from console.core.services import Services
+from console.core.ssh import OutputLine
+from console.messages import OperationFinished
+from console.screens.confirm import ConfirmScreen
+from console.screens.deploy import DeployRequest
+from console.widgets.log_pane import LogPane
+
+
+def deploy_summary(result: DeployResult) -> str:
+    """One line: ``deploy v2 -> green: ok in 3.1 s, version v1 -> v2``."""
+    head = f"deploy {result.ref or '(no ref)'} → {result.colour}"
+    if not result.ok:
+        return f"{head}: FAILED: {result.failure() or 'see the output'}"
+    version = result.version or "unknown"
+    if result.previous_version and result.previous_version != result.version:
+        version = f"{result.previous_version} → {version}"
+    return f"{head}: ok in {result.duration:.1f} s, healthy, version {version}"
+
+
+class DeployRunScreen(Screen[None]):
+    """Runs the deploy at once; Escape closes when done (and asks first while running)."""
+
+    DEFAULT_CSS = """
+    DeployRunScreen .deploy-title { height: 1; padding: 0 1; background: $panel; }
+    DeployRunScreen .deploy-result { height: auto; padding: 0 1; }
+    DeployRunScreen .deploy-result.-ok { color: $status-ok; text-style: bold; }
+    DeployRunScreen .deploy-result.-failed { color: $status-down; text-style: bold; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, services: Services, request: DeployRequest, *, live_ok: bool) -> None:
+        super().__init__()
+        self.services = services
+        self.request = request
+        self.live_ok = live_ok
+        self.result: DeployResult | None = None
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        ref = self.request.ref or "(no ref)"
+        colour = self.request.colour
+        yield Static(
+            Content.assemble(
+                ("deploy ", "bold"),
+                ref,
+                " → ",
+                (colour.value.upper(), f"bold $env-{colour.value}"),
+                (" (live)" if self.live_ok else "", "bold $warning"),
+            ),
+            classes="deploy-title",
+        )
+        yield LogPane(self.services.config.console.log_lines)
+        yield Static("running…", classes="deploy-result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_deploy()
+
+    @work(exclusive=True, group="deploy", exit_on_error=False)
+    async def run_deploy(self) -> None:
+        """Run the deploy, writing each step and output line as it arrives."""
+        pane = self.query_one(LogPane)
+        colour = self.request.colour
+
+        def on_line(line: OutputLine) -> None:
+            pane.write(LogLine(colour, line.host, "deploy", line.text, line.at, stream=line.stream))
+
+        def on_step(step: StepStarted) -> None:
+            text = f"$ {step.command}   (step {step.index}/{step.total})"
+            pane.write(LogLine(colour, step.host, "deploy", text, 0.0, marker=True))
+
+        self.running = True
+        try:
+            self.result = await self.services.deploy(
+                colour,
+                ref=self.request.ref,
+                live_ok=self.live_ok,
+                reason="from the console",
+                on_line=on_line,
+                on_step=on_step,
+            )
+        except ConsoleError as e:
+            self._finish(False, f"deploy to {colour} refused: {e}")
+            return
+        finally:
+            self.running = False
+        for warning in self.result.warnings:
+            self.notify(warning, severity="warning")
+        self._finish(self.result.ok, deploy_summary(self.result))
+
+    def _finish(self, ok: bool, summary: str) -> None:
+        result = self.query_one(".deploy-result", Static)
+        result.update(Content(summary + "   (Escape closes)"))
+        result.set_class(ok, "-ok")
+        result.set_class(not ok, "-failed")
+        self.notify(summary, severity="information" if ok else "error", timeout=10)
+        # The dashboard below logs it in its activity strip.
+        if len(self.app.screen_stack) > 1:
+            self.app.screen_stack[-2].post_message(OperationFinished("deploy", ok, summary))
+
+    def action_close(self) -> None:
+        """Leave; while the deploy runs, confirm that it should be cancelled."""
+        if not self.running:
+            self.dismiss()
+            return
+        self.confirm_cancel()
+
+    @work(exclusive=True, group="close", exit_on_error=False)
+    async def confirm_cancel(self) -> None:
+        """Ask before cancelling a running deploy (the lock is released, an event recorded)."""
+        if await self.app.push_screen_wait(
+            ConfirmScreen(
+                Content("Cancel the running deploy?"),
+                Content("Hosts may be left mid-step; the deploy lock is released."),
+                yes_label="Cancel deploy",
+            )
+        ):
+            self.workers.cancel_group(self, "deploy")
+            self.running = False
+            self.dismiss()

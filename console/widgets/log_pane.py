@@ -1,0 +1,109 @@
+"""LogPane: a bounded, tailing log view; scrolling up pauses the tail, ``t``/End resumes."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import Log, Static
+
+from console.core.logs import LogLine
+
+
+def format_log_line(line: LogLine) -> str:
+    """``blue/app1:access | text``; marker lines as ``-- blue/app1: text --``."""
+    if line.marker:
+        return f"-- {line.source}:{line.log}: {line.text} --"
+    return f"{line.source}:{line.log} | {line.text}"
+
+
+class LogPane(Vertical):
+    """A ``Log`` with at most ``max_lines`` lines and a tail/paused status line."""
+
+    DEFAULT_CSS = """
+    LogPane { height: 1fr; }
+    LogPane Log { height: 1fr; background: $surface; }
+    LogPane .tail-status { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
+    LogPane.-paused .tail-status { color: $warning; text-style: bold; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("t", "resume_tail", "Tail"),
+        Binding("end", "resume_tail", "Tail", show=False),
+    ]
+
+    tail: reactive[bool] = reactive(True)
+    """Following new lines; False while the operator reads further up."""
+    pending: reactive[int] = reactive(0)
+    """Lines that arrived while paused."""
+
+    def __init__(self, max_lines: int, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.max_lines = max_lines
+        self.markers = 0
+        """Marker lines seen (disconnects, failures): the screen may surface them."""
+
+    def compose(self) -> ComposeResult:
+        yield Log(max_lines=self.max_lines, auto_scroll=True)
+        yield Static(classes="tail-status")
+
+    def on_mount(self) -> None:
+        log = self.query_one(Log)
+        log.can_focus = True
+        # Reading further up (wheel, keys, scrollbar) pauses the tail; Textual has no
+        # "user scrolled" event, so watch the offset and compare with the end.
+        self.watch(log, "scroll_y", self._scrolled, init=False)
+        self._show_status()
+
+    def _scrolled(self, _old: float, new: float) -> None:
+        log = self.query_one(Log)
+        if self.tail and new < log.max_scroll_y - 0.5:
+            self.tail = False
+        elif not self.tail and new >= log.max_scroll_y and log.max_scroll_y > 0:
+            self.tail = True
+
+    def write(self, line: LogLine) -> None:
+        """Append one line (dropping the oldest beyond ``max_lines``)."""
+        if line.marker:
+            self.markers += 1
+        if not self.tail:
+            self.pending += 1
+        self.query_one(Log).write_line(format_log_line(line), scroll_end=self.tail)
+
+    def clear(self) -> None:
+        """Drop every line and follow again."""
+        self.query_one(Log).clear()
+        self.pending = 0
+        self.tail = True
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines currently held."""
+        return list(self.query_one(Log).lines)
+
+    def action_resume_tail(self) -> None:
+        """Jump to the newest line and follow again."""
+        self.tail = True
+        self.query_one(Log).scroll_end(animate=False, immediate=True)
+
+    def watch_tail(self, tail: bool) -> None:
+        self.set_class(not tail, "-paused")
+        if tail:
+            self.pending = 0
+        self._show_status()
+
+    def watch_pending(self, _pending: int) -> None:
+        self._show_status()
+
+    def _show_status(self) -> None:
+        if not self.is_mounted:
+            return
+        if self.tail:
+            text = Content(f"following (last {self.max_lines} lines kept)")
+        else:
+            text = Content(f"PAUSED: {self.pending} new lines below; t or End resumes")
+        self.query_one(".tail-status", Static).update(text)

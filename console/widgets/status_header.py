@@ -1,0 +1,116 @@
+"""StatusHeader: the dashboard's top lines: live colour, control plane, agent, router."""
+
+from __future__ import annotations
+
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from console.core.status import StatusReport
+from console.widgets.formatting import ago, colour_name
+
+Part = str | Content | tuple[str, str]
+
+
+def live_line(app_name: str, report: StatusReport | None) -> Content:
+    """``bgconsole · shop   LIVE BLUE  epoch 7 · by alice@jump 3m ago · "reason"``."""
+    parts: list[Part] = [("bgconsole", "bold $primary"), (f" · {app_name}   ", "bold")]
+    if report is None:
+        parts.append(("connecting…", "$text-muted"))
+        return Content.assemble(*parts)
+    active = report.active
+    if active is None:
+        parts.append(("LIVE ", "bold"))
+        unknown = "unknown (control plane unreadable)" if report.control_error else "not set yet"
+        parts.append((unknown, "bold $status-degraded"))
+        return Content.assemble(*parts)
+    parts += [
+        ("LIVE ", "bold"),
+        colour_name(active.colour),
+        (f"  epoch {active.epoch}", "bold"),
+        (f" · by {active.actor} {ago(active.updated_at, report.at)} ago", "$text-muted"),
+    ]
+    if active.reason:
+        parts.append((f' · "{active.reason}"', "italic $text-muted"))
+    return Content.assemble(*parts)
+
+
+def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind: str) -> Content:
+    """``control plane ok 0.4 ms │ agent …, heartbeat 0.8s ago │ failover armed │ router …``."""
+    if report is None:
+        return Content("")
+    sep = (" │ ", "$text-muted")
+    parts: list[Part] = [("control plane ", "$text-muted")]
+    if report.control_error:
+        parts.append(("DEGRADED", "bold reverse $status-down"))
+        parts.append((f" {report.control_error}", "$status-down"))
+    else:
+        parts.append(("ok", "bold $status-ok"))
+        parts.append((f" {report.control_latency_ms or 0:.1f} ms", "$text-muted"))
+    parts.append(sep)
+    parts += _agent_parts(report, failover_enabled)
+    parts.append(sep)
+    parts.append((f"router {router_kind} ", "$text-muted"))
+    if report.router_error:
+        parts.append(("ERROR", "bold $status-down"))
+        parts.append((f" {report.router_error}", "$status-down"))
+    elif report.router is not None:
+        parts.append(("→ ", "$text-muted"))
+        live = report.router.live
+        parts.append(colour_name(live) if live else ("no single colour", "bold $warning"))
+    if report.drift:
+        parts.append(sep)
+        parts.append((f"DRIFT: {report.drift}", "bold $warning"))
+    return Content.assemble(*parts)
+
+
+def _agent_parts(report: StatusReport, failover_enabled: bool) -> list[Part]:
+    if report.control_error:
+        return [("failover ", "$text-muted"), ("unknown", "bold $status-degraded")]
+    leaders = [a for a in report.agents if a.leader]
+    parts: list[Part] = []
+    if leaders:
+        agent = leaders[0]
+        parts.append((f"agent {agent.actor} ♥ {ago(agent.at, report.at)} ago", "$text-muted"))
+    elif report.agents:
+        parts.append(("agents: none leads yet", "bold $warning"))
+    else:
+        parts.append(("NO AGENT", "bold reverse $status-down"))
+    parts.append(("  failover ", "$text-muted"))
+    if not failover_enabled:
+        parts.append(("disabled in config", "bold $warning"))
+    elif report.armed:
+        effective = "armed" if leaders else "armed (no agent to act)"
+        parts.append((effective, "bold $status-ok" if leaders else "bold $warning"))
+    else:
+        parts.append(("DISARMED", "bold $warning"))
+    return parts
+
+
+class StatusHeader(Widget):
+    """Two lines at the top of the dashboard; the screen sets ``report``."""
+
+    DEFAULT_CSS = """
+    StatusHeader {
+        height: 2;
+        padding: 0 1;
+        background: $panel;
+    }
+    """
+
+    report: reactive[StatusReport | None] = reactive(None)
+    """The latest status, None before the first one arrives."""
+
+    def __init__(self, app_name: str, failover_enabled: bool, router_kind: str) -> None:
+        super().__init__()
+        self.app_name = app_name
+        self.failover_enabled = failover_enabled
+        self.router_kind = router_kind
+
+    def render(self) -> Content:
+        return Content("\n").join(
+            [
+                live_line(self.app_name, self.report),
+                plane_line(self.report, self.failover_enabled, self.router_kind),
+            ]
+        )
