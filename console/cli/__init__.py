@@ -12,6 +12,7 @@ from types import ModuleType
 from console import __version__
 from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch, ui
 from console.cli import logs as logs_verb
+from console.cli import migrate as migrate_verb
 from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, fail
 from console.core.errors import ConsoleError
 
@@ -25,6 +26,7 @@ VERBS: tuple[ModuleType, ...] = (
     flag,
     deploy,
     logs_verb,
+    migrate_verb,
     check,
     init,
     demo,

@@ -16,7 +16,7 @@ from servers import RedisServer, SshServer
 
 from console.core.config import Config
 from console.core.control import ControlPlane
-from console.core.errors import ConfigError, UsageError
+from console.core.errors import ConfigError, ConsoleError, UsageError
 from console.core.migrate.mirror import MirrorStatus
 from console.core.migrate.plan import MigrationRequest
 from console.core.migrate.runner import MigrationRunner
@@ -109,7 +109,7 @@ async def test_snapshot_into_a_missing_database_creates_it(env: Env) -> None:
 
 async def test_snapshot_of_a_missing_source_fails_with_one_line(env: Env) -> None:
     make_db(env.blue_db, [(1, "keep", "blue")])
-    with pytest.raises(Exception, match=r"no database at .*green") as caught:  # noqa: PT011
+    with pytest.raises(ConsoleError, match=r"no database at .*green") as caught:
         await env.runner.migrate(MigrationRequest(GREEN, BLUE, "snapshot"))
     assert "\n" not in str(caught.value)
     assert count(env.blue_db, "uploads") == 1
@@ -206,7 +206,7 @@ async def test_redis_down_is_one_line_and_recorded(
     env: Env, redis_pair: tuple[RedisServer, RedisServer]
 ) -> None:
     redis_pair[0].stop()
-    with pytest.raises(Exception, match="data Redis redis://") as caught:  # noqa: PT011
+    with pytest.raises(ConsoleError, match="data Redis redis://") as caught:
         await env.runner.migrate(MigrationRequest(GREEN, BLUE, "redis"))
     assert "\n" not in str(caught.value)
     assert (await env.control.events())[-1].outcome == "failed"

@@ -1,0 +1,286 @@
+"""``bgconsole migrate --from COLOUR --to COLOUR``: carry data between the colours."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from typing import TextIO
+
+from console.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SubParsers,
+    add_config_option,
+    add_json_option,
+    config_from,
+    confirm,
+    fail,
+    print_json,
+    table,
+)
+from console.core.control import ControlPlane
+from console.core.errors import UsageError
+from console.core.migrate.mirror import MirrorStatus
+from console.core.migrate.plan import STRATEGIES, MigrationRequest, MigrationResult, Progress
+from console.core.migrate.runner import MigrationRunner
+from console.core.models import Colour
+from console.core.ssh import SshPool
+
+_BAR = 30
+_REDRAW = 0.1
+"""Seconds between progress-bar redraws on a terminal."""
+
+
+def register(subparsers: SubParsers) -> None:
+    """Add the ``migrate`` verb."""
+    parser = subparsers.add_parser(
+        "migrate",
+        help="copy data between the colours (SQLite rows or snapshot, mirror, Redis keys)",
+        description=(
+            "Carry data from one colour to the other so the stand-by does not lose what the "
+            "live one wrote. Strategies: rows (default; copy the rows the target lacks, one "
+            "transaction per table, then verify checksums), snapshot (replace the target "
+            "database with a consistent copy of the source; the old file is kept as "
+            "<db>.bak-<time>), mirror (rows, then keep copying new rows until Ctrl+C, with "
+            "the lag shown), redis (keys matching data.redis_keys, with their TTLs). Holds "
+            "the control-plane lock 'migrate' and records events. Rows or keys that exist "
+            "on both sides with different content are conflicts: reported, left alone "
+            "unless --overwrite. Exit 0 when migrated and verified, 1 on failure or "
+            "conflicts left, 2 on bad usage, 130 on Ctrl+C (each table then has all of its "
+            "new rows or none; run again to finish)."
+        ),
+    )
+    parser.add_argument("--from", dest="source", required=True, metavar="COLOUR")
+    parser.add_argument("--to", dest="target", required=True, metavar="COLOUR")
+    parser.add_argument(
+        "--strategy", choices=STRATEGIES, default="rows", help="how to migrate (default: rows)"
+    )
+    parser.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=[],
+        metavar="T",
+        help="only this table (repeatable; rows and mirror)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show the plan; write nothing")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace conflicting target rows/keys with the source's version",
+    )
+    parser.add_argument(
+        "--yes", action="store_true", help="do not ask before writing into the live colour"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="mirror: seconds between copies (default 1)",
+    )
+    parser.add_argument("--reason", default="", metavar="TEXT", help="recorded with the events")
+    add_config_option(parser)
+    add_json_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def _colour(text: str, option: str) -> Colour:
+    try:
+        return Colour.parse(text)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+class ProgressPrinter:
+    """Draws progress: a redrawn bar on a terminal, a plain line per phase otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.last_key: tuple[str, str] | None = None
+        self.last_draw = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        key = (progress.phase, progress.item)
+        if not self.tty:
+            if key != self.last_key:
+                self.last_key = key
+                print(f"{progress.phase}: {progress.item}", file=self.out, flush=True)
+            return
+        now = time.monotonic()
+        finished = progress.total and progress.done >= progress.total
+        if key == self.last_key and not finished and now - self.last_draw < _REDRAW:
+            return
+        self.last_key, self.last_draw = key, now
+        share = progress.done / progress.total if progress.total else 0.0
+        filled = int(_BAR * min(1.0, share))
+        bar = "#" * filled + "-" * (_BAR - filled)
+        amount = _amount(progress)
+        line = f"\r{progress.phase:<8} [{bar}] {share:4.0%} {amount}  {progress.item}"
+        print(line[:200].ljust(80), end="", file=self.out, flush=True)
+
+    def end(self) -> None:
+        """Finish the bar's line."""
+        if self.tty and self.last_key is not None:
+            print(file=self.out, flush=True)
+            self.last_key = None
+
+
+def _amount(progress: Progress) -> str:
+    if progress.unit == "bytes":
+        return f"{progress.done / 1024:.0f}/{progress.total / 1024:.0f} KiB"
+    return f"{progress.done}/{progress.total} {progress.unit}"
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Check the request, ask before touching the live colour, migrate, report."""
+    source = _colour(args.source, "--from")
+    target = _colour(args.target, "--to")
+    if args.interval <= 0:
+        raise UsageError("--interval must be greater than 0")
+    config = config_from(args)
+    out = sys.stderr if args.json else sys.stdout
+    control = ControlPlane.from_config(config.control, config.console.name)
+    pool = SshPool(config.ssh)
+    runner = MigrationRunner(config, control, pool)
+    printer = ProgressPrinter(out)
+    try:
+        live_ok = await _consent(control, target, args)
+        request = MigrationRequest(
+            source,
+            target,
+            args.strategy,
+            tables=tuple(args.tables),
+            dry_run=args.dry_run,
+            overwrite=args.overwrite,
+            live_ok=live_ok,
+            reason=args.reason,
+        )
+        if args.strategy == "mirror" and not args.dry_run:
+            return await _mirror(runner, request, args, printer, out)
+        try:
+            result = await runner.migrate(request, printer)
+        except asyncio.CancelledError:
+            printer.end()
+            print(
+                "bgconsole: migration cancelled; each table has all of its new rows or none "
+                "(run it again to finish); lock released, event recorded",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+        printer.end()
+    finally:
+        await pool.aclose()
+        await control.aclose()
+    return _report(result, args.json)
+
+
+async def _consent(control: ControlPlane, target: Colour, args: argparse.Namespace) -> bool:
+    """Whether writing into ``target`` is allowed: always for the stand-by; else ask."""
+    if args.dry_run or args.yes:
+        return True
+    active = await control.active()
+    if active is None or active.colour != target:
+        return True
+    question = f"{target} is live: the application is using its data. Migrate into it?"
+    if confirm(question, False):
+        return True
+    raise UsageError(
+        f"{target} is live: migrating into it needs confirmation; pass --yes in scripts"
+    )
+
+
+def _report(result: MigrationResult, as_json: bool) -> int:
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        print(render(result))
+    if result.ok:
+        return EXIT_OK
+    return fail(result.problems[0], EXIT_FAILED)
+
+
+def render(result: MigrationResult) -> str:
+    """The text report: one line per table or key pattern, then the summary."""
+    rows = []
+    for item in result.items:
+        verified = {True: "yes", False: "NO", None: "-"}[item.verified]
+        rows.append(
+            [
+                item.item,
+                str(item.source_count),
+                str(item.target_count),
+                str(item.missing),
+                str(item.conflicts),
+                str(item.copied),
+                verified,
+            ]
+        )
+    header = ["item", "source", "target", "missing", "conflicts", "copied", "verified"]
+    lines = [table(rows, header)] if rows else ["(nothing to migrate)"]
+    for item in result.items:
+        if item.conflict_sample:
+            lines.append(f"conflicts in {item.item}: {', '.join(item.conflict_sample)}")
+    for backup in result.backups:
+        lines.append(f"backup kept: {backup}")
+    lines.append(result.summary())
+    return "\n".join(lines)
+
+
+async def _mirror(
+    runner: MigrationRunner,
+    request: MigrationRequest,
+    args: argparse.Namespace,
+    printer: ProgressPrinter,
+    out: TextIO,
+) -> int:
+    """Run the mirror in the foreground until Ctrl+C (or SIGTERM), then report."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = [False]
+
+    def on_status(status: MirrorStatus) -> None:
+        if not started[0]:
+            printer.end()
+            started[0] = True
+            print("mirroring; Ctrl+C stops", file=out, flush=True)
+        text = (
+            f"mirror {request.source} -> {request.target}: {status.copied} copied, "
+            f"{status.behind} behind, lag {status.lag:.1f} s"
+            + (f", {status.conflicts} conflicting" if status.conflicts else "")
+            + (f"  [error: {status.error}]" if status.error else "")
+        )
+        if out.isatty():
+            print(f"\r{text}".ljust(100), end="", file=out, flush=True)
+        else:
+            print(text, file=out, flush=True)
+
+    try:
+        catch_up, status = await runner.mirror(
+            request, on_status, stop, interval=args.interval, on_progress=printer
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    if out.isatty():
+        print(file=out)
+    if args.json:
+        print_json({"catch_up": catch_up.as_dict(), "mirror": status.as_dict()})
+    else:
+        print(render(catch_up))
+        print(
+            f"mirror stopped after {status.cycles} cycle(s): {status.copied} row(s) copied, "
+            f"{status.behind} behind"
+        )
+    if not catch_up.ok:
+        return fail(catch_up.problems[0], EXIT_FAILED)
+    return EXIT_OK
