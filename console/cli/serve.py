@@ -48,6 +48,7 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     try:
         try:
             await agent.start()
@@ -75,7 +76,7 @@ async def run(args: argparse.Namespace) -> int:
             print("bgconsole serve: shutdown did not finish in time", file=sys.stderr)
         return EXIT_OK
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             loop.remove_signal_handler(sig)
         sys.stdout.flush()
 
@@ -86,3 +87,11 @@ def _first(error: BaseException) -> str:
         error = error.exceptions[0]
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: write every asyncio task's stack to stderr (to see what a stuck agent waits on)."""
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}: {task.get_coro()!r}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()

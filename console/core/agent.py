@@ -44,6 +44,7 @@ _SWITCH_KINDS = frozenset({"switch", "failover", "failback", "init"})
 _POLL_INTERVAL = 1.0
 _BACKOFF_START = 0.2
 _BACKOFF_CAP = 5.0
+_STATS_EVERY = 60.0
 
 
 class Agent:
@@ -104,6 +105,7 @@ class Agent:
         self._router: Router | None = None
         self._started = False
         self._deciding = asyncio.Lock()
+        self._stats_logged = time.monotonic()
 
     @property
     def address(self) -> str | None:
@@ -233,8 +235,8 @@ class Agent:
                 backoff = _BACKOFF_START
                 await self._listen_and_poll()
             except ControlPlaneUnavailable as e:
-                _reraise_cancel()
                 self._fail_static(e)
+            _reraise_cancel()
             # Full jitter keeps many agents from reconnecting in lockstep.
             await asyncio.sleep(backoff * (0.5 + random.random() / 2))
             backoff = min(backoff * 2, _BACKOFF_CAP)
@@ -279,6 +281,7 @@ class Agent:
         # Pub/sub is at-most-once: a message sent while we reconnect is lost. The poll
         # bounds how long such a loss can leave us on the wrong colour.
         while True:
+            _reraise_cancel()
             await asyncio.sleep(_POLL_INTERVAL)
             state = await self.control.active()
             if state is None:  # the data vanished (Redis restarted): initialise it again
@@ -295,8 +298,8 @@ class Agent:
             try:
                 await self._beat(lease, interval)
             except ControlPlaneUnavailable as e:
-                _reraise_cancel()
                 self._fail_static(e)
+            _reraise_cancel()
             await asyncio.sleep(interval)
 
     async def _beat(self, lease: float, interval: float) -> None:
@@ -322,6 +325,22 @@ class Agent:
             health=health,
         )
         await self.control.heartbeat(beat, ttl=max(3 * interval, lease))
+        self._log_stats()
+
+    def _log_stats(self) -> None:
+        """Every minute, the proxy's counters as one log line (for log-based metrics)."""
+        now = time.monotonic()
+        if self.proxy is None or now - self._stats_logged < _STATS_EVERY:
+            return
+        self._stats_logged = now
+        stats = self.proxy.stats()
+        fields: dict[str, Any] = {"connections": stats.open_connections,
+                                  "unroutable": stats.unroutable}  # fmt: skip
+        for name, counts in (("requests", stats.requests), ("errors", stats.errors),
+                             ("retries", stats.retries)):  # fmt: skip
+            for colour, count in counts.items():
+                fields[f"{name}.{colour}"] = count
+        self.log.info("stats", **fields)
 
     # -- health and failover ----------------------------------------------------------------
 
@@ -335,6 +354,7 @@ class Agent:
         )
 
     async def _on_snapshot(self, snapshot: HealthSnapshot) -> None:
+        _reraise_cancel()
         previous = self.snapshot
         self.snapshot = snapshot
         if self.routes is not None:
@@ -411,11 +431,12 @@ class Agent:
 
 
 def _reraise_cancel() -> None:
-    """Re-raise a cancel that a client library turned into a connection error.
+    """Re-raise a cancel that a client library swallowed.
 
-    redis-py may answer a cancel mid-command by dropping the connection and raising a
-    connection error, which arrives here as ControlPlaneUnavailable; a loop that retries
-    on it would then never stop. The task still counts the cancel request, so look.
+    redis-py may answer a cancel mid-command by dropping the connection and retrying, or
+    by raising a connection error (ControlPlaneUnavailable here); either way the
+    CancelledError never reaches our loop, and a loop that goes on to sleep would never
+    stop. The task still counts the cancel request, so every loop looks before sleeping.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

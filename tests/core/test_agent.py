@@ -269,7 +269,14 @@ def test_serve_subprocess_exits_0_on_sigterm(
         with httpx.Client(timeout=5.0) as http:
             assert http.get(f"http://127.0.0.1:{port}/").headers["x-bg-env"] == "blue"
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=10)
+        try:
+            _, stderr = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # dump the stuck tasks into the failure
+            time.sleep(1.0)
+            proc.kill()
+            _, stderr = proc.communicate()
+            raise AssertionError(f"serve did not stop on SIGTERM:\n{stderr}") from None
     finally:
         if proc.poll() is None:
             proc.kill()
