@@ -83,6 +83,13 @@ def register(subparsers: SubParsers) -> None:
         metavar="S",
         help="mirror: seconds between copies (default 1)",
     )
+    parser.add_argument(
+        "--throttle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="rows: seconds to pause after each row applied, to spare a busy target",
+    )
     parser.add_argument("--reason", default="", metavar="TEXT", help="recorded with the events")
     add_config_option(parser)
     add_json_option(parser)
@@ -143,6 +150,8 @@ async def run(args: argparse.Namespace) -> int:
     target = _colour(args.target, "--to")
     if args.interval <= 0:
         raise UsageError("--interval must be greater than 0")
+    if not 0 <= args.throttle <= 10:
+        raise UsageError("--throttle must be between 0 and 10 seconds")
     config = config_from(args)
     out = sys.stderr if args.json else sys.stdout
     control = ControlPlane.from_config(config.control, config.console.name)
@@ -160,6 +169,7 @@ async def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             live_ok=live_ok,
             reason=args.reason,
+            row_delay=args.throttle,
         )
         if args.strategy == "mirror" and not args.dry_run:
             return await _mirror(runner, request, args, printer, out)

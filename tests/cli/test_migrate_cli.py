@@ -1,0 +1,143 @@
+"""``bgconsole migrate`` as a real subprocess against real sshd, SQLite and redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from migrate_support import APP, config_data, count, make_db, rows, write_config
+from servers import RedisServer, SshServer
+
+from console.core.control import ControlPlane
+from console.core.models import Colour
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def setup(
+    ssh_server: SshServer, redis_server: RedisServer, tmp_path: Path
+) -> tuple[Path, Path, Path]:
+    """(config path, blue db, green db) with green holding three rows blue lacks."""
+    (tmp_path / "blue").mkdir()
+    (tmp_path / "green").mkdir()
+    blue_db, green_db = tmp_path / "blue" / "app.db", tmp_path / "green" / "app.db"
+    make_db(blue_db, [(1, "a", "blue")])
+    make_db(green_db, [(1, "a", "blue"), (2, "b", "green"), (3, "c", "green"), (4, "d", "green")])
+    path = tmp_path / "bg.toml"
+    write_config(path, config_data(ssh_server, redis_server.url, blue_db, green_db))
+    return path, blue_db, green_db
+
+
+async def bgconsole(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_dry_run_then_migrate_text_and_json(setup: tuple[Path, Path, Path]) -> None:
+    path, blue_db, green_db = setup
+    code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--dry-run",
+                                     "--table", "uploads", "-c", str(path))  # fmt: skip
+    assert code == 0, err
+    assert "uploads" in out
+    assert "rows dry run green -> blue: ok; 3 to copy, 0 conflicting" in out
+    assert count(blue_db, "uploads") == 1
+    code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--json",
+                                     "-c", str(path))  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert report["copied"] == 3
+    assert all(item["verified"] for item in report["items"])
+    assert rows(blue_db, "uploads") == rows(green_db, "uploads")
+    assert "apply: " in err  # plain progress lines when not on a terminal
+
+
+async def test_live_target_refused_without_yes(
+    setup: tuple[Path, Path, Path], redis_server: RedisServer
+) -> None:
+    path, blue_db, _ = setup
+    control = ControlPlane(redis_server.url, APP)
+    try:
+        await control.ensure_active(Colour.BLUE)
+    finally:
+        await control.aclose()
+    code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "-c", str(path))
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "bgconsole: blue is live: migrating into it needs confirmation; pass --yes in scripts"
+    ]
+    assert count(blue_db, "uploads") == 1
+    code, _, err = await bgconsole(
+        "migrate", "--from", "green", "--to", "blue", "--yes", "-c", str(path)
+    )
+    assert code == 0, err
+    assert count(blue_db, "uploads") == 4
+
+
+async def test_bad_input_is_one_line(setup: tuple[Path, Path, Path]) -> None:
+    path, _, _ = setup
+    code, _, err = await bgconsole("migrate", "--from", "green", "--to", "purple", "-c", str(path))
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "--to" in err
+    code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--table", "nope",
+                                   "-c", str(path))  # fmt: skip
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"bgconsole: {Colour.GREEN.value}:{setup[2]}: inspect failed: no table nope"
+    ]
+
+
+async def test_conflict_exit_status(setup: tuple[Path, Path, Path]) -> None:
+    path, blue_db, _ = setup
+    with contextlib.closing(sqlite3.connect(blue_db)) as db, db:
+        db.execute("INSERT INTO uploads (id, name, colour) VALUES (2, 'mine', 'blue')")
+    code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "-c", str(path))
+    assert code == 1
+    assert "conflicts in blue:" in out
+    assert "[2]" in out
+    assert "left as they are" in err
+    assert count(blue_db, "uploads") == 4  # 3 and 4 copied; 2 kept as blue's
+
+
+async def test_ctrl_c_mid_migration(setup: tuple[Path, Path, Path]) -> None:
+    path, blue_db, green_db = setup
+    with contextlib.closing(sqlite3.connect(green_db)) as db, db:
+        db.executemany(
+            "INSERT INTO notes (body, n) VALUES (?, ?)", [(f"n{i}", i) for i in range(3000)]
+        )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "migrate", "--from", "green", "--to", "blue",
+        "--table", "notes", "--throttle", "0.005", "-c", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, "migration ended before the apply started"
+        if line.startswith(b"apply:"):
+            break
+    await asyncio.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert "migration cancelled" in err.decode()
+    await asyncio.sleep(1.0)
+    assert count(blue_db, "notes") == 0
