@@ -78,7 +78,7 @@ async def test_live_target_refused_without_yes(
         await control.ensure_active(Colour.BLUE)
     finally:
         await control.aclose()
-    code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "-c", str(path))
+    code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "-c", str(path))
     assert code == 2
     assert err.strip().splitlines() == [
         "bgconsole: blue is live: migrating into it needs confirmation; pass --yes in scripts"
