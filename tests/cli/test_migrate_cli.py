@@ -10,12 +10,14 @@ import sqlite3
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from migrate_support import APP, config_data, count, make_db, rows, write_config
 from servers import RedisServer, SshServer
 
 from console.core.control import ControlPlane
 from console.core.models import Colour
+from console.demo.sandbox import Sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +143,19 @@ async def test_ctrl_c_mid_migration(setup: tuple[Path, Path, Path]) -> None:
     assert "migration cancelled" in err.decode()
     await asyncio.sleep(1.0)
     assert count(blue_db, "notes") == 0
+
+
+async def test_demo_sandbox_uploads_on_green_come_back_to_blue(tmp_path: Path) -> None:
+    """The demo's story: uploads written while green was live end up on blue's page."""
+    async with Sandbox(tmp_path / "sandbox", traffic=False) as sandbox:
+        green, blue = sandbox.hosts["green"], sandbox.hosts["blue"]
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for name in ("cat.png", "dog.png"):
+                response = await client.post(f"{green.url}/uploads", json={"name": name})
+                assert response.status_code < 300
+            code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--yes",
+                                           "-c", str(sandbox.config_path))  # fmt: skip
+            assert code == 0, err
+            page = (await client.get(f"{blue.url}/")).text
+        assert "cat.png" in page
+        assert "dog.png" in page
