@@ -32,9 +32,9 @@ from console.core.agent_log import AgentLog
 from console.core.config import Config, redact_url
 from console.core.control import ControlPlane, Notification
 from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
-from console.core.failover import decide
+from console.core.failover import FailoverDecision, decide
 from console.core.health import HealthChecker
-from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot
+from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
 from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class Agent:
         self._router: Router | None = None
         self._started = False
         self._deciding = asyncio.Lock()
+        self._beat_now = asyncio.Event()
+        self._last_held: str | None = None
         self._stats_logged = time.monotonic()
 
     @property
@@ -194,6 +196,9 @@ class Agent:
         if self.routes is not None:
             self.routes.set_live(state.colour)
         if previous is not state.colour:
+            # Tell consoles at once: the builtin router's state is read from heartbeats,
+            # so a switch is confirmed as soon as this beat lands.
+            self._beat_now.set()
             self.log.info(
                 "route",
                 serving=state.colour.value,
@@ -270,7 +275,7 @@ class Agent:
             except (KeyError, ValueError, TypeError):
                 return
             actor = str(note.data.get("actor", ""))
-            self._apply(ActiveState(colour, epoch, time.time(), actor, note.kind))
+            self._apply(ActiveState(colour, epoch, time.time(), actor, "", kind=note.kind))
         elif note.kind == "armed":
             armed = bool(note.data.get("armed", True))
             if armed != self.armed:
@@ -300,7 +305,10 @@ class Agent:
             except ControlPlaneUnavailable as e:
                 self._fail_static(e)
             _reraise_cancel()
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
 
     async def _beat(self, lease: float, interval: float) -> None:
         # Armed first: a new leader must never decide on a stale armed flag.
@@ -323,9 +331,22 @@ class Agent:
             router_kind=self.config.router.kind,
             serving=self.serving.value,
             health=health,
+            proxy=self._proxy_counters(),
         )
         await self.control.heartbeat(beat, ttl=max(3 * interval, lease))
         self._log_stats()
+
+    def _proxy_counters(self) -> dict[str, int]:
+        """The proxy's counters flattened for the heartbeat (``requests.blue``, ...)."""
+        if self.proxy is None:
+            return {}
+        stats = self.proxy.stats()
+        counters = {"connections": stats.open_connections, "unroutable": stats.unroutable}
+        for name, counts in (("requests", stats.requests), ("errors", stats.errors),
+                             ("retries", stats.retries)):  # fmt: skip
+            for colour, count in counts.items():
+                counters[f"{name}.{colour}"] = count
+        return counters
 
     def _log_stats(self) -> None:
         """Every minute, the proxy's counters as one log line (for log-based metrics)."""
@@ -333,18 +354,13 @@ class Agent:
         if self.proxy is None or now - self._stats_logged < _STATS_EVERY:
             return
         self._stats_logged = now
-        stats = self.proxy.stats()
-        fields: dict[str, Any] = {"connections": stats.open_connections,
-                                  "unroutable": stats.unroutable}  # fmt: skip
-        for name, counts in (("requests", stats.requests), ("errors", stats.errors),
-                             ("retries", stats.retries)):  # fmt: skip
-            for colour, count in counts.items():
-                fields[f"{name}.{colour}"] = count
-        self.log.info("stats", **fields)
+        self.log.info("stats", **self._proxy_counters())
 
     # -- health and failover ----------------------------------------------------------------
 
     def _passive_down(self, upstream: Upstream, reason: str) -> None:
+        # The proxy saw a connection fail: probe now instead of at the next interval.
+        self.health.poke()
         self.log.warning(
             "upstream_down",
             colour=upstream.colour.value,
@@ -374,11 +390,15 @@ class Agent:
             armed=self.armed,
             policy=self.config.failover,
             now=time.time(),
-            last_switch_at=active.updated_at,
+            # The first colour ever set is not a switch: min_dwell must not keep a fresh
+            # installation from failing over.
+            last_switch_at=0.0 if active.kind == "init" else active.updated_at,
             last_failover_from=self._last_failover_from,
         )
         if not decision.switches or decision.to is None:
+            await self._record_held(snapshot, active, decision)
             return
+        self._last_held = None
         self.decisions += 1
         fields: dict[str, Any] = {f"evidence.{k}": v for k, v in decision.evidence.items()}
         try:
@@ -409,6 +429,34 @@ class Agent:
         )
         if not self.builtin:
             await self._switch_router(decision.to)
+
+    async def _record_held(
+        self, snapshot: HealthSnapshot, active: ActiveState, decision: FailoverDecision
+    ) -> None:
+        """Record why the agent did NOT fail over while the live colour is down.
+
+        An operator reading the events after an outage must see that the agent saw it
+        and why it held (stand-by unhealthy, in dwell, disarmed). Recorded once per
+        distinct reason, not every probe round.
+        """
+        if snapshot.verdict(active.colour) is not Verdict.DOWN:
+            self._last_held = None
+            return
+        if decision.reason == self._last_held:
+            return
+        self._last_held = decision.reason
+        self.log.warning("failover_held", reason=decision.reason, live=active.colour.value)
+        with contextlib.suppress(ConsoleError):
+            await self.control.record(
+                "failover",
+                f"failover held: {decision.reason}",
+                before=active.colour.value,
+                after=active.colour.value,
+                reason=decision.reason,
+                outcome="held",
+                actor=self.actor,
+                details=decision.evidence,
+            )
 
     async def _switch_router(self, to: Colour) -> None:
         try:

@@ -199,6 +199,8 @@ class FailoverConfig:
     enabled: bool = True
     interval: float = 0.5
     """Seconds between health probes."""
+    fast_interval: float = 0.1
+    """Seconds between probes while a host is changing state (failing, recovering)."""
     timeout: float = 0.4
     """Seconds one probe may take."""
     fall: int = 2
@@ -636,6 +638,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     failover = FailoverConfig(
         enabled=failover_t.boolean("enabled", True),
         interval=failover_t.seconds("interval", 0.5),
+        fast_interval=failover_t.seconds("fast_interval", 0.1),
         timeout=failover_t.seconds("timeout", 0.4),
         fall=failover_t.integer("fall", 2, minimum=1),
         rise=failover_t.integer("rise", 2, minimum=1),

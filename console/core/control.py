@@ -30,7 +30,7 @@ if current ~= tonumber(ARGV[1]) then
 end
 local epoch = current + 1
 redis.call('HSET', KEYS[1], 'colour', ARGV[2], 'epoch', epoch, 'updated_at', ARGV[3],
-           'actor', ARGV[4], 'reason', ARGV[5])
+           'actor', ARGV[4], 'reason', ARGV[5], 'kind', ARGV[6])
 return {1, epoch, colour}
 """
 
@@ -153,6 +153,7 @@ class ControlPlane:
             updated_at=float(raw.get("updated_at", "0")),
             actor=raw.get("actor", ""),
             reason=raw.get("reason", ""),
+            kind=raw.get("kind", "switch"),
         )
 
     async def ensure_active(self, default: Colour) -> ActiveState:
@@ -190,7 +191,9 @@ class ControlPlane:
         now = time.time()
         script = self._redis.register_script(_SWITCH_LUA)
         result = await self._call(
-            script(keys=[self.key("active")], args=[expected_epoch, to.value, now, actor, reason])
+            script(
+                keys=[self.key("active")], args=[expected_epoch, to.value, now, actor, reason, kind]
+            )
         )
         # On a win ``colour`` is the colour before the switch; on a loss, the current one.
         won, epoch, colour = int(result[0]), int(result[1]), str(result[2])
@@ -211,7 +214,7 @@ class ControlPlane:
                 f"switch to {to} refused: the control plane changed first "
                 f"(now {colour or 'unset'} at epoch {epoch}{who}); look, then retry"
             )
-        state = ActiveState(to, epoch, now, actor, reason)
+        state = ActiveState(to, epoch, now, actor, reason, kind)
         await self.record(
             kind,
             f"{kind} {colour or 'unset'} -> {to} (epoch {epoch})",

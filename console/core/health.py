@@ -63,6 +63,13 @@ class _HostTracker:
         elif not self.up and self.successes >= rise:
             self.up = True
 
+    @property
+    def changing(self) -> bool:
+        """Between states: failing but not yet down, recovering but not yet up, or new."""
+        if self.up is None:
+            return True
+        return (self.up and self.failures > 0) or (not self.up and self.successes > 0)
+
     def view(self) -> HostHealth:
         return HostHealth(
             colour=self.colour,
@@ -131,6 +138,7 @@ class HealthChecker:
             self._envs[colour].trackers.append(tracker)
         self.last: HealthSnapshot | None = None
         """The most recent snapshot, None before the first round."""
+        self._wake = asyncio.Event()
 
     async def aclose(self) -> None:
         """Close the HTTP client if this checker created it."""
@@ -201,21 +209,39 @@ class HealthChecker:
         }
         return HealthSnapshot(at=time.time(), envs=envs)
 
-    async def run(self, on_snapshot: SnapshotCallback) -> None:
-        """Probe every ``[failover] interval`` forever, calling ``on_snapshot`` each round.
+    def poke(self) -> None:
+        """Probe again now, e.g. because the proxy just saw a connection to a host fail."""
+        self._wake.set()
 
-        Rounds start on a fixed cadence (a slow round delays the next, never overlaps it).
-        Cancel the task to stop.
+    def _next_delay(self) -> float:
+        # Like HAProxy's fastinter: once a host starts failing (or recovering), confirm
+        # quickly, so `fall` failures cost about interval + (fall-1) x fast_interval
+        # rather than fall x interval. Steady hosts are probed at the normal pace.
+        trackers = (t for env in self._envs.values() for t in env.trackers)
+        if any(t.changing for t in trackers):
+            return min(self.policy.fast_interval, self.policy.interval)
+        return self.policy.interval
+
+    async def run(self, on_snapshot: SnapshotCallback) -> None:
+        """Probe forever, calling ``on_snapshot`` after each round.
+
+        Rounds start every ``[failover] interval`` (``fast_interval`` while a host is
+        changing state, at once after :meth:`poke`); a slow round delays the next one,
+        rounds never overlap. Cancel the task to stop.
         """
         loop = asyncio.get_running_loop()
-        next_round = loop.time()
         while True:
+            started = loop.time()
+            self._wake.clear()
             snapshot = await self.check_all()
             result = on_snapshot(snapshot)
             if inspect.isawaitable(result):
                 await result
-            next_round = max(next_round + self.policy.interval, loop.time())
-            await asyncio.sleep(next_round - loop.time())
+            remaining = started + self._next_delay() - loop.time()
+            if remaining > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._wake.wait()
 
 
 def _dig(data: object, dotted: str) -> object:

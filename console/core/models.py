@@ -114,6 +114,8 @@ class ActiveState:
     updated_at: float
     actor: str
     reason: str
+    kind: str = "switch"
+    """How it got here: init (first colour ever), switch, failover, failback."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +163,5 @@ class AgentHeartbeat:
     """The colour the agent routes to right now (may lag the control plane when degraded)."""
     health: dict[str, str] = field(default_factory=dict)
     """colour -> verdict as the agent sees it."""
+    proxy: dict[str, int] = field(default_factory=dict)
+    """The builtin proxy's counters (``requests.blue``, ``errors.green``, ...); empty otherwise."""
