@@ -95,11 +95,12 @@ class DashboardScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.say("console open: s switch · d deploy · a arm/disarm · f flags · l logs · e events")
         self.poll_status()
         self.poll_flags()
+        self.follow_events()
         if self.live_updates:
             self.watch_notifications()
-            self.follow_events()
 
     # Feeding the panels
 
@@ -124,6 +125,8 @@ class DashboardScreen(Screen[None]):
                 self.report = await self.services.status()
             except ConsoleError as e:
                 self.say(f"status: {e}")
+            except Exception as e:  # a bug: report it, keep the dashboard updating
+                self.say(f"status: internal error: {type(e).__name__}: {e}")
             await self._sleep(self._status_due, self.poll_interval)
 
     @work(exclusive=True, group="flags", exit_on_error=False)
@@ -134,6 +137,8 @@ class DashboardScreen(Screen[None]):
                 self.flags = await self.services.flag_table()
             except ConsoleError as e:
                 self.say(f"flags: {e}")
+            except Exception as e:  # a bug: report it, keep the dashboard updating
+                self.say(f"flags: internal error: {type(e).__name__}: {e}")
             await self._sleep(self._flags_due, self.flags_interval)
 
     @work(exclusive=True, group="notify", exit_on_error=False)
@@ -145,8 +150,9 @@ class DashboardScreen(Screen[None]):
                     self._status_due.set()
                     if note.kind == "flag":
                         self._flags_due.set()
-            except ConsoleError:
-                # The header already shows the control plane as degraded; retry quietly.
+            except Exception:
+                # Whatever broke the subscription, the header shows the control plane's
+                # state from the status poll; retry quietly rather than stop listening.
                 await asyncio.sleep(RETRY_SECONDS)
 
     @work(exclusive=True, group="events", exit_on_error=False)
@@ -156,13 +162,16 @@ class DashboardScreen(Screen[None]):
             try:
                 recent = await self.services.events(limit=RECENT_EVENTS)
                 self.events = tuple(recent)
+                if not self.live_updates:
+                    return
                 after = recent[-1].id if recent else "$"
                 async for event in self.services.follow_events(after=after):
                     self.events = (*self.events, event)[-RECENT_EVENTS:]
                     self._status_due.set()
                     if event.kind == "flag":
                         self._flags_due.set()
-            except ConsoleError:
+            except Exception:
+                # As for notifications: the status poll shows why; retry quietly.
                 await asyncio.sleep(RETRY_SECONDS)
 
     @staticmethod

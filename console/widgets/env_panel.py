@@ -83,7 +83,7 @@ class EnvPanel(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(verdict_line(None, False), classes="verdict")
         yield HostTable()
-        yield Static("latency (worst host, last probes)", classes="spark-label")
+        yield Static("latency", classes="spark-label")
         yield Sparkline([], summary_function=max)
         yield FlagList(self.colour)
 
@@ -102,9 +102,12 @@ class EnvPanel(Vertical):
         series = latency_series(hosts)
         self.query_one(Sparkline).data = series
         latest = [h.last.latency_ms for h in hosts if h.last and h.last.latency_ms is not None]
-        label = "latency (worst host, last probes)"
+        label = "latency (worst host per probe)"
         if series:
-            label += f": now {max(latest, default=0.0):.1f} ms, peak {max(series):.1f} ms"
+            label = (
+                f"latency now {max(latest, default=0.0):.1f} ms · peak {max(series):.1f} ms · "
+                f"{len(series)} probes"
+            )
         self.query_one(".spark-label", Static).update(label)
 
     def watch_flags(self, flags: FlagTable | None) -> None:

@@ -9,10 +9,10 @@ from console.core.models import HostHealth
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("host", "HOST", 12),
-    ("status", "STATUS", 8),
+    ("status", "STATUS", 9),
     ("latency", "LATENCY", 9),
-    ("version", "VERSION", 10),
-    ("error", "ERROR", 24),
+    ("version", "VERSION", 8),
+    ("error", "ERROR", 40),
 )
 """(key, label, width) of each column."""
 
@@ -51,6 +51,9 @@ class HostTable(DataTable[Content]):
         height: auto;
         max-height: 12;
         background: $surface;
+        /* Long errors are cut at the panel edge rather than adding a scrollbar row. */
+        overflow-x: hidden;
+        scrollbar-size-horizontal: 0;
     }
     """
 
