@@ -81,7 +81,7 @@ class DemoHost:
         deploy.chmod(0o755)
         for log in ("access.log", "app.log"):
             (self.root / "log" / log).touch()
-        init_db(self.db_path)
+        init_db(self.db_path, self.colour)
         install(self.root, INITIAL_VERSION, "good")
 
     async def start(self, attempts: int = 3) -> None:

@@ -54,13 +54,26 @@ CREATE TABLE IF NOT EXISTS uploads (
 """
 
 
-def init_db(path: Path) -> None:
+# Each colour numbers its uploads from its own base, so rows written on green never take
+# an id blue already uses: a rows migration then merges the two without conflicts. (Real
+# applications get the same from UUIDs or per-node id ranges; sequential ids starting at 1
+# on both colours are the classic way to make data migration painful.)
+ID_BASE = {"blue": 0, "green": 1_000_000}
+
+
+def init_db(path: Path, colour: str = "blue") -> None:
     """Create the database and its table (idempotent)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as db:
         # WAL lets a migration read a consistent snapshot while the app keeps writing.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(SCHEMA)
+        seeded = db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'uploads'").fetchone()
+        if not seeded and ID_BASE.get(colour, 0):
+            db.execute(
+                "INSERT INTO sqlite_sequence(name, seq) VALUES ('uploads', ?)",
+                (ID_BASE[colour],),
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
     )
     settings = AppSettings(host_dir, args.colour, args.redis, args.flag_prefix)
-    init_db(settings.db_path)
+    init_db(settings.db_path, settings.colour)
     app = App(settings)
     try:
         server = AppServer(("127.0.0.1", args.port), app)
