@@ -150,12 +150,18 @@ async def test_demo_sandbox_uploads_on_green_come_back_to_blue(tmp_path: Path) -
     async with Sandbox(tmp_path / "sandbox", traffic=False) as sandbox:
         green, blue = sandbox.hosts["green"], sandbox.hosts["blue"]
         async with httpx.AsyncClient(timeout=5.0) as client:
+            # Both colours took writes (blue before the flip, green after): the merge must
+            # keep both without conflicts, which the demo's per-colour id ranges make true.
+            response = await client.post(f"{blue.url}/uploads", json={"name": "bird.png"})
+            assert response.status_code < 300
             for name in ("cat.png", "dog.png"):
                 response = await client.post(f"{green.url}/uploads", json={"name": name})
                 assert response.status_code < 300
-            code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--yes",
-                                           "-c", str(sandbox.config_path))  # fmt: skip
+            code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue",
+                                             "--yes", "-c", str(sandbox.config_path))  # fmt: skip
             assert code == 0, err
+            assert "2 copied, 0 conflicting" in out
             page = (await client.get(f"{blue.url}/")).text
         assert "cat.png" in page
         assert "dog.png" in page
+        assert "bird.png" in page
