@@ -122,7 +122,10 @@ class Services:
 
     def follow_events(self, after: str = "$") -> AsyncIterator[Event]:
         """New events as they are appended after ``after``."""
-        return self.control.follow_events(after=after)
+        # XREAD BLOCK must return before the client's socket timeout (= [control] timeout)
+        # fires, or every quiet second would look like an unavailable control plane.
+        block_ms = max(50, min(1000, int(self.control.timeout * 500)))
+        return self.control.follow_events(after=after, block_ms=block_ms)
 
     def notifications(self) -> AsyncIterator[Notification]:
         """Control-plane pub/sub notifications (switch, flag, armed, ...) until cancelled."""

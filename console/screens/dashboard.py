@@ -170,8 +170,9 @@ class DashboardScreen(Screen[None]):
                     self._status_due.set()
                     if event.kind == "flag":
                         self._flags_due.set()
-            except Exception:
-                # As for notifications: the status poll shows why; retry quietly.
+            except Exception as e:
+                # As for notifications: the status poll shows why; retry after a pause.
+                self.log.warning(f"events follow: {type(e).__name__}: {e}")
                 await asyncio.sleep(RETRY_SECONDS)
 
     @staticmethod

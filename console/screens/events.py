@@ -21,6 +21,14 @@ from console.widgets.formatting import stamp
 HISTORY = 500
 """Events loaded when the screen opens."""
 RETRY_SECONDS = 2.0
+COLUMNS: tuple[tuple[str, int], ...] = (
+    ("TIME", 19),
+    ("KIND", 8),
+    ("ACTOR", 16),
+    ("SUMMARY", 40),
+    ("REASON", 14),
+    ("OUTCOME", 8),
+)
 
 
 def event_cells(event: Event) -> list[Content]:
@@ -58,8 +66,9 @@ class EventsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label in ("TIME", "KIND", "ACTOR", "SUMMARY", "REASON", "OUTCOME"):
-            table.add_column(label, key=label.lower())
+        # Fixed widths: styled cells are not measured for auto-width columns.
+        for label, width in COLUMNS:
+            table.add_column(label, key=label.lower(), width=width)
         table.focus()
         self.follow_events()
 

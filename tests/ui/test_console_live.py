@@ -104,6 +104,19 @@ async def test_control_plane_down_shows_degraded_and_health_keeps_updating(
         dash = _dashboard(app)
         await wait_for(pilot, lambda: dash.report is not None, what="first status")
         assert "control plane ok" in _header_text(dash)
+        # A new event reaches the recent-events strip live (quiet XREADs must not error).
+        control = ControlPlane.from_config(config.control, config.console.name)
+        try:
+            await pilot.pause(1.5)
+            await control.record("test", "an operator did something")
+        finally:
+            await control.aclose()
+        await wait_for(
+            pilot,
+            lambda: any(e.summary == "an operator did something" for e in dash.events),
+            5,
+            "event in the strip",
+        )
 
         redis_server.stop()
         await wait_for(
