@@ -46,8 +46,8 @@ class EventStrip(Widget):
     }
     """
 
-    events: reactive[tuple[Event, ...]] = reactive(())
-    """Recent events, oldest first."""
+    events: reactive[tuple[Event, ...]] = reactive((), layout=True)
+    """Recent events, oldest first (layout: the strip grows with them)."""
 
     def __init__(self, size: int = 8, *, id: str | None = None) -> None:
         super().__init__(id=id)

@@ -7,6 +7,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.content import Content
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
@@ -88,7 +89,8 @@ class FlagGrid(DataTable[Content]):
         existing = [str(key.value) for key in self.rows]
         if wanted != existing:
             # Rows appeared or vanished: rebuild, keeping the cursor where it was.
-            cursor = self.cursor_coordinate
+            # The first fill starts on the BLUE column, so enter toggles at once.
+            cursor = self.cursor_coordinate if existing else Coordinate(0, 1)
             self.clear()
             for row in table.rows:
                 self.add_row(*self._cells(row), key=row.name)
