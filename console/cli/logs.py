@@ -18,7 +18,7 @@ from console.cli.common import (
 )
 from console.core.config import HostConfig
 from console.core.errors import UsageError
-from console.core.logs import LogFollower, LogLine
+from console.core.logs import LogBatch, LogFollower
 from console.core.models import Colour
 from console.core.ssh import SshPool
 
@@ -69,27 +69,33 @@ def _hosts(
     return hosts
 
 
-def format_line(line: LogLine, with_log: bool) -> str:
-    """``blue/app1 | text``; markers as ``-- text --``."""
-    if line.marker:
-        return f"-- {line.text} --"
-    source = f"{line.source}:{line.log}" if with_log else line.source
-    return f"{source} | {line.text}"
+def format_batch(batch: LogBatch, with_log: bool) -> str:
+    """The batch as printed: ``blue/app1 | text`` per line (``blue/app1:app | text`` when
+    ``with_log``), markers as ``-- text --``, every line ending in a newline."""
+    if batch.marker:
+        return "".join(f"-- {text} --\n" for text in batch.lines)
+    source = f"{batch.source}:{batch.log}" if with_log else batch.source
+    prefix = f"{source} | "
+    return prefix + f"\n{prefix}".join(batch.lines) + "\n"
 
 
-def _as_json(line: LogLine) -> str:
-    return json.dumps(
-        {
-            "colour": line.colour.value,
-            "host": line.host,
-            "log": line.log,
-            "text": line.text,
-            "at": line.at,
-            "marker": line.marker,
-            "stream": line.stream,
-        },
-        sort_keys=True,
-    )
+def batch_as_json(batch: LogBatch) -> str:
+    """One JSON object per line of the batch, each on its own line."""
+    fields = {
+        "colour": batch.colour.value,
+        "host": batch.host,
+        "log": batch.log,
+        "text": "",
+        "at": batch.at,
+        "marker": batch.marker,
+        "stream": batch.stream,
+    }
+    out = []
+    for text in batch.lines:
+        fields["text"] = text
+        out.append(json.dumps(fields, sort_keys=True))
+    out.append("")
+    return "\n".join(out)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -109,11 +115,14 @@ async def run(args: argparse.Namespace) -> int:
         )
         with_log = len({name for _, _, name, _ in follower.streams}) > 1
         failed = False
-        stream = follower.stream()
+        out = sys.stdout
+        stream = follower.batches()
         try:
-            async for line in stream:
-                failed |= line.marker and not args.follow
-                print(_as_json(line) if args.json else format_line(line, with_log), flush=True)
+            async for batch in stream:
+                failed |= batch.marker and not args.follow
+                # One write per batch, not per line: a busy log is a million lines a second.
+                out.write(batch_as_json(batch) if args.json else format_batch(batch, with_log))
+                out.flush()
         except BrokenPipeError:
             # The reader went away (``| head``): stop quietly, and keep Python's final flush
             # of stdout from raising again at exit.

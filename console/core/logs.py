@@ -1,9 +1,13 @@
 """Live logs: the hosts' log commands streamed over SSH, multiplexed into one line stream.
 
 Every (host, log) pair runs its configured command (``tail -F ...``, ``journalctl -f ...``)
-in its own task; lines meet in one bounded queue, so a slow reader pauses the remote
-commands (SSH flow control) instead of growing memory. A stream that drops is retried
-with backoff and jitter, with marker lines saying so.
+in its own task; lines meet in one queue bounded in lines, so a slow reader pauses the
+remote commands (SSH flow control) instead of growing memory. A stream that drops is
+retried with backoff and jitter, with marker lines saying so.
+
+Lines travel in batches (``LogBatch``: the lines one SSH read delivered), which is what
+makes a million lines a second affordable; ``LogFollower.stream`` hands them out one
+``LogLine`` at a time for readers that want that.
 
 How ``lines`` and ``follow`` change a log command (see ``log_command``):
 
@@ -22,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import re
 import shlex
 import time
@@ -32,7 +38,14 @@ from typing import Literal
 from console.core.config import HostConfig
 from console.core.errors import ConfigError, ConsoleError, HostKeyError, UsageError
 from console.core.models import Colour
-from console.core.ssh import Backoff, CommandExit, CommandTimeout, SshAuthFailed, SshPool
+from console.core.ssh import (
+    Backoff,
+    CommandExit,
+    CommandTimeout,
+    LineBatch,
+    SshAuthFailed,
+    SshPool,
+)
 
 QUEUE_LINES = 1000
 """Lines buffered between the hosts and the reader; beyond it the hosts are paused."""
@@ -64,6 +77,85 @@ class LogLine:
     def source(self) -> str:
         """``colour/host``, the prefix lines are shown with."""
         return f"{self.colour.value}/{self.host}"
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """Consecutive lines of one host's log as one read delivered them, or a marker line.
+
+    The fields are those of ``LogLine``, with ``lines`` (never empty) for its ``text``.
+    """
+
+    colour: Colour
+    host: str
+    log: str
+    """The log's name in the config (``app``, ``nginx``, ...)."""
+    lines: tuple[str, ...]
+    """The lines' text, in order, without their line endings."""
+    at: float
+    """Wall-clock time (epoch seconds) the lines arrived."""
+    marker: bool = False
+    """Lines written by the console (disconnected, reconnected, failed), not the host."""
+    stream: Literal["stdout", "stderr"] = "stdout"
+
+    @property
+    def source(self) -> str:
+        """``colour/host``, the prefix lines are shown with."""
+        return f"{self.colour.value}/{self.host}"
+
+    def log_lines(self) -> list[LogLine]:
+        """The batch as one ``LogLine`` per line."""
+        return [
+            LogLine(self.colour, self.host, self.log, text, self.at, self.marker, self.stream)
+            for text in self.lines
+        ]
+
+
+class _LineQueue:
+    """A FIFO of log batches and end-of-stream sentinels (None), bounded in lines.
+
+    A batch (of at most ``max_lines`` lines) waits until its lines fit and every batch
+    that came before it is in: first come, first served, so a busy host's large batches
+    are not overtaken forever by the small ones of quiet hosts. A sentinel holds no line
+    and never waits.
+    """
+
+    def __init__(self, max_lines: int) -> None:
+        if max_lines < 1:
+            raise ValueError(f"queue_lines must be 1 or more, got {max_lines}")
+        self.max_lines = max_lines
+        self.lines = 0
+        """Lines queued now."""
+        self._items: collections.deque[LogBatch | None] = collections.deque()
+        self._turns: collections.deque[object] = collections.deque()
+        """One token per waiting ``put``, in arrival order."""
+        self._changed = asyncio.Condition()
+
+    async def put(self, item: LogBatch | None) -> None:
+        async with self._changed:
+            if item is not None:
+                size = len(item.lines)
+                turn = object()
+                self._turns.append(turn)
+                try:
+                    await self._changed.wait_for(
+                        lambda: self._turns[0] is turn and self.lines + size <= self.max_lines
+                    )
+                finally:
+                    self._turns.remove(turn)
+                    self._changed.notify_all()  # the next in line (also if this one was cancelled)
+                self.lines += size
+            self._items.append(item)
+            self._changed.notify_all()
+
+    async def get(self) -> LogBatch | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._items))
+            item = self._items.popleft()
+            if item is not None:
+                self.lines -= len(item.lines)
+            self._changed.notify_all()
+            return item
 
 
 def _strip_options(tokens: list[str], with_value: Iterable[str]) -> tuple[list[str], str | None]:
@@ -137,7 +229,12 @@ def pick_logs(
 
 
 class LogFollower:
-    """Streams the logs of many hosts as one sequence of ``LogLine``; see ``follow_logs``."""
+    """Streams the logs of many hosts as one sequence of lines; see ``follow_logs``.
+
+    ``batches`` yields them as they arrive, a ``LogBatch`` at a time; ``stream`` (and
+    iterating the follower) one ``LogLine`` at a time. At most ``queue_lines`` lines wait
+    between the hosts and the reader; beyond that the remote commands are paused.
+    """
 
     def __init__(
         self,
@@ -162,11 +259,14 @@ class LogFollower:
         self.snapshot_timeout = snapshot_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
-        self._queue: asyncio.Queue[LogLine | None] = asyncio.Queue(queue_lines)
+        self._queue = _LineQueue(queue_lines)
         self._connecting = asyncio.Semaphore(max_connecting)
 
-    async def stream(self) -> AsyncGenerator[LogLine, None]:
-        """Yield lines from every stream until all end (never, with follow) or until closed."""
+    async def batches(self) -> AsyncGenerator[LogBatch, None]:
+        """Yield batches from every stream until all end (never, with follow) or until closed.
+
+        A stream's batches keep their order; batches of different streams interleave.
+        """
         tasks = [asyncio.create_task(self._run(*stream)) for stream in self.streams]
         try:
             running = len(tasks)
@@ -183,15 +283,38 @@ class LogFollower:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def stream(self) -> AsyncGenerator[LogLine, None]:
+        """Yield lines from every stream until all end (never, with follow) or until closed."""
+        batches = self.batches()
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                for line in batch.log_lines():
+                    yield line
+
     def __aiter__(self) -> AsyncGenerator[LogLine, None]:
         return self.stream()
 
-    async def _emit(self, line: LogLine) -> None:
-        if line.marker or self.grep is None or self.grep.search(line.text):
-            await self._queue.put(line)
+    async def _put(self, batch: LogBatch) -> None:
+        """Queue a batch, in pieces if it holds more lines than the whole queue."""
+        limit = self._queue.max_lines
+        if len(batch.lines) <= limit:
+            await self._queue.put(batch)
+            return
+        for start in range(0, len(batch.lines), limit):
+            piece = batch.lines[start : start + limit]
+            await self._queue.put(dataclasses.replace(batch, lines=piece))
+
+    async def _emit(self, colour: Colour, host: HostConfig, log: str, batch: LineBatch) -> None:
+        lines = batch.lines
+        if self.grep is not None:
+            search = self.grep.search
+            lines = tuple(text for text in lines if search(text))
+            if not lines:
+                return
+        await self._put(LogBatch(colour, host.name, log, lines, batch.at, False, batch.stream))
 
     async def _marker(self, colour: Colour, host: HostConfig, log: str, text: str) -> None:
-        await self._queue.put(LogLine(colour, host.name, log, text, time.time(), marker=True))
+        await self._queue.put(LogBatch(colour, host.name, log, (text,), time.time(), marker=True))
 
     async def _run(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
         bug: Exception | None = None
@@ -205,8 +328,8 @@ class LogFollower:
             await self._marker(colour, host, log, f"{colour.value}/{host.name} {log}: {e}")
         except Exception as e:
             bug = e  # re-raised by the consumer (task.result()) once every stream is done
-        # The consumer counts these sentinels to know when every stream has ended; it must
-        # arrive even when the queue is full, so wait for room (not put_nowait).
+        # The consumer counts these sentinels to know when every stream has ended; one
+        # holds no line, so it is queued even when the queue is full.
         await self._queue.put(None)
         if bug is not None:
             raise bug
@@ -214,18 +337,22 @@ class LogFollower:
     async def _snapshot(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
         """Without follow: the last N lines, then the stream ends."""
         cmd, ends = log_command(command, self.lines, follow=False)
-        kept: collections.deque[LogLine] = collections.deque(maxlen=self.lines)
+        kept: collections.deque[LineBatch] = collections.deque()
+        held = 0  # lines in kept: the last ``self.lines`` and fewer than one batch more
         exit_status: int | None = 0
         try:
             async with self._connecting:
                 timeout = None if ends else self.snapshot_timeout
-                async for item in self.pool.stream(host, cmd, timeout=timeout):
-                    if isinstance(item, CommandExit):
-                        exit_status = item.exit_status
-                    else:
-                        kept.append(
-                            LogLine(colour, host.name, log, item.text, item.at, False, item.stream)
-                        )
+                items = self.pool.stream_batches(host, cmd, timeout=timeout)
+                async with contextlib.aclosing(items):
+                    async for item in items:
+                        if isinstance(item, CommandExit):
+                            exit_status = item.exit_status
+                            continue
+                        kept.append(item)
+                        held += len(item.lines)
+                        while kept and held - len(kept[0].lines) >= self.lines:
+                            held -= len(kept.popleft().lines)
         except CommandTimeout:
             pass  # expected for commands that never end by themselves
         except ConsoleError as e:
@@ -233,8 +360,11 @@ class LogFollower:
                 raise
             await self._marker(colour, host, log, f"{colour.value}/{host.name} {log}: {e}")
             return
-        for line in kept:
-            await self._emit(line)
+        if kept and held > self.lines:
+            first = kept.popleft()
+            kept.appendleft(dataclasses.replace(first, lines=first.lines[held - self.lines :]))
+        for batch in kept:
+            await self._emit(colour, host, log, batch)
         if exit_status not in (0, None):
             await self._marker(
                 colour, host, log, f"{colour.value}/{host.name} {log}: exit status {exit_status}"
@@ -258,15 +388,17 @@ class LogFollower:
                         colour, host, log, f"{source} reconnected after {took:.1f} s"
                     )
                     down_since = None
-                async for item in self.pool.stream(host, cmd):
-                    if isinstance(item, CommandExit):
-                        if item.exit_status is not None:
-                            reason = f"{log} command exited with status {item.exit_status}"
-                        continue
-                    backoff.reset()
-                    await self._emit(
-                        LogLine(colour, host.name, log, item.text, item.at, False, item.stream)
-                    )
+                # Closed here, not by the garbage collector, when this task is cancelled:
+                # closing stops the remote command.
+                items = self.pool.stream_batches(host, cmd)
+                async with contextlib.aclosing(items):
+                    async for item in items:
+                        if isinstance(item, CommandExit):
+                            if item.exit_status is not None:
+                                reason = f"{log} command exited with status {item.exit_status}"
+                            continue
+                        backoff.reset()
+                        await self._emit(colour, host, log, item)
             except _FATAL:
                 raise
             except ConsoleError as e:

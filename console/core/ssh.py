@@ -34,9 +34,21 @@ from console.core.errors import BackendError, ConfigError, HostKeyError, HostUnr
 MAX_LINE = 64 * 1024
 """Characters kept of one output line; the rest of a longer line is dropped (marked)."""
 TRUNCATED = " …[line truncated]"
-_READ_SIZE = 64 * 1024
-_QUEUE_BATCHES = 32
-"""Batches of lines buffered per stream before the remote side is paused (backpressure)."""
+_WINDOW = 2 * 1024 * 1024
+"""SSH receive window per channel (OpenSSH's and asyncssh's default): bytes a host may send
+beyond what has been read."""
+_READ_SIZE = 2 * _WINDOW
+"""Bytes asked of the channel per read (one read becomes one ``LineBatch``): all asyncssh
+holds, which is at most a window and a packet.
+
+Smaller reads break the flow control: when a paused channel resumes, asyncssh (2.24)
+re-opens the whole window as soon as it delivers the first held-back packet, though the
+stream pauses again after a packet or two when a read made only that much room. A slow
+reader then buffers without limit: 120 MB held for 4 MB read. A read that empties the
+buffer makes room for everything held back, so the window again bounds the buffer."""
+_QUEUE_BATCHES = 1
+"""Batches read ahead of the consumer per stream (each up to ``_READ_SIZE``); when it is
+full, reading stops and the host is paused by the SSH window (backpressure)."""
 _CLOSE_TIMEOUT = 2.0
 
 Progress = Callable[[int, int], None]
@@ -77,8 +89,29 @@ _set_at: Callable[[OutputLine, object], None] = vars(OutputLine)["at"].__set__
 
 
 @dataclass(frozen=True, slots=True)
+class LineBatch:
+    """Consecutive lines of one output stream of a remote command, as one read delivered them.
+
+    ``SshPool.stream_batches`` yields these; ``SshPool.stream`` yields their lines one
+    ``OutputLine`` at a time. Never empty.
+    """
+
+    host: str
+    stream: Literal["stdout", "stderr"]
+    lines: tuple[str, ...]
+    """The lines' text, in order, without their line endings."""
+    at: float
+    """Wall-clock time (epoch seconds) the lines arrived."""
+
+    def output_lines(self) -> list[OutputLine]:
+        """The lines as ``OutputLine`` objects (what ``SshPool.stream`` yields)."""
+        host, stream, at = self.host, self.stream, self.at
+        return [_new_line(host, stream, text, at) for text in self.lines]
+
+
+@dataclass(frozen=True, slots=True)
 class CommandExit:
-    """The end of a streamed command; always the last item of ``SshPool.stream``."""
+    """The end of a streamed command: the last item of ``stream`` and ``stream_batches``."""
 
     host: str
     exit_status: int | None
@@ -378,7 +411,7 @@ class SshPool:
         for attempt in (1, 2):
             conn = await self.connection(host)
             try:
-                return await conn.create_process(full, encoding=None)
+                return await conn.create_process(full, encoding=None, window=_WINDOW)
             except (asyncssh.Error, OSError) as e:
                 # A cached connection can die between uses (host restarted): reconnect once.
                 if attempt == 2 or not conn.is_closed():
@@ -396,9 +429,37 @@ class SshPool:
     ) -> AsyncGenerator[OutputLine | CommandExit, None]:
         """Run a command and yield its output line by line as it arrives, then its exit.
 
-        Stdout and stderr lines are tagged; a partial last line is yielded at EOF; lines
-        longer than ``MAX_LINE`` are cut. Closing or cancelling the iterator closes the
-        channel, which stops the remote command (see the module docstring).
+        The lines of ``stream_batches``, one ``OutputLine`` each; see there for the details
+        and errors. Readers of large outputs should prefer ``stream_batches``: an object and
+        a generator step per line cost more than the SSH transport itself (about 0.4 s per
+        million lines).
+        """
+        batches = self.stream_batches(host, command, timeout=timeout, input=input)
+        async with contextlib.aclosing(batches):
+            async for item in batches:
+                if isinstance(item, LineBatch):
+                    name, tag, at = item.host, item.stream, item.at
+                    for text in item.lines:
+                        yield _new_line(name, tag, text, at)
+                else:
+                    yield item
+
+    async def stream_batches(
+        self,
+        host: HostConfig,
+        command: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (bounds the command, as in stream)
+        input: str | None = None,
+    ) -> AsyncGenerator[LineBatch | CommandExit, None]:
+        """Run a command and yield its output as it arrives, a batch of lines per read.
+
+        Each ``LineBatch`` holds the complete lines one read of stdout or stderr delivered
+        (tagged with the stream); a partial line waits for the rest of it, and a partial
+        last line is yielded at EOF. Lines longer than ``MAX_LINE`` are cut (marked with
+        ``TRUNCATED``). The last item is the ``CommandExit``. Closing or cancelling the
+        iterator closes the channel, which stops the remote command (see the module
+        docstring).
 
         Args:
             timeout: seconds the whole command may run (None: no limit, e.g. ``tail -F``).
@@ -411,10 +472,10 @@ class SshPool:
         started = time.monotonic()
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         proc = await self._process(host, command, input)
-        queue: asyncio.Queue[list[OutputLine] | None] = asyncio.Queue(_QUEUE_BATCHES)
+        queue: asyncio.Queue[LineBatch | None] = asyncio.Queue(_QUEUE_BATCHES)
         readers = [
-            asyncio.create_task(_read_lines(host.name, "stdout", proc.stdout, queue)),
-            asyncio.create_task(_read_lines(host.name, "stderr", proc.stderr, queue)),
+            asyncio.create_task(_read_batches(host.name, "stdout", proc.stdout, queue)),
+            asyncio.create_task(_read_batches(host.name, "stderr", proc.stderr, queue)),
         ]
         try:
             if input is not None:
@@ -427,8 +488,7 @@ class SshPool:
                 if batch is None:
                     open_readers -= 1
                     continue
-                for line in batch:
-                    yield line
+                yield batch
             async with asyncio.timeout_at(deadline):
                 completed = await proc.wait()
             if completed.exit_status is None and completed.exit_signal is None:
@@ -473,13 +533,13 @@ class SshPool:
         out: list[str] = []
         err: list[str] = []
         status: CommandExit | None = None
-        async for item in self.stream(host, command, timeout=limit, input=input):
+        async for item in self.stream_batches(host, command, timeout=limit, input=input):
             if isinstance(item, CommandExit):
                 status = item
             elif item.stream == "stdout":
-                out.append(item.text)
+                out.extend(item.lines)
             else:
-                err.append(item.text)
+                err.extend(item.lines)
         assert status is not None
         result = CommandResult(
             host.name,
@@ -567,14 +627,21 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-async def _read_lines(
+async def _read_batches(
     host: str,
     stream: Literal["stdout", "stderr"],
     reader: asyncssh.SSHReader[bytes],
-    queue: asyncio.Queue[list[OutputLine] | None],
+    queue: asyncio.Queue[LineBatch | None],
 ) -> None:
-    """Read one output stream, split it into lines, and queue them in batches."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    """Read one output stream and queue its lines, one ``LineBatch`` per read, then None.
+
+    The only place output is split into lines: a read's bytes are decoded as one piece
+    (UTF-8, invalid bytes replaced; a character split between reads is decoded whole),
+    split at "\\n" (a "\\r" before it is dropped), and a trailing partial line is kept for
+    the next read. A line longer than ``MAX_LINE`` is cut there, marked, and the rest of it
+    is skipped up to its newline, so a newline-less flood cannot grow memory.
+    """
+    decode = codecs.getincrementaldecoder("utf-8")("replace").decode
     partial = ""
     dropping = False  # inside a line already cut at MAX_LINE
     while True:
@@ -585,38 +652,47 @@ async def _read_lines(
             break
         if not chunk:
             break
-        text = partial + decoder.decode(chunk)
-        pieces = text.split("\n")
-        partial = pieces.pop()
-        now = time.time()
+        text = partial + decode(chunk) if partial else decode(chunk)
+        lines = text.split("\n")
+        partial = lines.pop()
+        if not lines and len(partial) <= MAX_LINE:
+            continue  # no complete line yet
         if "\r" in text:
-            pieces = [piece.removesuffix("\r") for piece in pieces]
-        if dropping and pieces:
-            del pieces[0]  # the end of a line already cut and shown
+            lines = [line.removesuffix("\r") for line in lines]
+        if dropping and lines:
+            del lines[0]  # the end of a line already cut and shown
             dropping = False
-        if len(text) <= MAX_LINE:
-            # The hot path: no line can be too long, so no per-line checks.
-            batch = [_new_line(host, stream, piece, now) for piece in pieces]
-        else:
-            batch = [
-                _new_line(
-                    host,
-                    stream,
-                    piece if len(piece) <= MAX_LINE else piece[:MAX_LINE] + TRUNCATED,
-                    now,
-                )
-                for piece in pieces
-            ]
+        if _may_hold_long_line(text):
+            lines = [_cap(line) for line in lines]
         if len(partial) > MAX_LINE:
             if not dropping:
-                batch.append(_new_line(host, stream, partial[:MAX_LINE] + TRUNCATED, now))
+                lines.append(_cap(partial))
             dropping = True
             partial = ""
-        if batch:
-            await queue.put(batch)
-    partial += decoder.decode(b"", final=True)
+        if lines:
+            await queue.put(LineBatch(host, stream, tuple(lines), time.time()))
+    partial += decode(b"", final=True)
     if partial and not dropping:
-        await queue.put([_new_line(host, stream, partial.removesuffix("\r"), time.time())])
+        last = _cap(partial.removesuffix("\r"))
+        await queue.put(LineBatch(host, stream, (last,), time.time()))
     # Blocking is fine: the consumer drains the queue until it has seen both sentinels,
     # and cancels this task if it stops early.
     await queue.put(None)
+
+
+def _may_hold_long_line(text: str) -> bool:
+    """Whether a line of ``text`` may be longer than ``MAX_LINE``: some aligned block of
+    ``MAX_LINE // 2`` characters has no newline (every longer line spans such a block).
+
+    A few ``str.find`` calls per read instead of measuring every line.
+    """
+    block = MAX_LINE // 2
+    for start in range(0, len(text) - block + 1, block):
+        if text.find("\n", start, start + block) < 0:
+            return True
+    return False
+
+
+def _cap(line: str) -> str:
+    """The line, cut at ``MAX_LINE`` characters (and marked) if it is longer."""
+    return line if len(line) <= MAX_LINE else line[:MAX_LINE] + TRUNCATED

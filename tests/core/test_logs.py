@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,15 @@ from servers import SshServer, descendants
 
 from console.core.config import HostConfig, SshSettings, parse_ssh_target
 from console.core.errors import ConfigError, UsageError
-from console.core.logs import LogFollower, LogLine, follow_logs, log_command, pick_logs
+from console.core.logs import (
+    LogBatch,
+    LogFollower,
+    LogLine,
+    _LineQueue,
+    follow_logs,
+    log_command,
+    pick_logs,
+)
 from console.core.models import Colour
 from console.core.ssh import SshPool
 
@@ -184,8 +192,8 @@ async def test_slow_reader_keeps_memory_bounded(
     try:
         assert (await next_line(stream)).text == "1"
         await asyncio.sleep(0.5)  # the remote side keeps writing while nobody reads
-        queued = follower._queue.qsize()
-        assert queued <= 50
+        queued = follower._queue.lines  # bounded in lines, however large the SSH reads
+        assert 0 < queued <= 50
         # Not 2 million lines buffered anywhere: the remote seq is paused mid-way by flow
         # control, still alive after 0.5 s (unthrottled it finishes in a fraction of that).
         seqs = [p for p in descendants(ssh_server.pid or 0) if _comm(p) == "seq"]
@@ -223,3 +231,132 @@ async def test_backlog_larger_than_the_queue_still_ends(
         got = [line async for line in follower.stream()]
     assert len(got) == 100
     assert [line.text for line in got if line.host == "a1"] == [str(i) for i in range(31, 81)]
+
+
+async def next_batch(batches: AsyncIterator[LogBatch], within: float = 5.0) -> LogBatch:
+    async with asyncio.timeout(within):
+        return await anext(batches)
+
+
+@pytest.mark.integration
+async def test_batches_are_cut_to_the_queue_bound_and_keep_order(
+    ssh_server: SshServer, pool: SshPool
+) -> None:
+    hosts = [
+        (Colour.BLUE, host_for(ssh_server, name, {"app": "seq 1 80"})) for name in ("a1", "a2")
+    ]
+    follower = LogFollower(pool, hosts, lines=50, follow=False, queue_lines=5)
+    async with asyncio.timeout(20):
+        got = [batch async for batch in follower.batches()]
+    assert all(0 < len(batch.lines) <= 5 for batch in got)
+    for name in ("a1", "a2"):
+        mine = [batch for batch in got if batch.host == name]
+        assert {(b.colour, b.log, b.stream, b.marker, b.source) for b in mine} == {
+            (Colour.BLUE, "app", "stdout", False, f"blue/{name}")
+        }
+        assert [text for batch in mine for text in batch.lines] == [str(i) for i in range(31, 81)]
+    assert follower._queue.lines == 0
+
+
+@pytest.mark.integration
+async def test_batches_grep_lines_and_tag_stderr(ssh_server: SshServer, pool: SshPool) -> None:
+    command = "printf 'a1\\nb1\\na2\\n'; echo a-err >&2; echo b-err >&2; sleep 30"
+    host = host_for(ssh_server, "app1", {"app": command})
+    follower = LogFollower(pool, [(Colour.GREEN, host)], follow=True, grep=re.compile("^a"))
+    batches = follower.batches()
+    seen: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    try:
+        while len(seen["stdout"]) < 2 or len(seen["stderr"]) < 1:
+            batch = await next_batch(batches)
+            assert not batch.marker
+            seen[batch.stream].extend(batch.lines)
+            # stream() hands out the same lines one LogLine at a time.
+            assert [line.text for line in batch.log_lines()] == list(batch.lines)
+            assert {(line.source, line.stream) for line in batch.log_lines()} == {
+                ("green/app1", batch.stream)
+            }
+    finally:
+        await batches.aclose()
+    assert seen == {"stdout": ["a1", "a2"], "stderr": ["a-err"]}
+
+
+@pytest.mark.integration
+async def test_closing_batches_stops_the_remote_tails(
+    ssh_server: SshServer, pool: SshPool, tmp_path: Path
+) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("app1", "app2")}
+    for name, path in logs.items():
+        path.write_text(f"{name} old\n")
+    hosts = [
+        (Colour.BLUE, host_for(ssh_server, name, {"app": f"tail -F {path}"}))
+        for name, path in logs.items()
+    ]
+    follower = LogFollower(pool, hosts, lines=1, follow=True)
+    batches = follower.batches()
+    texts = {(await next_batch(batches)).lines, (await next_batch(batches)).lines}
+    assert texts == {("app1 old",), ("app2 old",)}
+    assert len(_remote_tails(ssh_server, str(tmp_path))) == 2
+    await batches.aclose()
+    assert await wait_until(lambda: not _remote_tails(ssh_server, str(tmp_path)))
+
+
+async def wait_until(predicate: Callable[[], object], within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(predicate())
+
+
+def _remote_tails(server: SshServer, needle: str) -> list[int]:
+    """The host's ``tail`` processes whose command line contains ``needle``."""
+    found = []
+    for pid in descendants(server.pid or 0):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if _comm(pid) == "tail" and needle in cmdline:
+            found.append(pid)
+    return found
+
+
+def _batch(size: int, name: str = "h") -> LogBatch:
+    return LogBatch(Colour.BLUE, name, "app", tuple(str(i) for i in range(size)), 0.0)
+
+
+async def queued_host(queue: _LineQueue) -> str:
+    item = await queue.get()
+    assert item is not None
+    return item.host
+
+
+async def test_line_queue_is_bounded_in_lines_and_first_come_first_served() -> None:
+    queue = _LineQueue(10)
+    await queue.put(_batch(8, "first"))
+    big = asyncio.create_task(queue.put(_batch(5, "big")))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(queue.put(_batch(1, "small")))  # fits, but waits its turn
+    await asyncio.sleep(0.01)
+    assert (queue.lines, big.done(), small.done()) == (8, False, False)
+    await asyncio.wait_for(queue.put(None), 1)  # an end-of-stream sentinel never waits
+    assert await queued_host(queue) == "first"
+    await asyncio.wait_for(asyncio.gather(big, small), 1)
+    assert queue.lines == 6
+    assert [await queue.get() for _ in range(3)] == [None, _batch(5, "big"), _batch(1, "small")]
+    assert queue.lines == 0
+
+    # A waiting put that is cancelled lets the next in line go.
+    await queue.put(_batch(10, "full"))
+    stuck = asyncio.create_task(queue.put(_batch(10, "stuck")))
+    await asyncio.sleep(0)
+    after = asyncio.create_task(queue.put(_batch(2, "after")))
+    await asyncio.sleep(0.01)
+    stuck.cancel()
+    assert await queued_host(queue) == "full"
+    await asyncio.wait_for(after, 1)
+    assert await queued_host(queue) == "after"
+    assert stuck.cancelled()
+    with pytest.raises(ValueError, match="queue_lines must be 1 or more"):
+        _LineQueue(0)

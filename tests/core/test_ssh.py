@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import asyncssh
 import pytest
@@ -21,9 +22,11 @@ from console.core.ssh import (
     CommandExit,
     CommandFailed,
     CommandTimeout,
+    LineBatch,
     OutputLine,
     SshAuthFailed,
     SshPool,
+    _read_batches,
     wrap_killable,
 )
 
@@ -153,6 +156,186 @@ async def test_cancelling_tail_leaves_no_remote_process(
     assert remote_pids(ssh_server, f"tail -n 5 -F {log}")
     await stream.aclose()  # the file stays quiet: no SIGPIPE would ever reach tail
     assert await wait_until(lambda: not remote_pids(ssh_server, str(log)))
+
+
+async def collect_batches(
+    pool: SshPool, host: HostConfig, command: str
+) -> tuple[list[LineBatch], CommandExit]:
+    """Every batch of the command's output, and its exit (which must come last)."""
+    items = [item async for item in pool.stream_batches(host, command)]
+    assert isinstance(items[-1], CommandExit)
+    batches = [item for item in items[:-1] if isinstance(item, LineBatch)]
+    assert len(batches) == len(items) - 1
+    return batches, items[-1]
+
+
+async def test_stream_batches_keep_order_and_tag_stderr(
+    ssh_server: SshServer, pool: SshPool
+) -> None:
+    host = host_for(ssh_server)
+    command = "seq 1 5000; echo oops >&2; sleep 0.3; seq 5001 6000; printf last"
+    batches, exit_ = await collect_batches(pool, host, command)
+    assert exit_.exit_status == 0
+    assert all(batch.lines and batch.host == "app1" for batch in batches)
+    stdout = [text for b in batches if b.stream == "stdout" for text in b.lines]
+    assert stdout == [str(i) for i in range(1, 6001)] + ["last"]  # the partial last line too
+    assert [b.lines for b in batches if b.stream == "stderr"] == [("oops",)]
+    # A batch is what one read delivered: lines written 0.3 s apart are in different ones.
+    assert not any("5000" in b.lines and "5001" in b.lines for b in batches)
+    # stream() yields the very same lines, one OutputLine each, with the batch's time.
+    lines = [x async for x in pool.stream(host, command) if isinstance(x, OutputLine)]
+    assert [(x.stream, x.text) for x in lines if x.stream == "stdout"] == [
+        ("stdout", text) for text in stdout
+    ]
+    assert [x.text for x in lines if x.stream == "stderr"] == ["oops"]
+    first = batches[0].output_lines()
+    assert first[0] == OutputLine("app1", "stdout", "1", batches[0].at)
+
+
+async def test_stream_batches_join_lines_split_across_reads(
+    ssh_server: SshServer, pool: SshPool
+) -> None:
+    host = host_for(ssh_server)
+    # Pieces of lines (and of a UTF-8 character, and of a CRLF) arrive 0.3 s apart.
+    command = (
+        "printf 'ab'; sleep 0.3; printf 'c\\nd\\303'; sleep 0.3; printf '\\251\\r'; "
+        "sleep 0.3; printf '\\ne\\r\\nf'"
+    )
+    started = time.time()
+    batches, _ = await collect_batches(pool, host, command)
+    assert [b.lines for b in batches] == [("abc",), ("dé", "e"), ("f",)]
+    assert batches[0].at - started >= 0.25  # "ab" waited for the rest of its line
+
+
+async def test_stream_batches_cap_very_long_lines(ssh_server: SshServer, pool: SshPool) -> None:
+    host = host_for(ssh_server)
+    x, y = "x" * MAX_LINE, "y" * MAX_LINE
+    command = (
+        f"echo first; head -c {MAX_LINE * 3} /dev/zero | tr '\\0' x; echo; echo next; "
+        f"head -c {MAX_LINE + 1} /dev/zero | tr '\\0' y; echo; "
+        f"head -c {MAX_LINE * 2} /dev/zero | tr '\\0' x"  # a long partial line at EOF
+    )
+    batches, _ = await collect_batches(pool, host, command)
+    lines = [text for b in batches for text in b.lines]
+    assert lines == ["first", x + TRUNCATED, "next", y + TRUNCATED, x + TRUNCATED]
+
+
+class ChunkReader:
+    """Stands in for asyncssh's reader: returns the given chunks, one per read, then EOF."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+
+    async def read(self, n: int) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+async def split_chunks(chunks: list[bytes]) -> list[tuple[str, ...]]:
+    """The batches ``_read_batches`` makes of exactly these reads."""
+    queue: asyncio.Queue[LineBatch | None] = asyncio.Queue()
+    reader = cast("asyncssh.SSHReader[bytes]", ChunkReader(chunks))
+    await _read_batches("h", "stdout", reader, queue)
+    batches = []
+    while (batch := queue.get_nowait()) is not None:
+        batches.append(batch.lines)
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([b"a\nb", b"c\nd\n", b"e"], [("a",), ("bc", "d"), ("e",)]),
+        ([b"a", b"b", b"\n"], [("ab",)]),
+        ([b"a\r", b"\nb\r\n\r\n", b"c\rd\n"], [("a", "b", ""), ("c\rd",)]),
+        ([b"\xc3", b"\xa9\n\xff\n"], [("é", "\ufffd")]),
+        ([b"\n\n"], [("", "")]),
+        ([b"x" * (MAX_LINE + 5) + b"\nok\n"], [("x" * MAX_LINE + TRUNCATED, "ok")]),
+        # The middle line of a read, and one cut across reads (its rest is skipped).
+        (
+            [b"a\n" + b"x" * (MAX_LINE * 2) + b"\nb\n"],
+            [("a", "x" * MAX_LINE + TRUNCATED, "b")],
+        ),
+        (
+            [b"x" * MAX_LINE, b"x" * 10, b"x" * 10, b"x\nok"],
+            [("x" * MAX_LINE + TRUNCATED,), ("ok",)],
+        ),
+        # Exactly MAX_LINE is kept whole; one more character is cut.
+        ([b"x" * (MAX_LINE // 2), b"x" * (MAX_LINE // 2) + b"\n"], [("x" * MAX_LINE,)]),
+        (
+            [b"x" * (MAX_LINE // 2 + 1), b"x" * (MAX_LINE // 2) + b"\n"],
+            [("x" * MAX_LINE + TRUNCATED,)],
+        ),
+    ],
+)
+async def test_line_splitting_at_read_boundaries(
+    chunks: list[bytes], expected: list[tuple[str, ...]]
+) -> None:
+    assert await split_chunks(chunks) == expected
+
+
+async def test_closing_or_cancelling_batches_stops_the_remote_command(
+    ssh_server: SshServer, pool: SshPool, tmp_path: Path
+) -> None:
+    host = host_for(ssh_server)
+    log = tmp_path / "app.log"
+    log.write_text("one\n")
+    stream = pool.stream_batches(host, f"tail -n 5 -F {log} | cat")
+    first = await anext(stream)
+    assert isinstance(first, LineBatch)
+    assert first.lines == ("one",)
+    assert remote_pids(ssh_server, f"tail -n 5 -F {log}")
+    await stream.aclose()
+    assert await wait_until(lambda: not remote_pids(ssh_server, str(log)))
+
+    got: list[LineBatch | CommandExit] = []
+
+    async def consume() -> None:
+        async for item in pool.stream_batches(host, f"tail -n 1 -F {log}"):
+            got.append(item)
+
+    task = asyncio.create_task(consume())
+    assert await wait_until(lambda: bool(got))
+    assert remote_pids(ssh_server, f"tail -n 1 -F {log}")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_until(lambda: not remote_pids(ssh_server, str(log)))
+
+
+def _bytes_written(server: SshServer, comm: str) -> int:
+    """Bytes written so far by the host's process named ``comm``."""
+    for pid in descendants(server.pid or 0):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+                continue
+            io = Path(f"/proc/{pid}/io").read_text()
+        except OSError:
+            continue
+        return int(io.split("wchar:")[1].split()[0])
+    raise AssertionError(f"no {comm} process on the host")
+
+
+async def test_slow_reader_bounds_what_the_host_sends_ahead(
+    ssh_server: SshServer, pool: SshPool
+) -> None:
+    """SSH flow control holds for a reader slower than the host: the host's output is
+    buffered up to a few windows, not as much as the host can write."""
+    host = host_for(ssh_server)
+    line = "0123456789" * 8
+    stream = pool.stream_batches(host, f"yes {line}")
+    read = 0
+    try:
+        for _ in range(30):
+            batch = await anext(stream)
+            assert isinstance(batch, LineBatch)
+            read += len(batch.lines) * (len(line) + 1)
+            await asyncio.sleep(0.01)  # the host keeps writing meanwhile
+        ahead = _bytes_written(ssh_server, "yes") - read
+    finally:
+        await stream.aclose()
+    # One window in flight, one held by asyncssh, a batch queued and one being read, plus
+    # sshd's own buffers: about 16 MB at most (unbounded flow control ran 100 MB ahead).
+    assert ahead < 24_000_000, f"the host wrote {ahead:,} bytes more than was read"
 
 
 async def test_unknown_host_key_is_refused(ssh_server: SshServer, tmp_path: Path) -> None:
