@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -371,6 +372,37 @@ class ControlPlane:
                 "lock", {"name": lock.name, "holder": lock.holder, "state": "released"}
             )
         return bool(int(released))
+
+    @contextlib.asynccontextmanager
+    async def holding(
+        self, name: str, purpose: str, *, ttl: float, renew_every: float
+    ) -> AsyncIterator[LockInfo]:
+        """Hold a lock for the duration of a block, renewing it in the background.
+
+        The TTL stays short (a crashed holder frees it soon) while a long deploy or
+        migration keeps it; a Redis blip during a renewal is retried next round, and the
+        lock is released however the block ends.
+
+        Raises:
+            LockHeld: someone else holds it.
+        """
+        lock = await self.acquire_lock(name, purpose, ttl)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(renew_every)
+                with contextlib.suppress(ControlPlaneUnavailable):
+                    await self.renew_lock(lock, ttl)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield lock
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(ControlPlaneUnavailable):
+                await self.release_lock(lock)
 
     async def lock_info(self, name: str) -> LockInfo | None:
         """Who holds a lock, or None."""

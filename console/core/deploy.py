@@ -17,7 +17,7 @@ from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
 from console.core.git_pipeline import GitPipeline, HostRun
-from console.core.models import Colour, HealthSnapshot, LockInfo
+from console.core.models import Colour, HealthSnapshot
 from console.core.ssh import CommandExit, OutputLine, SshPool
 
 DeployMethod = Literal["steps", "git"]
@@ -286,76 +286,73 @@ class DeployRunner:
             ref = ref or "HEAD"
             git.check_local(repo)
         await self._refuse_live(colour, ref, live_ok, reason)
-        lock = await self.control.acquire_lock(
-            f"deploy:{colour}", f"deploy {ref or '(no ref)'}", self.lock_ttl
+        holding = self.control.holding(
+            f"deploy:{colour}",
+            f"deploy {ref or '(no ref)'}",
+            ttl=self.lock_ttl,
+            renew_every=self.lock_renew_every,
         )
-        renewer = asyncio.create_task(self._renew(lock))
-        started = time.monotonic()
-        warnings: list[str] = []
-        try:
-            details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
-            if chosen == "git":
-                details["commit"] = await git.resolve(ref or "HEAD", repo)
-            previous = await self._current_version(colour)
-            await self.control.record(
-                "deploy",
-                f"deploy {ref or '(no ref)'} to {colour} started",
-                before=previous or "",
-                after=ref or "",
-                reason=reason,
-                outcome="started",
-                details=details,
-            )
-            await self._publish(colour, "started", ref)
-            if chosen == "steps":
-                hosts = await self._run_steps(env, steps, on_line, on_step)
-            else:
-                runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
-                hosts = [
-                    HostDeployResult(
-                        r.host,
-                        r.exit_status,
-                        r.duration,
-                        1,
-                        1,
-                        None if r.ok else "git push",
-                        r.error,
-                        r.tail,
-                    )
-                    for r in runs
-                ]
-            health = None
-            if all(h.ok for h in hosts):
-                health = await self.wait_healthy(colour)
-            result = DeployResult(
-                colour,
-                ref,
-                chosen,
-                tuple(hosts),
-                health,
-                time.monotonic() - started,
-                previous_version=previous,
-            )
-            await self._record_end(result, reason, details, warnings)
-            return dataclasses.replace(result, warnings=tuple(warnings))
-        except asyncio.CancelledError:
-            # Ctrl+C (or the UI closing): the audit trail must say the deploy was cut short.
-            with contextlib.suppress(ConsoleError):
+        async with holding:
+            started = time.monotonic()
+            warnings: list[str] = []
+            try:
+                details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
+                if chosen == "git":
+                    details["commit"] = await git.resolve(ref or "HEAD", repo)
+                previous = await self._current_version(colour)
                 await self.control.record(
                     "deploy",
-                    f"deploy {ref or '(no ref)'} to {colour} cancelled",
+                    f"deploy {ref or '(no ref)'} to {colour} started",
+                    before=previous or "",
                     after=ref or "",
                     reason=reason,
-                    outcome="cancelled",
-                    details={"ref": ref or "", "duration": f"{time.monotonic() - started:.1f}"},
+                    outcome="started",
+                    details=details,
                 )
-            raise
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(ConsoleError):
-                await self.control.release_lock(lock)
+                await self._publish(colour, "started", ref)
+                if chosen == "steps":
+                    hosts = await self._run_steps(env, steps, on_line, on_step)
+                else:
+                    runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
+                    hosts = [
+                        HostDeployResult(
+                            r.host,
+                            r.exit_status,
+                            r.duration,
+                            1,
+                            1,
+                            None if r.ok else "git push",
+                            r.error,
+                            r.tail,
+                        )
+                        for r in runs
+                    ]
+                health = None
+                if all(h.ok for h in hosts):
+                    health = await self.wait_healthy(colour)
+                result = DeployResult(
+                    colour,
+                    ref,
+                    chosen,
+                    tuple(hosts),
+                    health,
+                    time.monotonic() - started,
+                    previous_version=previous,
+                )
+                await self._record_end(result, reason, details, warnings)
+                return dataclasses.replace(result, warnings=tuple(warnings))
+            except asyncio.CancelledError:
+                # Ctrl+C (or the UI closing): the audit trail must say the deploy was cut short.
+                with contextlib.suppress(ConsoleError):
+                    await self.control.record(
+                        "deploy",
+                        f"deploy {ref or '(no ref)'} to {colour} cancelled",
+                        after=ref or "",
+                        reason=reason,
+                        outcome="cancelled",
+                        details={"ref": ref or "", "duration": f"{time.monotonic() - started:.1f}"},
+                    )
+                raise
 
     async def setup_git(
         self, colour: Colour, *, on_line: LineCallback | None = None
@@ -371,8 +368,10 @@ class DeployRunner:
         """
         git = GitPipeline(self.config, self.pool, parallel=self.parallel)
         git.git_config(colour)
-        lock = await self.control.acquire_lock(f"deploy:{colour}", "git setup", self.lock_ttl)
-        try:
+        holding = self.control.holding(
+            f"deploy:{colour}", "git setup", ttl=self.lock_ttl, renew_every=self.lock_renew_every
+        )
+        async with holding:
             runs = await git.setup(colour, on_line=on_line)
             ok = all(r.ok for r in runs)
             failed = [f"{r.host}: {r.error}" for r in runs if not r.ok]
@@ -385,9 +384,6 @@ class DeployRunner:
                     details={"setup": "git", "errors": "; ".join(failed)},
                 )
             return runs
-        finally:
-            with contextlib.suppress(ConsoleError):
-                await self.control.release_lock(lock)
 
     async def _refuse_live(self, colour: Colour, ref: str | None, live_ok: bool, why: str) -> None:
         active = await self.control.active()
@@ -404,13 +400,6 @@ class DeployRunner:
             f"{colour} is live: deploying to it affects users; pass --live to do it anyway "
             f"(or deploy to the stand-by {colour.other})"
         )
-
-    async def _renew(self, lock: LockInfo) -> None:
-        """Keep the lock alive while the deploy runs; a blip in Redis is retried next round."""
-        while True:
-            await asyncio.sleep(self.lock_renew_every)
-            with contextlib.suppress(ConsoleError):
-                await self.control.renew_lock(lock, self.lock_ttl)
 
     async def _publish(self, colour: Colour, state: str, ref: str | None) -> None:
         with contextlib.suppress(ConsoleError):

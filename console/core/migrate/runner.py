@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from console.core.config import Config, EnvConfig
@@ -133,25 +132,10 @@ class MigrationRunner:
                 "pass --yes to migrate into it anyway (or migrate into the stand-by)"
             )
 
-    @contextlib.asynccontextmanager
-    async def _locked(self, purpose: str) -> AsyncIterator[LockInfo]:
-        lock = await self.control.acquire_lock(LOCK_NAME, purpose, self.lock_ttl)
-        renewer = asyncio.create_task(self._renew(lock))
-        try:
-            yield lock
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(ConsoleError):
-                await self.control.release_lock(lock)
-
-    async def _renew(self, lock: LockInfo) -> None:
-        """Keep the lock alive; a blip in Redis is retried next round."""
-        while True:
-            await asyncio.sleep(self.lock_renew_every)
-            with contextlib.suppress(ConsoleError):
-                await self.control.renew_lock(lock, self.lock_ttl)
+    def _locked(self, purpose: str) -> contextlib.AbstractAsyncContextManager[LockInfo]:
+        return self.control.holding(
+            LOCK_NAME, purpose, ttl=self.lock_ttl, renew_every=self.lock_renew_every
+        )
 
     async def migrate(
         self, request: MigrationRequest, on_progress: ProgressCallback = no_progress
