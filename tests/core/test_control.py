@@ -170,3 +170,19 @@ async def test_password_never_in_error(redis_server: RedisServer) -> None:
         assert "***" in str(caught.value)
     finally:
         await plane.aclose()
+
+
+async def test_holding_renews_past_the_ttl_and_releases(control: ControlPlane) -> None:
+    async with control.holding("migrate", "rows green -> blue", ttl=0.3, renew_every=0.1):
+        await asyncio.sleep(0.8)  # well past the TTL: only renewal keeps it
+        info = await control.lock_info("migrate")
+        assert info is not None
+        assert info.purpose == "rows green -> blue"
+    assert await control.lock_info("migrate") is None
+
+
+async def test_holding_releases_when_the_block_fails(control: ControlPlane) -> None:
+    with pytest.raises(RuntimeError):
+        async with control.holding("deploy:blue", "x", ttl=30, renew_every=10):
+            raise RuntimeError("step failed")
+    assert await control.lock_info("deploy:blue") is None
