@@ -137,6 +137,15 @@ class ControlPlane:
                 f"control plane {redact_url(self.url)} unavailable: {_one_line(e)}"
             ) from None
 
+    async def _scan(self, pattern: str) -> list[str]:
+        """Every key matching ``pattern``, bounded by the timeout like any other call."""
+
+        async def collect() -> list[str]:
+            return [key async for key in self._redis.scan_iter(match=pattern, count=100)]
+
+        keys: list[str] = await self._call(collect())
+        return keys
+
     async def ping(self) -> float:
         """Round-trip time to the control plane in milliseconds."""
         started = time.perf_counter()
@@ -265,6 +274,9 @@ class ControlPlane:
 
     async def follow_events(self, after: str = "$", block_ms: int = 1000) -> AsyncIterator[Event]:
         """Yield events as they are appended after ``after`` (an id, or ``$`` for new ones)."""
+        # The connection's socket timeout is [control] timeout; a server-side block longer
+        # than that would look like a dead Redis. Block for at most half of it.
+        block_ms = min(block_ms, max(10, int(self.timeout * 500)))
         last = after
         if last == "$":
             newest = await self._call(self._redis.xrevrange(self.key("events"), count=1))
@@ -305,7 +317,8 @@ class ControlPlane:
             await self._call(pubsub.subscribe(self.channel))
             while True:
                 try:
-                    message = await pubsub.get_message(timeout=1.0)
+                    # Bounded below the socket timeout, for the same reason as above.
+                    message = await pubsub.get_message(timeout=min(1.0, self.timeout / 2))
                 except (RedisError, OSError) as e:
                     raise ControlPlaneUnavailable(
                         f"control plane subscription lost: {_one_line(e)}"
@@ -419,9 +432,8 @@ class ControlPlane:
 
     async def locks(self) -> list[LockInfo]:
         """Every lock currently held."""
-        names: list[str] = []
-        async for key in self._redis.scan_iter(match=self.key("lock:*"), count=100):
-            names.append(key.removeprefix(self.key("lock:")))
+        keys = await self._scan(self.key("lock:*"))
+        names = [key.removeprefix(self.key("lock:")) for key in keys]
         infos = [await self.lock_info(name) for name in sorted(names)]
         return [info for info in infos if info is not None]
 
@@ -454,7 +466,7 @@ class ControlPlane:
     async def agents(self) -> list[AgentHeartbeat]:
         """Heartbeats of every live agent, leader first."""
         beats: list[AgentHeartbeat] = []
-        keys = [k async for k in self._redis.scan_iter(match=self.key("agent:*"), count=100)]
+        keys = await self._scan(self.key("agent:*"))
         for key in keys:
             raw = await self._call(self._redis.get(key))
             if not raw:

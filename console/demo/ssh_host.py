@@ -110,9 +110,17 @@ class SshHost:
         finally:
             self._children.discard(child)
             _kill_group(child)
-            with contextlib.suppress(TimeoutError):
+            if child.stdin is not None:
+                child.stdin.close()
+            with contextlib.suppress(TimeoutError, OSError):
                 async with asyncio.timeout(_GRACE):
                     await child.wait()
+                    # Read the pipes to EOF: asyncio closes a subprocess transport only once
+                    # every pipe is done; left to the garbage collector, it is closed after
+                    # the loop is gone ("Event loop is closed" at exit).
+                    for stream in (child.stdout, child.stderr):
+                        if stream is not None:
+                            await stream.read()
 
     async def _pipe(
         self, process: asyncssh.SSHServerProcess[bytes], child: asyncio.subprocess.Process

@@ -186,3 +186,26 @@ async def test_holding_releases_when_the_block_fails(control: ControlPlane) -> N
         async with control.holding("deploy:blue", "x", ttl=30, renew_every=10):
             raise RuntimeError("step failed")
     assert await control.lock_info("deploy:blue") is None
+
+
+async def test_quiet_follow_with_a_short_timeout_is_not_an_outage(
+    redis_server: RedisServer,
+) -> None:
+    plane = ControlPlane(redis_server.url, "t", timeout=0.3)
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for event in plane.follow_events():
+            seen.append(event.summary)
+            return
+
+    try:
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(1.2)  # several blocks longer than the socket timeout
+        assert not task.done()
+        await plane.record("flag", "late")
+        await asyncio.wait_for(task, 5)
+        assert seen == ["late"]
+        assert await plane.agents() == []
+    finally:
+        await plane.aclose()
