@@ -1,4 +1,4 @@
-"""Router flips under load: 100 switches at ~1,000 req/s through HAProxy, then nginx.
+"""Router flips under load: 100 switches at ~1,000 req/s: builtin, HAProxy, then nginx.
 
 Run from the repository root: ``.venv/bin/python bench/router_flips_bench.py [--flips N]``.
 
@@ -11,8 +11,13 @@ live colour ``--flips`` times. Measured per router:
   (0 when one arrived before it returned), p50 / max;
 - the duration of ``switch()`` itself (runtime API + state file, or rewrite + reload).
 
-Targets (the issue): HAProxy 0 failed requests, first response within 50 ms; nginx:
-report the per-flip time and resets.
+For the builtin router, ``switch()`` is what ``bgconsole switch`` does to it: the
+compare-and-set in the control plane (Redis); the agent (``bgconsole serve``, a separate
+process) follows through pub/sub.
+
+Targets (the issue): builtin and HAProxy 0 failed requests, first response from the new
+colour within 10 ms (builtin) / 50 ms (HAProxy) of switch returning; nginx: report the
+per-flip time and resets.
 """
 
 from __future__ import annotations
@@ -26,11 +31,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import HOST, Process, free_port, need, nginx_backend, percentile, report, started
+from common import (
+    HOST,
+    Process,
+    bgconsole_serve,
+    free_port,
+    need,
+    nginx_backend,
+    percentile,
+    redis_server,
+    report,
+    started,
+)
 
 from console.core.config import Config, parse_config
+from console.core.control import ControlPlane
+from console.core.errors import RouterError
 from console.core.models import Colour
-from console.core.router.base import Router
+from console.core.router.base import Router, RouterState
 from console.core.router.haproxy import HAProxyRouter
 from console.core.router.nginx import NginxRouter
 
@@ -226,6 +244,56 @@ async def bench_haproxy(blue: Process, green: Process, flips: int) -> bool:
     return ok
 
 
+class ControlPlaneFlip(Router):
+    """The builtin router as ``bgconsole switch`` drives it: a CAS in the control plane."""
+
+    kind = "builtin"
+
+    def __init__(self, control: ControlPlane) -> None:
+        self.control = control
+
+    async def state(self) -> RouterState:
+        raise RouterError("not used by the bench")
+
+    async def switch(self, to: Colour) -> RouterState:
+        active = await self.control.ensure_active(Colour.BLUE)
+        await self.control.switch(to, expected_epoch=active.epoch, reason="bench")
+        return RouterState(self.kind, to)
+
+
+async def bench_builtin(blue: Process, green: Process, flips: int) -> bool:
+    port = free_port()
+    redis = redis_server()
+    config = f"""
+[console]
+name = "bench"
+[control]
+redis = "redis://127.0.0.1:{redis.port}/0"
+[router]
+kind = "builtin"
+listen = "127.0.0.1:{port}"
+[failover]
+enabled = false
+[env.blue]
+url = "{blue.url}"
+[env.green]
+url = "{green.url}"
+"""
+    with started(redis), started(bgconsole_serve(config, port)):
+        control = ControlPlane(f"redis://127.0.0.1:{redis.port}/0", "bench", actor="bench")
+        try:
+            load, result = await flip_under_load(ControlPlaneFlip(control), port, flips, 0.1)
+        finally:
+            await control.aclose()
+    summary("builtin", load, result)
+    ok = report("builtin failed requests", len(load.errors), 0, "req", higher=False)
+    ok &= report("builtin first new response, max", max(result.first_new_ms), 10, "ms",
+                 higher=False)  # fmt: skip
+    ok &= report("builtin first new response, p50", percentile(result.first_new_ms, 50), 10,
+                 "ms", higher=False)  # fmt: skip
+    return ok
+
+
 async def bench_nginx(blue: Process, green: Process, flips: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="bgr", dir="/tmp"))
     port = free_port()
@@ -268,7 +336,8 @@ async def main() -> int:
     parser.add_argument("--skip-nginx", action="store_true")
     args = parser.parse_args()
     with started(nginx_backend("blue"), nginx_backend("green")) as (blue, green):
-        ok = await bench_haproxy(blue, green, args.flips)
+        ok = await bench_builtin(blue, green, args.flips)
+        ok &= await bench_haproxy(blue, green, args.flips)
         if not args.skip_nginx:
             await bench_nginx(blue, green, args.flips)
     return 0 if ok else 1
