@@ -104,10 +104,10 @@ class EnvPanel(Vertical):
         latest = [h.last.latency_ms for h in hosts if h.last and h.last.latency_ms is not None]
         label = "latency (worst host per probe)"
         if series:
-            label = (
-                f"latency now {max(latest, default=0.0):.1f} ms · peak {max(series):.1f} ms · "
-                f"{len(series)} probes"
-            )
+            # A host that does not answer has no latency: say so rather than "0.0 ms".
+            now = f"{max(latest):.1f} ms" if latest else "no answer"
+            peak = f"{max(series):.1f} ms" if max(series) > 0 else "-"
+            label = f"latency now {now} · peak {peak} · {len(series)} probes"
         self.query_one(".spark-label", Static).update(label)
 
     def watch_flags(self, flags: FlagTable | None) -> None:

@@ -43,7 +43,9 @@ def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind:
     parts: list[Part] = [("control plane ", "$text-muted")]
     if report.control_error:
         parts.append(("DEGRADED", "bold reverse $status-down"))
-        parts.append((f" {report.control_error}", "$status-down"))
+        # The error text starts with "control plane ...", which this line already says.
+        detail = report.control_error.removeprefix("control plane ")
+        parts.append((f" {detail}", "$status-down"))
     else:
         parts.append(("ok", "bold $status-ok"))
         parts.append((f" {report.control_latency_ms or 0:.1f} ms", "$text-muted"))
