@@ -201,6 +201,90 @@ async def test_disarmed_agent_does_not_fail_over(
     assert running.agent.decisions == 0
 
 
+async def test_unhealthy_standby_means_no_failover_and_a_held_event(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    green.set_mode("500")
+    running = await run_agent(agent_config(redis_server.url, blue, green))
+    blue.set_mode("500")  # a bad release on the live colour, and nowhere better to go
+
+    async def held() -> bool:
+        return any(e.outcome == "held" for e in await control.events())
+
+    await eventually(held)
+    await asyncio.sleep(0.5)  # more probe rounds: still no switch, and no event spam
+    state = await control.active()
+    assert state is not None
+    assert state.colour is Colour.BLUE
+    assert running.agent.decisions == 0
+    held_events = [e for e in await control.events() if e.outcome == "held"]
+    assert len(held_events) == 1
+    assert "stand-by green" in held_events[0].summary
+    assert held_events[0].details  # the evidence: which checks failed, how
+    # Green recovers: the agent now fails over (min_dwell is 0 here).
+    green.set_mode("ok")
+
+    async def failed_over() -> bool:
+        active = await control.active()
+        return active is not None and active.colour is Colour.GREEN
+
+    await eventually(failed_over)
+
+
+async def test_switch_from_the_cli_under_load_fails_no_request(
+    redis_server: RedisServer,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[[Config], Awaitable[Running]],
+    tmp_path: Path,
+) -> None:
+    blue, green = backends
+    config = agent_config(redis_server.url, blue, green)
+    running = await run_agent(config)
+    path = tmp_path / "bg.toml"
+    path.write_text(
+        f"""[console]\nname = "shop"\n[control]\nredis = "{redis_server.url}"\n"""
+        f"""[router]\nkind = "builtin"\nlisten = "{running.agent.address}"\n"""
+        f"""[env.blue]\nurl = "{blue.url}"\n[env.green]\nurl = "{green.url}"\n"""
+    )
+    answers: list[str] = []
+    failures: list[str] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=f"http://{running.agent.address}") as http:
+            while not stop.is_set():
+                try:
+                    response = await http.get("/", timeout=5.0)
+                    if response.status_code != 200:
+                        failures.append(f"HTTP {response.status_code}")
+                    answers.append(response.headers.get("x-bg-env", "?"))
+                except httpx.HTTPError as e:
+                    failures.append(repr(e))
+                await asyncio.sleep(0.002)
+
+    loop_task = asyncio.create_task(client())
+    await asyncio.sleep(0.3)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "switch", "green", "--yes", "-c", str(path),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await loop_task
+    assert proc.returncode == 0, err.decode()
+    assert "blue -> green (epoch 2)" in out.decode()
+    assert failures == []
+    assert answers[0] == "blue"
+    assert answers[-1] == "green"
+    # Once green answered, nothing went back to blue.
+    assert "blue" not in answers[answers.index("green") :]
+
+
 async def test_redis_down_keeps_routing_then_recovers(
     redis_server: RedisServer,
     control: ControlPlane,
