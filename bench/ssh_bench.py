@@ -29,13 +29,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The repository (for console) and tests/ (for the SshServer test fixture) on the path.
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from servers import SshServer  # noqa: E402
 
 from console.core.config import HostConfig, SshSettings, parse_ssh_target  # noqa: E402
 from console.core.logs import LogFollower  # noqa: E402
 from console.core.models import Colour  # noqa: E402
 from console.core.ssh import CommandExit, LineBatch, OutputLine, SshPool  # noqa: E402
-from tests.servers import SshServer  # noqa: E402
 
 
 def rss_mib() -> float:
