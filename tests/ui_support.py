@@ -84,6 +84,7 @@ def fixed_report() -> StatusReport:
         active=ActiveState(Colour.BLUE, 7, NOW - 180, "alice@jump", "release 1.4.2"),
         armed=True,
         agents=(AgentHeartbeat(NOW - 0.4, "agent@router", 4242, True, True, "builtin", "blue"),),
+        locks=(),
         control_latency_ms=0.4,
         control_error=None,
         router=RouterState("builtin", Colour.BLUE, detail="all traffic to blue"),

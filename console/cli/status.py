@@ -101,6 +101,10 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
                 for a in report.agents
             ],
         },
+        "locks": [
+            {"name": lock.name, "holder": lock.holder, "purpose": lock.purpose, "since": lock.since}
+            for lock in report.locks
+        ],
         "envs": {
             colour.value: {
                 "verdict": report.health.verdict(colour).value,
@@ -151,6 +155,11 @@ def render(config: Config, report: StatusReport) -> str:
     if report.drift:
         lines.append(f"DRIFT: {report.drift}")
     lines.append(_failover_line(config, report))
+    for lock in report.locks:
+        lines.append(
+            f"in progress: {lock.purpose} ({lock.name}) by {lock.holder}, "
+            f"{ago(lock.since, report.at)} ago"
+        )
     lines.append("")
     rows: list[list[str]] = []
     for colour in Colour:

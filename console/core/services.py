@@ -12,9 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from redis.exceptions import RedisError
-
-from console.core.config import Config, redact_url
+from console.core.config import Config
 from console.core.control import ControlPlane, Notification
 from console.core.deploy import DeployResult, DeployRunner, StepStarted
 from console.core.errors import ControlPlaneUnavailable
@@ -88,25 +86,7 @@ class Services:
 
     async def status(self) -> StatusReport:
         """Health (with hysteresis), control plane, router and agents in one report."""
-        try:
-            return await gather_status(self.config, self.control, self.health, self.router)
-        except (RedisError, OSError) as e:
-            # ControlPlane.agents() iterates SCAN outside its error translation, so a Redis
-            # that goes away can surface here raw; show it as a degraded control plane and
-            # keep the health that was just probed.
-            reason = f"control plane {redact_url(self.config.control.redis)} unavailable: {e}"
-            snapshot = self.health.last or self.health.snapshot()
-            return StatusReport(
-                at=self.clock(),
-                health=snapshot,
-                active=None,
-                armed=None,
-                agents=(),
-                control_latency_ms=None,
-                control_error=reason,
-                router=None,
-                router_error=reason if self.config.router.kind == "builtin" else None,
-            )
+        return await gather_status(self.config, self.control, self.health, self.router)
 
     async def flag_table(self) -> FlagTable:
         """Every flag in both colours (a colour that cannot be read shows as unknown)."""

@@ -10,7 +10,7 @@ from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import ConsoleError
 from console.core.health import HealthChecker
-from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot
+from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot, LockInfo
 from console.core.router.base import Router, RouterState
 
 
@@ -23,6 +23,8 @@ class StatusReport:
     active: ActiveState | None
     armed: bool | None
     agents: tuple[AgentHeartbeat, ...]
+    locks: tuple[LockInfo, ...]
+    """Deploys and migrations in progress, with who holds them."""
     control_latency_ms: float | None
     control_error: str | None
     """Why the control plane could not be read; None when it answered."""
@@ -45,9 +47,17 @@ async def gather_status(
 ) -> StatusReport:
     """Ask everything at once; one part failing never hides the others."""
 
-    async def read_control() -> tuple[float, ActiveState | None, bool, list[AgentHeartbeat]]:
+    async def read_control() -> tuple[
+        float, ActiveState | None, bool, list[AgentHeartbeat], list[LockInfo]
+    ]:
         latency = await control.ping()
-        return latency, await control.active(), await control.armed(), await control.agents()
+        return (
+            latency,
+            await control.active(),
+            await control.armed(),
+            await control.agents(),
+            await control.locks(),
+        )
 
     async def read_router() -> RouterState | None:
         return await router.state() if router is not None else None
@@ -61,13 +71,14 @@ async def gather_status(
     active: ActiveState | None = None
     armed: bool | None = None
     agents: list[AgentHeartbeat] = []
+    locks: list[LockInfo] = []
     control_error: str | None = None
     if isinstance(control_result, ConsoleError):
         control_error = str(control_result)
     elif isinstance(control_result, BaseException):
         raise control_result
     else:
-        latency, active, armed, agents = control_result
+        latency, active, armed, agents, locks = control_result
     router_state: RouterState | None = None
     router_error: str | None = None
     if isinstance(router_result, ConsoleError):
@@ -82,6 +93,7 @@ async def gather_status(
         active=active,
         armed=armed,
         agents=tuple(agents),
+        locks=tuple(locks),
         control_latency_ms=latency,
         control_error=control_error,
         router=router_state,

@@ -94,6 +94,21 @@ async def test_status_shows_drift_and_down_hosts(
     assert "live: green (epoch 2, by tester@ci" in result.stdout
 
 
+async def test_status_shows_who_holds_a_deploy_lock(
+    config_path: Path, redis_server: RedisServer
+) -> None:
+    await set_live(redis_server.url, Colour.BLUE)
+    control = ControlPlane(redis_server.url, "test", actor="bob@jump2")
+    try:
+        await control.acquire_lock("deploy:green", "deploy v2.1", ttl=60)
+        text = bgconsole("status", "-c", str(config_path))
+        as_json = json.loads(bgconsole("status", "--json", "-c", str(config_path)).stdout)
+    finally:
+        await control.aclose()
+    assert "in progress: deploy v2.1 (deploy:green) by bob@jump2" in text.stdout
+    assert as_json["locks"][0]["holder"] == "bob@jump2"
+
+
 def test_status_with_redis_down_is_one_clear_line(
     config_path: Path, redis_server: RedisServer
 ) -> None:
