@@ -330,6 +330,8 @@ class DeployRunner:
                 health = None
                 if all(h.ok for h in hosts):
                     health = await self.wait_healthy(colour)
+                if health is not None and not health.healthy:
+                    warnings.extend(await self._failover_since(colour, details))
                 result = DeployResult(
                     colour,
                     ref,
@@ -400,6 +402,22 @@ class DeployRunner:
             f"{colour} is live: deploying to it affects users; pass --live to do it anyway "
             f"(or deploy to the stand-by {colour.other})"
         )
+
+    async def _failover_since(self, colour: Colour, details: dict[str, str]) -> list[str]:
+        """Say so when the agent moved traffic away from the colour while it was deployed.
+
+        A bad release to the live colour ends with a failed health wait; the operator's
+        next question is where the traffic is now, so answer it in the same output.
+        """
+        with contextlib.suppress(ConsoleError):
+            active = await self.control.active()
+            if active is not None and active.colour is not colour and active.kind == "failover":
+                details["failover"] = f"{colour} -> {active.colour} (epoch {active.epoch})"
+                return [
+                    f"the agent failed over from {colour} to {active.colour} during the deploy "
+                    f"(epoch {active.epoch}: {active.reason})"
+                ]
+        return []
 
     async def _publish(self, colour: Colour, state: str, ref: str | None) -> None:
         with contextlib.suppress(ConsoleError):

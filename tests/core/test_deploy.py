@@ -244,6 +244,40 @@ async def test_health_wait_times_out_when_the_app_stays_broken(
 
 
 @pytest.mark.integration
+async def test_a_failover_during_a_bad_live_deploy_is_reported(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    control: ControlPlane,
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    state = await control.switch(Colour.BLUE, expected_epoch=0, reason="test")
+    backend.set_mode("500")  # the release is bad: blue stops answering health checks
+    config = deploy_config(
+        ssh_server, tmp_path, redis_server.url, backend, steps=["true"], health_timeout=0.8
+    )
+    harness = make_harness(config)
+
+    async def agent_fails_over() -> None:  # what the agent does while the deploy waits
+        await asyncio.sleep(0.3)
+        await control.switch(
+            Colour.GREEN, expected_epoch=state.epoch, kind="failover", reason="blue is down"
+        )
+
+    failover = asyncio.create_task(agent_fails_over())
+    result = await harness.deploy(live_ok=True)
+    await failover
+    assert not result.ok
+    assert result.warnings == (
+        "the agent failed over from blue to green during the deploy (epoch 2: blue is down)",
+    )
+    end = (await control.events())[-1]
+    assert end.outcome == "failed"
+    assert end.details["failover"] == "blue -> green (epoch 2)"
+
+
+@pytest.mark.integration
 async def test_deploying_to_the_live_colour_needs_live_ok(
     ssh_server: SshServer,
     backend: HttpBackend,
