@@ -284,7 +284,8 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank]
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, str]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, str]:
+    """Read one HTTP/1.1 response (Content-Length bodies); its status and X-BG-Env."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -338,7 +339,7 @@ async def fixed_rate(
                     if conn is None:
                         conn = await asyncio.open_connection(host, port)
                     conn[1].write(request)
-                    status, colour = await _read_response(conn[0])
+                    status, colour = await read_response(conn[0])
                 if not 200 <= status < 400:
                     raise ValueError(f"HTTP {status}")
                 latencies.append((time.perf_counter() - scheduled) * 1000)

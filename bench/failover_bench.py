@@ -34,7 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import tomli_w
-from common import HOST, REPO, Process, free_port, need, report, wait_for_port
+from common import HOST, REPO, Process, free_port, need, read_response, report, wait_for_port
 
 APP = "bench"
 
@@ -88,22 +88,6 @@ class Answer:
     error: str = ""
 
 
-async def _read(reader: asyncio.StreamReader) -> tuple[int, str]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length, colour = 0, ""
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-        elif name.strip().lower() == b"x-bg-env":
-            colour = value.strip().decode()
-    if length:
-        await reader.readexactly(length)
-    return status, colour
-
-
 async def load(port: int, rate: float, duration: float, connections: int = 32) -> list[Answer]:
     """Fixed-rate GETs over keep-alive connections; every answer with its hand-out time.
 
@@ -122,7 +106,7 @@ async def load(port: int, rate: float, duration: float, connections: int = 32) -
                     if conn is None:
                         conn = await asyncio.open_connection(HOST, port)
                     conn[1].write(request)
-                    status, colour = await _read(conn[0])
+                    status, colour = await read_response(conn[0])
                 answers.append(Answer(at, status, colour, (time.monotonic() - at) * 1000))
             except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as e:
                 answers.append(Answer(at, None, "", (time.monotonic() - at) * 1000, repr(e)))

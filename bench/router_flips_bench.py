@@ -39,6 +39,7 @@ from common import (
     need,
     nginx_backend,
     percentile,
+    read_response,
     redis_server,
     report,
     started,
@@ -133,22 +134,6 @@ class Load:
         for _ in workers:
             queue.put_nowait(False)
         await asyncio.gather(*workers)
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, str]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length, colour = 0, ""
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-        elif name.strip().lower() == b"x-bg-env":
-            colour = value.strip().decode()
-    if length:
-        await reader.readexactly(length)
-    return status, colour
 
 
 @dataclass
