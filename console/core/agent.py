@@ -168,6 +168,11 @@ class Agent:
             with contextlib.suppress(ConsoleError, OSError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     await self._router.aclose()
+        # Hand leadership over now rather than when the lease runs out; best effort, the
+        # lease expiring is the fallback when the control plane is unreachable.
+        with contextlib.suppress(ConsoleError, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.control.resign(self.actor)
         if self._own_control:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):

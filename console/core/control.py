@@ -62,6 +62,27 @@ return 1
 """
 
 
+# Leadership: extend our own lease, or take a free one; never touch someone else's.
+_CLAIM_LUA = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE_LEADER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Notification:
     """A message on the control plane's pub/sub channel."""
@@ -478,16 +499,25 @@ class ControlPlane:
         return sorted(beats, key=lambda b: (not b.leader, -b.at))
 
     async def claim_leadership(self, agent: str, lease: float) -> bool:
-        """Become (or stay) the leader agent for ``lease`` seconds; True if we lead."""
-        key = self.key("leader")
-        acquired = await self._call(self._redis.set(key, agent, nx=True, px=int(lease * 1000)))
-        if acquired:
-            return True
-        holder = await self._call(self._redis.get(key))
-        if holder == agent:
-            await self._call(self._redis.pexpire(key, int(lease * 1000)))
-            return True
-        return False
+        """Become (or stay) the leader agent for ``lease`` seconds; True if we lead.
+
+        One script, so a lease that expires between "is it mine?" and "extend it" can
+        never extend another agent's lease (two agents both believing they lead).
+        """
+        script = self._redis.register_script(_CLAIM_LUA)
+        claimed = await self._call(
+            script(keys=[self.key("leader")], args=[agent, int(lease * 1000)])
+        )
+        return bool(int(claimed))
+
+    async def resign(self, agent: str) -> None:
+        """Give up leadership (if ours) and withdraw our heartbeat, on a clean shutdown.
+
+        A stand-by agent then takes over at its next beat instead of after the lease.
+        """
+        script = self._redis.register_script(_RELEASE_LEADER_LUA)
+        await self._call(script(keys=[self.key("leader")], args=[agent]))
+        await self._call(self._redis.delete(self.key(f"agent:{agent}")))
 
     async def leader(self) -> str | None:
         """The agent currently holding leadership."""

@@ -76,12 +76,12 @@ class Running:
 
 
 @pytest.fixture
-async def run_agent() -> AsyncIterator[Callable[[Config], Awaitable[Running]]]:
+async def run_agent() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     running: list[Running] = []
 
-    async def start(config: Config) -> Running:
+    async def start(config: Config, actor: str | None = None) -> Running:
         log = io.StringIO()
-        agent = Agent(config, log=AgentLog("logfmt", log), grace=1.0)
+        agent = Agent(config, log=AgentLog("logfmt", log), grace=1.0, actor=actor)
         await agent.start()
         handle = Running(agent, asyncio.create_task(agent.run()), log)
         running.append(handle)
@@ -110,7 +110,7 @@ async def test_proxy_follows_a_switch_in_the_control_plane(
     redis_server: RedisServer,
     control: ControlPlane,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
 ) -> None:
     blue, green = backends
     running = await run_agent(agent_config(redis_server.url, blue, green))
@@ -149,7 +149,7 @@ async def test_live_backend_killed_fails_over_with_evidence(
     redis_server: RedisServer,
     control: ControlPlane,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
 ) -> None:
     blue, green = backends
     running = await run_agent(agent_config(redis_server.url, blue, green))
@@ -181,7 +181,7 @@ async def test_disarmed_agent_does_not_fail_over(
     redis_server: RedisServer,
     control: ControlPlane,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
 ) -> None:
     blue, green = backends
     await control.ensure_active(Colour.BLUE)
@@ -205,7 +205,7 @@ async def test_unhealthy_standby_means_no_failover_and_a_held_event(
     redis_server: RedisServer,
     control: ControlPlane,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
 ) -> None:
     blue, green = backends
     green.set_mode("500")
@@ -238,7 +238,7 @@ async def test_unhealthy_standby_means_no_failover_and_a_held_event(
 async def test_switch_from_the_cli_under_load_fails_no_request(
     redis_server: RedisServer,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
     tmp_path: Path,
 ) -> None:
     blue, green = backends
@@ -285,11 +285,53 @@ async def test_switch_from_the_cli_under_load_fails_no_request(
     assert "blue" not in answers[answers.index("green") :]
 
 
+async def test_two_agents_one_leads_and_the_other_takes_over(
+    redis_server: RedisServer,
+    control: ControlPlane,
+    backends: tuple[HttpBackend, HttpBackend],
+    run_agent: Callable[..., Awaitable[Running]],
+) -> None:
+    blue, green = backends
+    # Two agents in one process: name them apart (in production, host and pid do).
+    first = await run_agent(agent_config(redis_server.url, blue, green), "agent:one")
+    second = await run_agent(agent_config(redis_server.url, blue, green), "agent:two")
+
+    async def one_leader() -> bool:
+        return first.agent.leader != second.agent.leader
+
+    await eventually(one_leader)
+    leader, standby = (first, second) if first.agent.leader else (second, first)
+    # Both carry traffic (each is a proxy) but only the leader decides.
+    assert await standby.colour() == "blue"
+    leader.task.cancel()
+    await asyncio.gather(leader.task, return_exceptions=True)
+    started = time.monotonic()
+
+    async def took_over() -> bool:
+        return standby.agent.leader
+
+    await eventually(took_over)
+    # A clean stop resigns: no waiting for the 2 s lease to run out.
+    assert time.monotonic() - started < 1.5
+    assert await control.leader() == standby.agent.actor
+    assert [a.actor for a in await control.agents()] == [standby.agent.actor]
+    # And the new leader fails over when blue dies.
+    blue.kill()
+
+    async def failed_over() -> bool:
+        state = await control.active()
+        return state is not None and state.colour is Colour.GREEN
+
+    await eventually(failed_over)
+    events = [e for e in await control.events() if e.kind == "failover"]
+    assert [e.actor for e in events] == [standby.agent.actor]
+
+
 async def test_redis_down_keeps_routing_then_recovers(
     redis_server: RedisServer,
     control: ControlPlane,
     backends: tuple[HttpBackend, HttpBackend],
-    run_agent: Callable[[Config], Awaitable[Running]],
+    run_agent: Callable[..., Awaitable[Running]],
 ) -> None:
     blue, green = backends
     state = await control.ensure_active(Colour.BLUE)
