@@ -97,6 +97,7 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
                     "leader": a.leader,
                     "age_s": round(max(0.0, report.at - a.at), 3),
                     "serving": a.serving,
+                    "proxy": a.proxy,
                 }
                 for a in report.agents
             ],
@@ -155,6 +156,9 @@ def render(config: Config, report: StatusReport) -> str:
     if report.drift:
         lines.append(f"DRIFT: {report.drift}")
     lines.append(_failover_line(config, report))
+    traffic = _traffic_line(report)
+    if traffic:
+        lines.append(traffic)
     for lock in report.locks:
         lines.append(
             f"in progress: {lock.purpose} ({lock.name}) by {lock.holder}, "
@@ -180,6 +184,20 @@ def render(config: Config, report: StatusReport) -> str:
             )
     lines.append(table(rows, ["ENV", "VERDICT", "HOST", "STATUS", "LATENCY", "VERSION", "ERROR"]))
     return "\n".join(lines)
+
+
+def _traffic_line(report: StatusReport) -> str | None:
+    """What the builtin proxy carried since its agent started, per colour."""
+    counters = next((a.proxy for a in report.agents if a.leader and a.proxy), None)
+    if not counters:
+        return None
+    parts = []
+    for colour in Colour:
+        requests = counters.get(f"requests.{colour}", 0)
+        errors = counters.get(f"errors.{colour}", 0)
+        retries = counters.get(f"retries.{colour}", 0)
+        parts.append(f"{colour} {requests} requests, {errors} errors, {retries} retried")
+    return "traffic since the agent started: " + "; ".join(parts)
 
 
 def _failover_line(config: Config, report: StatusReport) -> str:
