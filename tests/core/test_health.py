@@ -156,3 +156,30 @@ async def test_fleet_verdict_is_degraded_when_some_hosts_fail(
         assert [h.host for h in snapshot.envs[Colour.BLUE].healthy_hosts] == ["a"]
     finally:
         await checker.aclose()
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("header:X-Version", "3.1.4"),
+        ("json:version", "3.1.4"),
+        ("json:missing.field", None),
+        ("path:/version", "green 3.1.4"),  # first line of the body, as a version file
+    ],
+)
+async def test_version_sources(
+    source: str,
+    expected: str | None,
+    http_backend_factory: HttpBackendFactory,
+    tmp_path: Path,
+) -> None:
+    blue = http_backend_factory("blue", "1")
+    green = http_backend_factory("green", "3.1.4")
+    data = config_data(redis_url="redis://127.0.0.1:1/0", blue_url=blue.url, green_url=green.url)
+    data["env"]["green"]["version"] = source
+    checker = HealthChecker(write_config(tmp_path / "c.toml", data))
+    try:
+        snapshot = await checker.check_all()
+    finally:
+        await checker.aclose()
+    assert snapshot.envs[Colour.GREEN].hosts[0].version == expected
