@@ -183,3 +183,35 @@ async def test_version_sources(
     finally:
         await checker.aclose()
     assert snapshot.envs[Colour.GREEN].hosts[0].version == expected
+
+
+async def test_a_fleet_is_probed_concurrently_and_hung_hosts_cost_one_timeout(
+    http_backend_factory: HttpBackendFactory, tmp_path: Path
+) -> None:
+    # A few hosts share each test backend (its listen backlog is small; real fleets have
+    # one server per host).
+    good = [http_backend_factory("blue", "1") for _ in range(4)]
+    hung = http_backend_factory("green", "1")
+    hung.set_mode("hang")
+    hosts = [{"name": f"app{i:02}", "url": good[i % 4].url} for i in range(12)]
+    hosts += [{"name": f"stuck{i:02}", "url": hung.url} for i in range(6)]
+    data = config_data(
+        redis_url="redis://127.0.0.1:1/0", blue_url=good[0].url, green_url=good[0].url
+    )
+    data["env"]["blue"] = {"hosts": hosts}
+    data["failover"]["timeout"] = 0.5
+    checker = HealthChecker(write_config(tmp_path / "c.toml", data), hysteresis=False)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        snapshot = await checker.check_all()
+        elapsed = loop.time() - started
+    finally:
+        await checker.aclose()
+    blue = snapshot.envs[Colour.BLUE]
+    assert len(blue.hosts) == 18
+    assert len(blue.healthy_hosts) == 12
+    assert blue.verdict is Verdict.DEGRADED
+    # Eighteen probes, six of them hanging: one timeout's worth, not six (sequential would
+    # take 3 s). Generous bound for a busy machine.
+    assert elapsed < 2.0
