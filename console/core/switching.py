@@ -237,7 +237,7 @@ async def perform_switch(
     confirmed_s = time.monotonic() - started
     say(f"router confirmed {to} in {confirmed_s:.2f} s")
 
-    verification = await verify_front_door(config, to, config.router.verify_requests)
+    verification = await settle_front_door(config, to, started)
     result = SwitchResult(
         before,
         to,
@@ -292,7 +292,7 @@ async def _repair_drift(
     started = time.monotonic()
     try:
         confirmed = await _confirm_router(router, to, config.router.confirm_timeout, say)
-        verification = await verify_front_door(config, to, config.router.verify_requests)
+        verification = await settle_front_door(config, to, started)
         if not verification.ok:
             raise VerificationFailed(f"{verification.describe()} at {verification.url}")
     except VerificationFailed as e:
@@ -370,6 +370,22 @@ async def _confirm_router(router: Router, to: Colour, limit: float, say: Progres
             # A router that is reloading may not answer for a moment: keep asking.
             last_error = str(e) or "state query timed out"
     return state
+
+
+async def settle_front_door(config: Config, to: Colour, started: float) -> Verification:
+    """Verify through the front door, retrying until ``confirm_timeout`` from ``started``.
+
+    Some routers report the new colour before every worker serves it: nginx answers
+    from old workers for ~100 ms after a graceful reload. A round with any answer from
+    the old colour is repeated (every 50 ms) until a whole round comes from the target
+    or the time is up; the last round is what gets reported.
+    """
+    loop_deadline = started + config.router.confirm_timeout
+    while True:
+        verification = await verify_front_door(config, to, config.router.verify_requests)
+        if verification.ok or time.monotonic() >= loop_deadline:
+            return verification
+        await asyncio.sleep(_POLL_INTERVAL)
 
 
 async def verify_front_door(config: Config, to: Colour, count: int) -> Verification:
