@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import datetime
 import json
+import random
 import sys
+import time
 
 from console.cli.common import EXIT_OK, SubParsers, add_config_option, add_json_option, config_from
 from console.core.control import ControlPlane
+from console.core.errors import ControlPlaneUnavailable
 from console.core.models import Event
+
+_RETRY_START = 0.2
+_RETRY_CAP = 5.0
 
 
 def register(subparsers: SubParsers) -> None:
@@ -47,6 +54,33 @@ def _emit(event: Event, as_json: bool) -> None:
         print(format_event(event), flush=True)
 
 
+async def _follow(control: ControlPlane, last: str, kinds: set[str], as_json: bool) -> None:
+    """Print new events forever; ride out control-plane outages without losing any.
+
+    Whoever watches the trail during an incident must not find it silently dead: an
+    outage is a marker line on stderr, and on reconnect reading resumes after the last
+    event printed (the stream keeps what was written meanwhile).
+    """
+    backoff = _RETRY_START
+    down_since: float | None = None
+    while True:
+        try:
+            async for event in control.follow_events(after=last):
+                if down_since is not None:
+                    print(f"-- control plane back after {time.monotonic() - down_since:.1f} s --",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    down_since, backoff = None, _RETRY_START
+                last = event.id
+                if not kinds or event.kind in kinds:
+                    _emit(event, as_json)
+        except ControlPlaneUnavailable as e:
+            if down_since is None:
+                down_since = time.monotonic()
+                print(f"-- {e}; retrying --", file=sys.stderr, flush=True)
+            await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+            backoff = min(backoff * 2, _RETRY_CAP)
+
+
 async def run(args: argparse.Namespace) -> int:
     """Print the last events, then follow if asked."""
     config = config_from(args)
@@ -59,10 +93,7 @@ async def run(args: argparse.Namespace) -> int:
         for event in events:
             _emit(event, args.json)
         if args.follow:
-            last = events[-1].id if events else "$"
-            async for event in control.follow_events(after=last):
-                if not kinds or event.kind in kinds:
-                    _emit(event, args.json)
+            await _follow(control, events[-1].id if events else "$", kinds, args.json)
     finally:
         await control.aclose()
     sys.stdout.flush()

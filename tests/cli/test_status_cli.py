@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from configs import config_data, write_config
 from servers import HttpBackendFactory, RedisServer
 
 from console.core.control import ControlPlane
+from console.core.errors import ControlPlaneUnavailable
 from console.core.models import Colour
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +170,41 @@ def test_no_config_anywhere_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no configuration found" in result.stderr
+
+
+async def test_events_follow_rides_out_a_redis_restart(
+    config_path: Path, redis_server: RedisServer
+) -> None:
+    await set_live(redis_server.url, Colour.BLUE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "console", "events", "--follow", "-c", str(config_path),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"init" in first
+        redis_server.stop()
+        marker = await asyncio.wait_for(proc.stderr.readline(), 20)
+        assert b"unavailable" in marker
+        assert b"retrying --" in marker
+        redis_server.start()  # empty: no persistence in the fixture
+        control = ControlPlane(redis_server.url, "test", actor="tester@ci")
+        try:
+            for _ in range(100):
+                try:
+                    await control.record("flag", "after the outage")
+                    break
+                except ControlPlaneUnavailable:
+                    await asyncio.sleep(0.1)
+        finally:
+            await control.aclose()
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert b"after the outage" in line
+        back = await asyncio.wait_for(proc.stderr.readline(), 20)
+        assert b"control plane back after" in back
+        assert proc.returncode is None  # still following
+    finally:
+        proc.kill()
+        await proc.wait()
