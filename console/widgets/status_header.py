@@ -23,7 +23,7 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
         parts.append(("LIVE ", "bold"))
         unknown = "unknown (control plane unreadable)" if report.control_error else "not set yet"
         parts.append((unknown, "bold $status-degraded"))
-        return Content.assemble(*parts)
+        return Content.assemble(*parts, *_lock_parts(report))
     parts += [
         ("LIVE ", "bold"),
         colour_name(active.colour),
@@ -32,7 +32,19 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
     ]
     if active.reason:
         parts.append((f' · "{active.reason}"', "italic $text-muted"))
-    return Content.assemble(*parts)
+    return Content.assemble(*parts, *_lock_parts(report))
+
+
+def _lock_parts(report: StatusReport) -> list[Part]:
+    """Deploys and migrations in progress (control-plane locks), with who holds them.
+
+    Whoever looks at the dashboard must see that someone else is changing things now.
+    """
+    parts: list[Part] = []
+    for lock in report.locks:
+        parts.append(("   IN PROGRESS ", "bold $warning"))
+        parts.append((f"{lock.purpose} by {lock.holder} {ago(lock.since, report.at)}", "$warning"))
+    return parts
 
 
 def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind: str) -> Content:

@@ -117,6 +117,19 @@ async def test_control_plane_down_shows_degraded_and_health_keeps_updating(
             5,
             "event in the strip",
         )
+        # Someone else's deploy in progress shows in the header, with who.
+        other = ControlPlane(redis_server.url, config.console.name, actor="bob@jump2")
+        try:
+            await other.acquire_lock("deploy:green", "deploy v2", ttl=60)
+            await pilot.press("r")
+            await wait_for(
+                pilot,
+                lambda: "IN PROGRESS deploy v2 by bob@jump2" in _header_text(dash),
+                10,
+                "the deploy lock in the header: " + _header_text(dash),
+            )
+        finally:
+            await other.aclose()
 
         redis_server.stop()
         await wait_for(
