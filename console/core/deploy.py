@@ -285,7 +285,7 @@ class DeployRunner:
         else:
             ref = ref or "HEAD"
             git.check_local(repo)
-        await self._refuse_live(colour, ref, live_ok, reason)
+        live_epoch = await self._refuse_live(colour, ref, live_ok, reason)
         holding = self.control.holding(
             f"deploy:{colour}",
             f"deploy {ref or '(no ref)'}",
@@ -329,7 +329,7 @@ class DeployRunner:
                     ]
                 health = None
                 if all(h.ok for h in hosts):
-                    health = await self.wait_healthy(colour)
+                    health = await self.wait_healthy(colour, live_epoch=live_epoch)
                 if health is not None and not health.healthy:
                     warnings.extend(await self._failover_since(colour, details))
                 result = DeployResult(
@@ -387,10 +387,15 @@ class DeployRunner:
                 )
             return runs
 
-    async def _refuse_live(self, colour: Colour, ref: str | None, live_ok: bool, why: str) -> None:
+    async def _refuse_live(
+        self, colour: Colour, ref: str | None, live_ok: bool, why: str
+    ) -> int | None:
+        """Refuse the live colour without ``live_ok``; the live epoch when it is allowed."""
         active = await self.control.active()
-        if active is None or active.colour != colour or live_ok:
-            return
+        if active is None or active.colour != colour:
+            return None
+        if live_ok:
+            return active.epoch
         await self.control.record(
             "deploy",
             f"deploy {ref or '(no ref)'} to live {colour} refused (no --live)",
@@ -402,6 +407,17 @@ class DeployRunner:
             f"{colour} is live: deploying to it affects users; pass --live to do it anyway "
             f"(or deploy to the stand-by {colour.other})"
         )
+
+    async def _failed_over_from(self, colour: Colour, epoch: int) -> bool:
+        with contextlib.suppress(ConsoleError):
+            active = await self.control.active()
+            return (
+                active is not None
+                and active.epoch > epoch
+                and active.colour is not colour
+                and active.kind == "failover"
+            )
+        return False
 
     async def _failover_since(self, colour: Colour, details: dict[str, str]) -> list[str]:
         """Say so when the agent moved traffic away from the colour while it was deployed.
@@ -583,12 +599,14 @@ class DeployRunner:
         found = sorted({v for h in (env.hosts if env else ()) if (v := h.version) is not None})
         return ", ".join(found) or None
 
-    async def wait_healthy(self, colour: Colour) -> HealthWait:
+    async def wait_healthy(self, colour: Colour, *, live_epoch: int | None = None) -> HealthWait:
         """Probe until every host of ``colour`` answers its health check, or time out.
 
         Polls every ``[failover] interval`` for at most the environment's ``health_timeout``;
         looks at each host's last probe (not the fall/rise verdict), since a host that just
-        restarted should count as soon as it answers.
+        restarted should count as soon as it answers. With ``live_epoch`` (the colour was
+        live at that epoch when the deploy began), stop as soon as the agent has failed
+        over away from it: the release is bad, and waiting out the timeout helps no one.
         """
         timeout = self.config.env(colour).health_timeout
         interval = self.config.failover.interval
@@ -616,6 +634,8 @@ class DeployRunner:
             )
             if hosts and not problems:
                 return HealthWait(True, time.monotonic() - started, versions)
+            if live_epoch is not None and await self._failed_over_from(colour, live_epoch):
+                return HealthWait(False, time.monotonic() - started, versions, problems)
             if time.monotonic() + interval > deadline:
                 return HealthWait(False, time.monotonic() - started, versions, problems)
             await asyncio.sleep(interval)

@@ -255,7 +255,7 @@ async def test_a_failover_during_a_bad_live_deploy_is_reported(
     state = await control.switch(Colour.BLUE, expected_epoch=0, reason="test")
     backend.set_mode("500")  # the release is bad: blue stops answering health checks
     config = deploy_config(
-        ssh_server, tmp_path, redis_server.url, backend, steps=["true"], health_timeout=0.8
+        ssh_server, tmp_path, redis_server.url, backend, steps=["true"], health_timeout=30
     )
     harness = make_harness(config)
 
@@ -269,6 +269,9 @@ async def test_a_failover_during_a_bad_live_deploy_is_reported(
     result = await harness.deploy(live_ok=True)
     await failover
     assert not result.ok
+    # The health wait stopped at the failover instead of waiting out its 30 s.
+    assert result.health is not None
+    assert result.health.waited < 10
     assert result.warnings == (
         "the agent failed over from blue to green during the deploy (epoch 2: blue is down)",
     )
