@@ -139,8 +139,8 @@ class DeployResult:
         if self.health is not None and not self.health.healthy:
             why = "; ".join(self.health.problems) or "not healthy"
             return (
-                f"deploy to {self.colour} ran, but it did not turn healthy within "
-                f"{self.health.waited:.0f} s: {why}"
+                f"deploy to {self.colour} ran, but it did not turn healthy "
+                f"(checked for {self.health.waited:.1f} s): {why}"
             )
         return None
 
