@@ -17,6 +17,7 @@ from console.cli.common import (
 )
 from console.core.config import Config
 from console.core.control import ControlPlane
+from console.core.failover import last_switch_at
 
 
 def register(subparsers: SubParsers) -> None:
@@ -71,7 +72,7 @@ async def _status(config: Config, control: ControlPlane) -> dict[str, Any]:
     policy = config.failover
     dwell_left = 0.0
     if active is not None:
-        dwell_left = max(0.0, policy.min_dwell - (now - active.updated_at))
+        dwell_left = max(0.0, policy.min_dwell - (now - last_switch_at(active)))
     leading = next((a for a in agents if a.leader), None)
     return {
         "armed": armed,

@@ -32,7 +32,7 @@ from console.core.agent_log import AgentLog
 from console.core.config import Config, redact_url
 from console.core.control import ControlPlane, Notification
 from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
-from console.core.failover import FailoverDecision, decide
+from console.core.failover import FailoverDecision, decide, last_switch_at
 from console.core.health import HealthChecker
 from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
 from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
@@ -395,9 +395,7 @@ class Agent:
             armed=self.armed,
             policy=self.config.failover,
             now=time.time(),
-            # The first colour ever set is not a switch: min_dwell must not keep a fresh
-            # installation from failing over.
-            last_switch_at=0.0 if active.kind == "init" else active.updated_at,
+            last_switch_at=last_switch_at(active),
             last_failover_from=self._last_failover_from,
         )
         if not decision.switches or decision.to is None:

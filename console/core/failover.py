@@ -54,6 +54,15 @@ class FailoverDecision:
         return self.action != "stay"
 
 
+def last_switch_at(active: ActiveState) -> float:
+    """When the live colour last changed, for ``min_dwell``.
+
+    The first colour ever set (``init``) is not a switch: a fresh installation must be
+    able to fail over at once.
+    """
+    return 0.0 if active.kind == "init" else active.updated_at
+
+
 def decide(
     *,
     snapshot: HealthSnapshot,

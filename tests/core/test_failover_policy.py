@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from console.core.config import FailoverConfig
-from console.core.failover import FailoverDecision, decide, describe_host
+from console.core.failover import FailoverDecision, decide, describe_host, last_switch_at
 from console.core.models import (
     ActiveState,
     Colour,
@@ -303,3 +303,10 @@ def test_describe_host_names_the_failure(error: str | None, expected: str) -> No
     assert base.last is not None
     probe = replace(base.last, error=error, status=None if error else 500)
     assert describe_host(replace(base, last=probe)) == expected
+
+
+def test_the_first_colour_is_not_a_switch_for_dwell() -> None:
+    first = ActiveState(Colour.BLUE, 1, NOW - 1, "agent:x:1", "initial colour", kind="init")
+    assert last_switch_at(first) == 0.0
+    switched = ActiveState(Colour.GREEN, 2, NOW - 1, "op@jump", "", kind="switch")
+    assert last_switch_at(switched) == NOW - 1
