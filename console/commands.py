@@ -27,6 +27,12 @@ OPS_COMMANDS: tuple[OpsCommand, ...] = (
     OpsCommand(
         "Deploy a release", "colour and ref; the live colour asks twice (d)", "deploy", True
     ),
+    OpsCommand(
+        "Migrate data between the colours",
+        "rows, snapshot or Redis keys; dry run first (m)",
+        "migrate",
+        True,
+    ),
     OpsCommand("Arm / disarm automatic failover", "for every agent (a)", "toggle_armed", True),
     OpsCommand("Refresh now", "probe and read everything (r)", "refresh", True),
     OpsCommand("Feature flags", "flags x colours; toggle a cell (f)", "open_flags", False),

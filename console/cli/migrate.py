@@ -25,7 +25,13 @@ from console.cli.common import (
 from console.core.control import ControlPlane
 from console.core.errors import UsageError
 from console.core.migrate.mirror import MirrorStatus
-from console.core.migrate.plan import STRATEGIES, MigrationRequest, MigrationResult, Progress
+from console.core.migrate.plan import (
+    RESULT_COLUMNS,
+    STRATEGIES,
+    MigrationRequest,
+    MigrationResult,
+    Progress,
+)
 from console.core.migrate.runner import MigrationRunner
 from console.core.models import Colour
 from console.core.ssh import SshPool
@@ -124,10 +130,10 @@ class ProgressPrinter:
         if key == self.last_key and not finished and now - self.last_draw < _REDRAW:
             return
         self.last_key, self.last_draw = key, now
-        share = progress.done / progress.total if progress.total else 0.0
-        filled = int(_BAR * min(1.0, share))
+        share = progress.share
+        filled = int(_BAR * share)
         bar = "#" * filled + "-" * (_BAR - filled)
-        amount = _amount(progress)
+        amount = progress.amount()
         line = f"\r{progress.phase:<8} [{bar}] {share:4.0%} {amount}  {progress.item}"
         print(line[:200].ljust(80), end="", file=self.out, flush=True)
 
@@ -136,12 +142,6 @@ class ProgressPrinter:
         if self.tty and self.last_key is not None:
             print(file=self.out, flush=True)
             self.last_key = None
-
-
-def _amount(progress: Progress) -> str:
-    if progress.unit == "bytes":
-        return f"{progress.done / 1024:.0f}/{progress.total / 1024:.0f} KiB"
-    return f"{progress.done}/{progress.total} {progress.unit}"
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -218,27 +218,9 @@ def _report(result: MigrationResult, as_json: bool) -> int:
 
 def render(result: MigrationResult) -> str:
     """The text report: one line per table or key pattern, then the summary."""
-    rows = []
-    for item in result.items:
-        verified = {True: "yes", False: "NO", None: "-"}[item.verified]
-        rows.append(
-            [
-                item.item,
-                str(item.source_count),
-                str(item.target_count),
-                str(item.missing),
-                str(item.conflicts),
-                str(item.copied),
-                verified,
-            ]
-        )
-    header = ["item", "source", "target", "missing", "conflicts", "copied", "verified"]
-    lines = [table(rows, header)] if rows else ["(nothing to migrate)"]
-    for item in result.items:
-        if item.conflict_sample:
-            lines.append(f"conflicts in {item.item}: {', '.join(item.conflict_sample)}")
-    for backup in result.backups:
-        lines.append(f"backup kept: {backup}")
+    rows = [item.cells() for item in result.items]
+    lines = [table(rows, RESULT_COLUMNS)] if rows else ["(nothing to migrate)"]
+    lines.extend(result.notes())
     lines.append(result.summary())
     return "\n".join(lines)
 

@@ -19,6 +19,13 @@ from console.core.errors import ControlPlaneUnavailable
 from console.core.flags import FlagChange, FlagStore, FlagTable
 from console.core.health import HealthChecker
 from console.core.logs import LogFollower, LogLine
+from console.core.migrate.plan import (
+    MigrationRequest,
+    MigrationResult,
+    ProgressCallback,
+    no_progress,
+)
+from console.core.migrate.runner import MigrationRunner
 from console.core.models import Colour, Event
 from console.core.router.base import Router
 from console.core.router.factory import build_router
@@ -162,6 +169,16 @@ class Services:
         return await runner.deploy(
             colour, ref=ref, live_ok=live_ok, reason=reason, on_line=on_line, on_step=on_step
         )
+
+    async def migrate(
+        self, request: MigrationRequest, on_progress: ProgressCallback = no_progress
+    ) -> MigrationResult:
+        """Run (or with ``request.dry_run`` only plan) one migration under the migrate lock.
+
+        Raises as :meth:`MigrationRunner.migrate` does (every error is a ``ConsoleError``).
+        """
+        runner = MigrationRunner(self.config, self.control, self.ssh)
+        return await runner.migrate(request, on_progress)
 
     def logs(
         self, colours: tuple[Colour, ...], *, lines: int = LOG_BACKLOG, grep: str | None = None

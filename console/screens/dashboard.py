@@ -1,4 +1,4 @@
-"""DashboardScreen: live colour, both environments side by side, recent events; s/d/a/r."""
+"""DashboardScreen: live colour, both environments side by side, recent events; s/d/m/a/r."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest, DeployScreen
 from console.screens.deploy_run import DeployRunScreen
+from console.screens.migrate import MigrateScreen, confirm_target
+from console.screens.migrate_run import MigrateRunScreen
 from console.widgets.env_panel import EnvPanel
 from console.widgets.event_strip import EventStrip
 from console.widgets.formatting import clock
@@ -44,6 +46,7 @@ class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "switch_traffic", "Switch"),
         Binding("d", "deploy", "Deploy"),
+        Binding("m", "migrate", "Migrate"),
         Binding("a", "toggle_armed", "Arm/disarm"),
         Binding("r", "refresh", "Refresh"),
     ]
@@ -95,7 +98,10 @@ class DashboardScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.say("console open: s switch · d deploy · a arm/disarm · f flags · l logs · e events")
+        self.say(
+            "console open: s switch · d deploy · m migrate · a arm/disarm · f flags · l logs · "
+            "e events"
+        )
         self.poll_status()
         self.poll_flags()
         self.follow_events()
@@ -209,6 +215,10 @@ class DashboardScreen(Screen[None]):
     def action_deploy(self) -> None:
         """Ask what to deploy where, then run it on its own screen."""
         self.deploy()
+
+    def action_migrate(self) -> None:
+        """Ask what to migrate where, then run it (or its dry run) on its own screen."""
+        self.migrate()
 
     @work(exclusive=True, group="switch", exit_on_error=False)
     async def switch_traffic(self) -> None:
@@ -330,3 +340,21 @@ class DashboardScreen(Screen[None]):
             live_ok = True
         self.say(f"deploy {request.ref or '(no ref)'} → {request.colour}: started")
         await self.app.push_screen(DeployRunScreen(self.services, request, live_ok=live_ok))
+
+    @work(exclusive=True, group="migrate", exit_on_error=False)
+    async def migrate(self) -> None:
+        """Ask from/to/strategy/dry run, confirm writing into the live colour, run it."""
+        report = self.report
+        live = report.active.colour if report and report.active else None
+        # New data is written on the live colour: that is what usually needs carrying over.
+        form = MigrateScreen(default=live or Colour.GREEN, live=live)
+        request = await self.app.push_screen_wait(form)
+        if request is None:
+            return
+        request = await confirm_target(self.app, request, live)
+        if request is None:
+            self.say("migration cancelled; nothing changed")
+            return
+        kind = "dry run" if request.dry_run else "migration"
+        self.say(f"{request.strategy} {kind} {request.source} → {request.target}: started")
+        await self.app.push_screen(MigrateRunScreen(self.services, request))

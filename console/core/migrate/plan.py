@@ -44,8 +44,24 @@ class Progress:
     total: int
     unit: str = "rows"
 
+    @property
+    def share(self) -> float:
+        """How much of this phase is done, 0.0 to 1.0 (0.0 when the total is unknown)."""
+        return min(1.0, self.done / self.total) if self.total else 0.0
+
+    def amount(self) -> str:
+        """``3/10 rows``, or ``12/40 KiB`` for bytes."""
+        if self.unit == "bytes":
+            return f"{self.done / 1024:.0f}/{self.total / 1024:.0f} KiB"
+        return f"{self.done}/{self.total} {self.unit}"
+
 
 ProgressCallback = Callable[[Progress], None]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "item", "source", "target", "missing", "conflicts", "copied", "verified",
+)  # fmt: skip
+"""Column names of :meth:`ItemResult.cells`, for the CLI's and the console's result tables."""
 
 
 def no_progress(_: Progress) -> None:
@@ -71,6 +87,19 @@ class ItemResult:
     checksum: str = ""
     """Order-independent checksum of the migrated keys (source side)."""
     note: str = ""
+
+    def cells(self) -> tuple[str, ...]:
+        """This item as text cells, in :data:`RESULT_COLUMNS` order."""
+        verified = {True: "yes", False: "NO", None: "-"}[self.verified]
+        return (
+            self.item,
+            str(self.source_count),
+            str(self.target_count),
+            str(self.missing),
+            str(self.conflicts),
+            str(self.copied),
+            verified,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -122,6 +151,16 @@ class MigrationResult:
     def conflicts(self) -> int:
         """Conflicting rows or keys in total."""
         return sum(item.conflicts for item in self.items)
+
+    def notes(self) -> list[str]:
+        """Lines to show below the table: conflicting keys found, backups kept."""
+        lines = [
+            f"conflicts in {item.item}: {', '.join(item.conflict_sample)}"
+            for item in self.items
+            if item.conflict_sample
+        ]
+        lines.extend(f"backup kept: {backup}" for backup in self.backups)
+        return lines
 
     def summary(self) -> str:
         """One line: what moved where, and the verdict."""

@@ -1,0 +1,205 @@
+"""MigrateRunScreen: runs one migration with a progress bar per item, then its result table."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Static
+
+from console.core.errors import ConsoleError
+from console.core.migrate.plan import RESULT_COLUMNS, MigrationRequest, MigrationResult
+from console.core.services import Services
+from console.messages import OperationFinished
+from console.screens.confirm import ConfirmScreen
+from console.screens.migrate import confirm_target
+from console.widgets.migration_progress import MigrationProgress
+
+CANCEL_DETAILS = (
+    "Each table is copied in one transaction, all or nothing: a cancelled table has all of "
+    "its new rows or none, and running the migration again finishes the job. The migrate "
+    "lock is released and the cancellation recorded as an event."
+)
+DRY_RUN_CANCEL_DETAILS = "It is a dry run: nothing has been written."
+
+
+class MigrateRunScreen(Screen[None]):
+    """Runs the migration at once; after a dry run, ``r`` runs it for real.
+
+    Escape closes when done, and asks first while the migration runs.
+    """
+
+    DEFAULT_CSS = """
+    MigrateRunScreen .migrate-title { height: 1; padding: 0 1; background: $panel; }
+    MigrateRunScreen .migrate-heading {
+        height: 1; padding: 0 1; margin-top: 1; color: $text-muted;
+    }
+    MigrateRunScreen #result-table { height: auto; max-height: 14; margin: 0 1; }
+    MigrateRunScreen .migrate-notes { height: auto; padding: 0 1; color: $warning; }
+    MigrateRunScreen .migrate-result { height: auto; padding: 0 1; margin-top: 1; }
+    MigrateRunScreen .migrate-result.-ok { color: $status-ok; text-style: bold; }
+    MigrateRunScreen .migrate-result.-failed { color: $status-down; text-style: bold; }
+    MigrateRunScreen #actions { height: auto; padding: 0 1; margin-top: 1; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("r", "run_for_real", "Run it for real"),
+    ]
+
+    def __init__(self, services: Services, request: MigrationRequest) -> None:
+        """Args:
+        services: the session's clients.
+        request: what to run; ``live_ok`` already settled (see ``confirm_target``).
+        """
+        super().__init__()
+        self.services = services
+        self.request = request
+        """The migration shown (replaced by the real run after a dry run)."""
+        self.result: MigrationResult | None = None
+        """The last run's result; None while running or after an error."""
+        self.running = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(self._title(), classes="migrate-title")
+        yield Static("progress", classes="migrate-heading")
+        yield MigrationProgress(id="progress")
+        yield Static("result", classes="migrate-heading")
+        table: DataTable[str] = DataTable(id="result-table", cursor_type="none", zebra_stripes=True)
+        table.can_focus = False
+        yield table
+        yield Static("", classes="migrate-notes")
+        yield Static("running…", classes="migrate-result")
+        with Horizontal(id="actions"):
+            yield Button("Run it for real (r)", variant="warning", id="for-real")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#result-table", DataTable).add_columns(*RESULT_COLUMNS)
+        self.query_one("#actions").display = False
+        self.run_migration()
+
+    def _title(self) -> Content:
+        request = self.request
+        return Content.assemble(
+            ("migrate ", "bold"),
+            f"{request.strategy} ",
+            (request.source.value.upper(), f"bold $env-{request.source.value}"),
+            " → ",
+            (request.target.value.upper(), f"bold $env-{request.target.value}"),
+            (" (dry run: nothing is written)" if request.dry_run else "", "$text-muted"),
+            (" (into the live colour)" if request.live_ok and not request.dry_run else "",
+             "bold $warning"),
+        )  # fmt: skip
+
+    @work(exclusive=True, group="migrate", exit_on_error=False)
+    async def run_migration(self) -> None:
+        """Run the migration, drawing progress as it comes, then the result table."""
+        progress = self.query_one(MigrationProgress)
+        self.running = True
+        self.refresh_bindings()
+        try:
+            self.result = await self.services.migrate(self.request, progress.report)
+        except ConsoleError as e:
+            self._finish(False, f"{self._what()} failed: {e}")
+            return
+        except Exception as e:  # a bug: say so on the screen instead of a silent worker error
+            self._finish(False, f"{self._what()}: internal error: {type(e).__name__}: {e}")
+            return
+        finally:
+            self.running = False
+            self.refresh_bindings()
+        self._show(self.result)
+        self._finish(self.result.ok, self.result.summary())
+
+    def _what(self) -> str:
+        request = self.request
+        kind = "dry run" if request.dry_run else "migration"
+        return f"{request.strategy} {kind} {request.source} -> {request.target}"
+
+    def _show(self, result: MigrationResult) -> None:
+        table = self.query_one("#result-table", DataTable)
+        table.clear()
+        for item in result.items:
+            table.add_row(*item.cells())
+        if not result.items:
+            table.add_row("(nothing to migrate)", *[""] * (len(RESULT_COLUMNS) - 1))
+        self.query_one(".migrate-notes", Static).update(Content("\n".join(result.notes())))
+
+    def _finish(self, ok: bool, summary: str) -> None:
+        offer = self.request.dry_run and self.result is not None
+        hint = "   (r runs it for real · Escape closes)" if offer else "   (Escape closes)"
+        line = self.query_one(".migrate-result", Static)
+        line.update(Content(summary + hint))
+        line.set_class(ok, "-ok")
+        line.set_class(not ok, "-failed")
+        self.query_one("#actions").display = offer
+        self.refresh_bindings()
+        self.notify(summary, severity="information" if ok else "error", timeout=10)
+        # The dashboard below logs it in its activity strip.
+        if len(self.app.screen_stack) > 1:
+            self.app.screen_stack[-2].post_message(OperationFinished("migrate", ok, summary))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "run_for_real":
+            # Only once a dry run has finished: there is nothing to repeat before.
+            return not self.running and self.request.dry_run and self.result is not None
+        return True
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "for-real":
+            self.action_run_for_real()
+
+    def action_run_for_real(self) -> None:
+        """Run the planned migration again with dry run off (the live colour asks first)."""
+        if self.check_action("run_for_real", ()):
+            self.start_for_real()
+
+    @work(exclusive=True, group="for-real", exit_on_error=False)
+    async def start_for_real(self) -> None:
+        """Confirm writing into the live colour if needed, then run with dry run off."""
+        live = await self.services.live()
+        request = await confirm_target(self.app, replace(self.request, dry_run=False), live)
+        if request is None:
+            self.notify("Not run; the dry run's plan is still shown.")
+            return
+        self.request = request
+        self.result = None
+        self.query_one(".migrate-title", Static).update(self._title())
+        self.query_one(MigrationProgress).clear()
+        self.query_one("#result-table", DataTable).clear()
+        self.query_one(".migrate-notes", Static).update("")
+        line = self.query_one(".migrate-result", Static)
+        line.update("running…")
+        line.remove_class("-ok", "-failed")
+        self.query_one("#actions").display = False
+        self.run_migration()
+
+    def action_close(self) -> None:
+        """Leave; while the migration runs, confirm that it should be cancelled."""
+        if not self.running:
+            self.dismiss()
+            return
+        self.confirm_cancel()
+
+    @work(exclusive=True, group="close", exit_on_error=False)
+    async def confirm_cancel(self) -> None:
+        """Ask before cancelling a running migration (the lock is released, an event recorded)."""
+        details = DRY_RUN_CANCEL_DETAILS if self.request.dry_run else CANCEL_DETAILS
+        if await self.app.push_screen_wait(
+            ConfirmScreen(
+                Content("Cancel the running migration?"),
+                Content(details),
+                yes_label="Cancel migration",
+            )
+        ):
+            self.workers.cancel_group(self, "migrate")
+            self.running = False
+            self.dismiss()
