@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 from textual.widgets import DataTable, Log, Static
-from ui_support import fixed_app, live_app, wait_for
+from ui_support import FixedServices, fake_config, fixed_app, live_app, wait_for
 
+from console.app import ConsoleApp
 from console.core.config import load_config
 from console.core.control import ControlPlane
+from console.core.migrate.plan import (
+    MigrationRequest,
+    MigrationResult,
+    Progress,
+    ProgressCallback,
+    no_progress,
+)
 from console.demo.sandbox import Sandbox
 from console.screens.confirm import ConfirmScreen
 from console.screens.dashboard import DashboardScreen
 from console.screens.migrate import MigrateScreen
 from console.screens.migrate_run import MigrateRunScreen
+from console.widgets.migration_progress import MigrationProgress
+
+
+class SlowMigrationServices(FixedServices):
+    """Fixed data, and a migration that reports one item's progress then never ends."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancelled = False
+
+    async def migrate(
+        self, request: MigrationRequest, on_progress: ProgressCallback = no_progress
+    ) -> MigrationResult:
+        on_progress(Progress("apply", "blue:app.db uploads", 3, 10))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("not reached")
 
 
 def _result_line(screen: MigrateRunScreen) -> str:
@@ -133,3 +162,32 @@ async def test_a_failing_migration_is_shown_not_raised(tmp_path: Path) -> None:
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
         assert app.is_running
+
+
+async def test_escape_while_running_asks_before_cancelling(tmp_path: Path) -> None:
+    services = SlowMigrationServices.build(fake_config(tmp_path))
+    assert isinstance(services, SlowMigrationServices)
+    app = ConsoleApp(services, dashboard=lambda s: DashboardScreen(s, live_updates=False))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("m")
+        await wait_for(pilot, lambda: isinstance(app.screen, MigrateScreen), what="form")
+        await pilot.click("#dry-run")
+        await pilot.click("#start")
+        await wait_for(pilot, lambda: isinstance(app.screen, MigrateRunScreen), what="run")
+        run = app.screen
+        assert isinstance(run, MigrateRunScreen)
+        progress = run.query_one(MigrationProgress)
+        await wait_for(pilot, lambda: bool(progress.items), what="progress row")
+        assert progress.items[0].amount() == "3/10 rows"
+        # Escape while running asks (No keeps it running), then Yes cancels.
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        assert "all or nothing" in str(app.screen.query_one(".details", Static).render())
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.screen is run, what="still running")
+        assert run.running
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        await wait_for(pilot, lambda: services.cancelled, what="the migration cancelled")
