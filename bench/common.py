@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from console.demo.processes import die_with_parent  # noqa: E402  (needs REPO on the path)
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -100,6 +102,8 @@ class Process:
                 cwd=self.dir,
                 env=self.env,
                 start_new_session=True,
+                # Own session (stopped by process group), yet gone if the bench is killed.
+                preexec_fn=die_with_parent,
             )
         try:
             wait_for_port(self.port, timeout)
