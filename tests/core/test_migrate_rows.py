@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +189,26 @@ async def test_ssh_drop_mid_apply_leaves_target_unchanged(env: Env, ssh_server: 
     assert (await env.control.events())[-1].outcome == "failed"
     await asyncio.sleep(1.0)
     assert count(env.blue_db, "uploads") == 0
+    # The drop left the run's temp files on the host; the next run sweeps them, then
+    # finishes the job and cleans up after itself.
+    assert leftovers(), "an SSH drop mid-run should have left temp files to sweep"
+    ssh_server.start()
+    other_app = Path(tempfile.gettempdir()) / "bgconsole-migrate-otherapp-x.rows.jsonl"
+    other_app.write_text("another application's migration, in flight\n")
+    try:
+        result = await env.runner.migrate(MigrationRequest(GREEN, BLUE, tables=("uploads",)))
+        assert result.ok
+        assert count(env.blue_db, "uploads") == 800
+        assert leftovers() == []
+        assert other_app.exists()  # the sweep takes only this application's files
+    finally:
+        other_app.unlink(missing_ok=True)
+
+
+def leftovers() -> list[str]:
+    """This application's migration temp files on the (loopback) host."""
+    prefix = f"bgconsole-migrate-{APP}-"
+    return [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(prefix)]
 
 
 async def test_lock_conflict_names_the_holder(env: Env) -> None:

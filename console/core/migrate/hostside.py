@@ -119,8 +119,12 @@ def key_of(row: Any, width: int) -> str:
     return json.dumps([encode(v) for v in row[:width]], separators=(",", ":"))
 
 
+PREFIX = "bgconsole-migrate-"
+"""Temp files are named PREFIX + the application's tag, so a sweep finds only its own."""
+
+
 def temp_path(near: str | None, suffix: str) -> str:
-    handle, path = tempfile.mkstemp(prefix="bgconsole-migrate-", suffix=suffix, dir=near)
+    handle, path = tempfile.mkstemp(prefix=PREFIX, suffix=suffix, dir=near)
     os.close(handle)
     return path
 
@@ -367,7 +371,32 @@ def cmd_cleanup(args: dict[str, Any]) -> None:
     emit({"ok": True})
 
 
+def cmd_sweep(args: dict[str, Any]) -> None:
+    """Remove what an interrupted run of this application left: its temp files, in the
+    temp dir and beside the database (``<db>.<PREFIX>...``)."""
+    beside = os.path.basename(args["db"]) + "." + PREFIX
+    places = {
+        tempfile.gettempdir(): (PREFIX,),
+        os.path.dirname(os.path.abspath(args["db"])): (PREFIX, beside),
+    }
+    removed = 0
+    for place, prefixes in places.items():
+        try:
+            names = os.listdir(place)
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith(prefixes):
+                try:
+                    os.remove(os.path.join(place, name))
+                    removed += 1
+                except OSError:
+                    pass
+    emit({"removed": removed})
+
+
 COMMANDS: dict[str, Any] = {
+    "sweep": cmd_sweep,
     "inspect": cmd_inspect,
     "export": cmd_export,
     "tail": cmd_tail,
@@ -380,8 +409,12 @@ COMMANDS: dict[str, Any] = {
 
 
 def main(argv: list[str]) -> int:
+    global PREFIX
     try:
-        COMMANDS[argv[1]](json.loads(argv[2]))
+        args = json.loads(argv[2])
+        if args.get("tag"):
+            PREFIX = "bgconsole-migrate-" + args["tag"] + "-"
+        COMMANDS[argv[1]](args)
     except Failure as e:
         sys.stderr.write("error: " + str(e) + "\n")
         return 3

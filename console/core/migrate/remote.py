@@ -28,11 +28,15 @@ class MigrationError(BackendError):
 class RemoteSqlite:
     """One SQLite database on one host, driven by the host-side script."""
 
-    def __init__(self, pool: SshPool, host: HostConfig, db: str, timeout: float) -> None:
+    def __init__(
+        self, pool: SshPool, host: HostConfig, db: str, timeout: float, tag: str = ""
+    ) -> None:
         self.pool = pool
         self.host = host
         self.db = db
         self.timeout = timeout
+        self.tag = tag
+        """The application's name in temp-file names, so a sweep removes only its own."""
         self.temp_files: list[str] = []
 
     @property
@@ -41,7 +45,7 @@ class RemoteSqlite:
         return f"{self.host.name}:{self.db}"
 
     def _command(self, command: str, args: dict[str, Any]) -> str:
-        payload = json.dumps({"db": self.db, **args})
+        payload = json.dumps({"db": self.db, "tag": self.tag, **args})
         return shlex.join([PYTHON, "-c", _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
@@ -97,11 +101,23 @@ class RemoteSqlite:
             beside_db: put it next to the database (same filesystem, so it can be renamed
                 into place atomically) instead of in /tmp.
         """
-        unique = f"bgconsole-migrate-{secrets.token_hex(6)}-{local.name}"
+        tag = f"{self.tag}-" if self.tag else ""
+        unique = f"bgconsole-migrate-{tag}{secrets.token_hex(6)}-{local.name}"
         remote = f"{self.db}.{unique}" if beside_db else f"/tmp/{unique}"
         self.track(remote)
         await self.pool.put(self.host, local, remote, progress)
         return remote
+
+    async def sweep(self) -> int:
+        """Remove temp files an interrupted earlier run left on the host; how many.
+
+        Only call it while holding the application's ``migrate`` lock: then no run of
+        this application is using them. Best effort: a failure here never stops a run.
+        """
+        with contextlib.suppress(ConsoleError):
+            result = await self.call("sweep")
+            return int(result.get("removed", 0))
+        return 0
 
     async def cleanup(self) -> None:
         """Remove the temp files this migration left on the host; best effort."""

@@ -77,6 +77,7 @@ class MigrationRunner:
                 f"has {len(dst_hosts)}; hosts are paired in order, so the counts must match"
             )
         timeout = self.config.ssh.command_timeout
+        tag = self.config.console.name
         pairs = []
         for src_host, dst_host in zip(src_hosts, dst_hosts, strict=True):
             if len(src_host.data.sqlite) != len(dst_host.data.sqlite):
@@ -87,8 +88,8 @@ class MigrationRunner:
             for src_db, dst_db in zip(src_host.data.sqlite, dst_host.data.sqlite, strict=True):
                 pairs.append(
                     (
-                        RemoteSqlite(self.pool, src_host, src_db, timeout),
-                        RemoteSqlite(self.pool, dst_host, dst_db, timeout),
+                        RemoteSqlite(self.pool, src_host, src_db, timeout, tag),
+                        RemoteSqlite(self.pool, dst_host, dst_db, timeout, tag),
                     )
                 )
         return pairs
@@ -178,11 +179,22 @@ class MigrationRunner:
                 await self._record_result(request, result)
             return result
 
+    async def _sweep(self, pairs: list[tuple[RemoteSqlite, RemoteSqlite]]) -> None:
+        """Clear what an interrupted run left on the hosts (we hold the migrate lock)."""
+        seen: set[tuple[str, str]] = set()
+        for remote in (r for pair in pairs for r in pair):
+            key = (remote.host.name, remote.db)
+            if key not in seen:
+                seen.add(key)
+                await remote.sweep()
+
     async def _execute(
         self, request: MigrationRequest, on_progress: ProgressCallback
     ) -> MigrationResult:
         items: list[ItemResult]
         backups: list[str] = []
+        if request.strategy in ("rows", "snapshot") and not request.dry_run:
+            await self._sweep(self.database_pairs(request.source, request.target))
         if request.strategy == "rows":
             rows = RowsMigration(
                 self.database_pairs(request.source, request.target),
