@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import tomli_w
 from servers import SshServer
 
 from console.core.config import Config, load_config
+from console.core.control import ControlPlane
+from console.core.migrate.runner import MigrationRunner
+from console.core.ssh import SshPool
 
 APP = "migratetest"
 
@@ -96,3 +100,15 @@ def count(path: Path, table: str) -> int:
     """Rows in a table."""
     with contextlib.closing(sqlite3.connect(path)) as db:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+@dataclass
+class Env:
+    """What one migration test works with: config, clients, and the two databases."""
+
+    config: Config
+    control: ControlPlane
+    pool: SshPool
+    runner: MigrationRunner
+    blue_db: Path
+    green_db: Path

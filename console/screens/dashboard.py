@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
@@ -126,26 +127,37 @@ class DashboardScreen(Screen[None]):
     @work(exclusive=True, group="status", exit_on_error=False)
     async def poll_status(self) -> None:
         """Gather the status every poll interval, or at once when something changed."""
-        while True:
-            try:
-                self.report = await self.services.status()
-            except ConsoleError as e:
-                self.say(f"status: {e}")
-            except Exception as e:  # a bug: report it, keep the dashboard updating
-                self.say(f"status: internal error: {type(e).__name__}: {e}")
-            await self._sleep(self._status_due, self.poll_interval)
+
+        async def load() -> None:
+            self.report = await self.services.status()
+
+        await self._keep_polling("status", load, self._status_due, self.poll_interval)
 
     @work(exclusive=True, group="flags", exit_on_error=False)
     async def poll_flags(self) -> None:
         """Read both colours' flags periodically, or at once after a flag notification."""
+
+        async def load() -> None:
+            self.flags = await self.services.flag_table()
+
+        await self._keep_polling("flags", load, self._flags_due, self.flags_interval)
+
+    async def _keep_polling(
+        self,
+        label: str,
+        load: Callable[[], Awaitable[None]],
+        due: asyncio.Event,
+        interval: float,
+    ) -> None:
+        """Run ``load`` forever; a failure is a line in the activity log, never the end."""
         while True:
             try:
-                self.flags = await self.services.flag_table()
+                await load()
             except ConsoleError as e:
-                self.say(f"flags: {e}")
+                self.say(f"{label}: {e}")
             except Exception as e:  # a bug: report it, keep the dashboard updating
-                self.say(f"flags: internal error: {type(e).__name__}: {e}")
-            await self._sleep(self._flags_due, self.flags_interval)
+                self.say(f"{label}: internal error: {type(e).__name__}: {e}")
+            await self._sleep(due, interval)
 
     @work(exclusive=True, group="notify", exit_on_error=False)
     async def watch_notifications(self) -> None:

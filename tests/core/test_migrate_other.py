@@ -6,15 +6,13 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from migrate_support import APP, config_data, count, make_db, rows, write_config
+from migrate_support import APP, Env, config_data, count, make_db, rows, write_config
 from servers import RedisServer, SshServer
 
-from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
 from console.core.migrate.mirror import MirrorStatus
@@ -26,16 +24,6 @@ from console.core.ssh import SshPool
 pytestmark = pytest.mark.integration
 
 GREEN, BLUE = Colour.GREEN, Colour.BLUE
-
-
-@dataclass
-class Env:
-    config: Config
-    control: ControlPlane
-    pool: SshPool
-    runner: MigrationRunner
-    blue_db: Path
-    green_db: Path
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from migrate_support import APP, config_data, count, make_db, rows, write_config
+from migrate_support import APP, Env, config_data, count, make_db, rows, write_config
 from servers import RedisServer, SshServer
 
-from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import ConsoleError, LockHeld, UsageError
 from console.core.migrate.plan import MigrationRequest, Progress
@@ -27,16 +25,6 @@ from console.core.ssh import SshPool
 pytestmark = pytest.mark.integration
 
 GREEN, BLUE = Colour.GREEN, Colour.BLUE
-
-
-@dataclass
-class Env:
-    config: Config
-    control: ControlPlane
-    pool: SshPool
-    runner: MigrationRunner
-    blue_db: Path
-    green_db: Path
 
 
 @pytest.fixture

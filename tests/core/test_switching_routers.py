@@ -9,7 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import HAProxyFactory, HttpBackend, HttpBackendFactory, NginxFactory, RedisServer
+from servers import (
+    HAProxyFactory,
+    HAProxyServer,
+    HttpBackend,
+    HttpBackendFactory,
+    NginxFactory,
+    RedisServer,
+)
 
 from console.core.agent import Agent
 from console.core.agent_log import AgentLog
@@ -35,6 +42,20 @@ def make_config(
             "agent": {"heartbeat_interval": 0.2},
             "env": {"blue": {"url": blue.url}, "green": {"url": green.url}},
         }
+    )
+
+
+def haproxy_config(
+    redis_url: str, blue: HttpBackend, green: HttpBackend, haproxy: HAProxyServer
+) -> Config:
+    return make_config(
+        redis_url,
+        blue,
+        green,
+        f"http://127.0.0.1:{haproxy.port}",
+        kind="haproxy",
+        socket=str(haproxy.socket_path),
+        state_file=str(haproxy.state_file),
     )
 
 
@@ -80,15 +101,7 @@ async def test_switch_through_haproxy_and_back(
     blue, green = backends
     haproxy = haproxy_factory(blue, green)
     front = f"http://127.0.0.1:{haproxy.port}"
-    config = make_config(
-        redis_server.url,
-        blue,
-        green,
-        front,
-        kind="haproxy",
-        socket=str(haproxy.socket_path),
-        state_file=str(haproxy.state_file),
-    )
+    config = haproxy_config(redis_server.url, blue, green, haproxy)
     assert await served_by(front) == "blue"
     await switch_and_verify(config, control, Colour.GREEN)
     assert await served_by(front) == "green"
@@ -128,15 +141,7 @@ async def test_agent_fails_over_by_driving_haproxy(
     blue, green = backends
     haproxy = haproxy_factory(blue, green)
     front = f"http://127.0.0.1:{haproxy.port}"
-    config = make_config(
-        redis_server.url,
-        blue,
-        green,
-        front,
-        kind="haproxy",
-        socket=str(haproxy.socket_path),
-        state_file=str(haproxy.state_file),
-    )
+    config = haproxy_config(redis_server.url, blue, green, haproxy)
     log = io.StringIO()
     agent = Agent(config, log=AgentLog("logfmt", log), grace=0.5)
     task = asyncio.create_task(agent.run())
