@@ -15,6 +15,7 @@ from console.cli.common import EXIT_OK, SubParsers, add_config_option, add_json_
 from console.core.control import ControlPlane
 from console.core.errors import ControlPlaneUnavailable
 from console.core.models import Event
+from console.core.text import printable
 
 _RETRY_START = 0.2
 _RETRY_CAP = 5.0
@@ -37,13 +38,19 @@ def register(subparsers: SubParsers) -> None:
 
 
 def format_event(event: Event) -> str:
-    """One event as one line: time, kind, actor, summary, reason, outcome."""
+    """One event as one line: time, kind, actor, summary, reason, outcome.
+
+    Every field is someone else's text (a ``--reason``, a ref, an actor name, anything
+    written to the stream): escaped, so it can neither drive the terminal nor start a
+    forged line of its own.
+    """
     when = datetime.datetime.fromtimestamp(event.at).strftime("%Y-%m-%d %H:%M:%S")
-    parts = [when, f"{event.kind:<8}", f"{event.actor:<24}", event.summary]
+    kind, actor = printable(event.kind), printable(event.actor)
+    parts = [when, f"{kind:<8}", f"{actor:<24}", printable(event.summary)]
     if event.reason:
-        parts.append(f'reason="{event.reason}"')
+        parts.append(f'reason="{printable(event.reason)}"')
     if event.outcome and event.outcome != "ok":
-        parts.append(f"[{event.outcome}]")
+        parts.append(f"[{printable(event.outcome)}]")
     return "  ".join(parts)
 
 
