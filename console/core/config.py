@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -241,6 +242,18 @@ class SshSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrateConfig:
+    """The ``[migrate]`` section: how data migrations behave on the hosts."""
+
+    slice: float = 0.05
+    """Seconds of write lock one apply transaction may hold; the app's writers wait at most
+    about this long."""
+    work_dir: str = "/var/tmp/bgconsole-migrate"
+    """Absolute directory on every host for transfer files and snapshot backups: outside the
+    application's checkout, and not /tmp, which a reboot may empty of backups."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -253,6 +266,7 @@ class Config:
     envs: dict[Colour, EnvConfig]
     flags: dict[str, FlagConfig]
     path: Path | None = None
+    migrate: MigrateConfig = MigrateConfig()
 
     def env(self, colour: Colour) -> EnvConfig:
         """The environment of a colour (both always exist)."""
@@ -684,8 +698,28 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     env_t.finish()
 
     flags = _flags(root.table("flags"), console.flag_prefix)
+    migrate = _migrate(root.table("migrate") or _Table({}, "migrate"))
     root.finish()
-    return Config(console, control, router, failover, agent, ssh, envs, flags, path)
+    return Config(console, control, router, failover, agent, ssh, envs, flags, path, migrate)
+
+
+_SLICE_MAX = 5.0
+"""A longer write lock than this would stall the live application's writers noticeably."""
+
+
+def _migrate(table: _Table) -> MigrateConfig:
+    slice_ = table.seconds("slice", 0.05)
+    # TOML allows inf and nan; neither is a duration a transaction can be cut to.
+    if not math.isfinite(slice_) or slice_ > _SLICE_MAX:
+        raise table.error("slice", f"must be a finite number up to {_SLICE_MAX:g} s, got {slice_}")
+    work_dir = table.string("work_dir", "/var/tmp/bgconsole-migrate")
+    if not work_dir.startswith("/") or work_dir.rstrip("/") in ("", "/tmp"):
+        raise table.error(
+            "work_dir",
+            f"must be an absolute directory of its own (not / or /tmp), got {work_dir!r}",
+        )
+    table.finish()
+    return MigrateConfig(slice=slice_, work_dir=work_dir.rstrip("/"))
 
 
 _TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
