@@ -212,6 +212,9 @@ class FailoverConfig:
     """Seconds after any switch before an automatic failover may happen."""
     failback: bool = False
     """Fail back automatically when the original colour is healthy again."""
+    restart_grace: float = 10.0
+    """Seconds a live colour may refuse connections while a deploy (holding its lock)
+    restarts it, before it counts as down. 5xx answers never get this grace."""
     history: int = 120
     """Probes kept per host (for sparklines)."""
 
@@ -657,6 +660,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         fall=failover_t.integer("fall", 2, minimum=1),
         rise=failover_t.integer("rise", 2, minimum=1),
         min_dwell=failover_t.seconds("min_dwell", 30.0, positive=False),
+        restart_grace=failover_t.seconds("restart_grace", 10.0, positive=False),
         failback=failover_t.boolean("failback", False),
         history=failover_t.integer("history", 120, minimum=1),
     )

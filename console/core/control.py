@@ -12,11 +12,21 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from console.core.actor import current_actor
 from console.core.config import ControlConfig, redact_url
-from console.core.errors import ConflictError, ControlPlaneUnavailable, LockHeld
+from console.core.errors import (
+    ConflictError,
+    ConsoleError,
+    ControlPlaneUnavailable,
+    LockHeld,
+    SwitchOutcomeUnknown,
+)
+from console.core.locks import HeldLock
 from console.core.models import ActiveState, AgentHeartbeat, Colour, Event, LockInfo
 
 T = TypeVar("T")
@@ -24,15 +34,49 @@ T = TypeVar("T")
 # Compare-and-set of the active colour on its epoch, atomically in Redis, so two
 # operators flipping at once cannot both win: the loser sees the epoch has moved on.
 _SWITCH_LUA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 local colour = redis.call('HGET', KEYS[1], 'colour') or ''
+local deadline = tonumber(ARGV[7])
+if deadline > 0 and now_ms > deadline then
+  return {-1, current, colour, now_ms}
+end
 if current ~= tonumber(ARGV[1]) then
-  return {0, current, colour}
+  return {0, current, colour, now_ms}
 end
 local epoch = current + 1
-redis.call('HSET', KEYS[1], 'colour', ARGV[2], 'epoch', epoch, 'updated_at', ARGV[3],
-           'actor', ARGV[4], 'reason', ARGV[5], 'kind', ARGV[6])
-return {1, epoch, colour}
+redis.call('HSET', KEYS[1], 'colour', ARGV[2], 'epoch', epoch,
+           'updated_at', string.format('%.3f', now_ms / 1000),
+           'actor', ARGV[3], 'reason', ARGV[4], 'kind', ARGV[5], 'switch_id', ARGV[6])
+if current == 0 then
+  -- A first colour ever set arms failover unless someone chose otherwise already.
+  redis.call('SET', KEYS[2], '1', 'NX')
+end
+return {1, epoch, colour, now_ms}
+"""
+
+# Re-seed after the control plane lost its data: only when the active state is missing
+# or its epoch is not above what an agent has already seen (``floor``). The colour that is
+# there is kept (whoever set it read the router too); only the epoch is lifted, so epochs
+# never go backwards for anyone who watched them.
+_SEED_LUA = """
+local t = redis.call('TIME')
+local now = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
+local floor = tonumber(ARGV[2])
+local current = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+local colour = redis.call('HGET', KEYS[1], 'colour')
+if colour and current > floor then
+  return {0, current, colour}
+end
+local created = 0
+if not colour then
+  colour = ARGV[1]
+  created = 1
+end
+redis.call('HSET', KEYS[1], 'colour', colour, 'epoch', floor + 1, 'updated_at', now,
+           'actor', ARGV[3], 'reason', ARGV[4], 'kind', 'reseed', 'switch_id', '')
+return {1, floor + 1, colour, created}
 """
 
 # Release or renew a lock only if we still hold it (the token matches).
@@ -120,7 +164,15 @@ class ControlPlane:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,
+            # A Redis that restarted leaves every pooled connection dead; without a retry
+            # each of them fails one call ("Connection closed by server") before it is
+            # replaced. One immediate retry on a fresh connection hides that, and never
+            # repeats a command that reached Redis: a dropped connection is found on write.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
+        self._clock_offset: float | None = None
+        self._clock_read_at = 0.0
 
     @classmethod
     def from_config(
@@ -192,6 +244,36 @@ class ControlPlane:
             kind=raw.get("kind", "switch"),
         )
 
+    async def server_time(self) -> float:
+        """The control plane's clock (Redis ``TIME``), in epoch seconds.
+
+        Every console, CLI and agent measures ages and dwell on this one clock, so a
+        machine whose clock is off cannot shift ``min_dwell`` or make a heartbeat look
+        fresh or stale.
+        """
+        started = time.time()
+        seconds, micros = await self._call(self._redis.time())
+        now = float(seconds) + float(micros) / 1_000_000
+        # Half the round trip is the best guess of when Redis read its clock.
+        self._clock_offset = now - (started + time.time()) / 2
+        self._clock_read_at = time.monotonic()
+        return now
+
+    async def clock(self) -> float:
+        """The control plane's time, from a cached offset refreshed every 10 s.
+
+        Falls back to this machine's clock when the control plane cannot be read (ages
+        are then shown from the local clock rather than not at all).
+        """
+        if self._clock_offset is None or time.monotonic() - self._clock_read_at > 10.0:
+            with contextlib.suppress(ControlPlaneUnavailable):
+                return await self.server_time()
+        return time.time() + (self._clock_offset or 0.0)
+
+    def clock_now(self) -> float:
+        """The control plane's time from the last known offset, without asking it."""
+        return time.time() + (self._clock_offset or 0.0)
+
     async def ensure_active(self, default: Colour) -> ActiveState:
         """The active state, initialising it to ``default`` (epoch 1) if never set."""
         state = await self.active()
@@ -206,6 +288,21 @@ class ControlPlane:
             assert state is not None
             return state
 
+    async def seed(self, colour: Colour, floor: int, reason: str) -> tuple[ActiveState, bool]:
+        """Re-create a lost active state with an epoch above ``floor``.
+
+        Returns the state and whether this call changed it (False: someone else had
+        already re-seeded above ``floor``; their state is returned).
+        """
+        script = self._redis.register_script(_SEED_LUA)
+        result = await self._call(
+            script(keys=[self.key("active")], args=[colour.value, floor, self.actor, reason])
+        )
+        state = await self.active()
+        if state is None:  # lost again at once: report what we wrote
+            state = ActiveState(Colour(str(result[2])), int(result[1]), 0.0, self.actor, reason)
+        return state, bool(int(result[0]))
+
     async def switch(
         self,
         to: Colour,
@@ -215,53 +312,147 @@ class ControlPlane:
         kind: str = "switch",
         actor: str | None = None,
         details: Mapping[str, str] | None = None,
+        deadline: float | None = None,
     ) -> ActiveState:
         """Make ``to`` the active colour if the epoch is still ``expected_epoch``.
 
-        Both outcomes are recorded as events and a success is published.
+        Both outcomes are recorded as events and a success is published. Recording and
+        publishing are best effort once the compare-and-set has committed: a switch that
+        happened is returned even if the audit trail could not be written (the caller
+        must still tell the router).
+
+        Args:
+            deadline: control-plane time (see :meth:`clock`) after which Redis must
+                refuse the change. A command stuck in a frozen Redis would otherwise land
+                whenever Redis wakes up, long after the caller reported failure.
 
         Raises:
             ConflictError: someone switched first; the message says who won.
+            SwitchOutcomeUnknown: the control plane stopped answering after the request
+                was sent; it may or may not have committed (re-read before acting).
+            ControlPlaneUnavailable: the request could not be sent at all.
         """
         actor = actor or self.actor
-        now = time.time()
+        switch_id = secrets.token_hex(8)
         script = self._redis.register_script(_SWITCH_LUA)
-        result = await self._call(
-            script(
-                keys=[self.key("active")], args=[expected_epoch, to.value, now, actor, reason, kind]
+        deadline_ms = int(deadline * 1000) if deadline is not None else 0
+        try:
+            result = await self._call(
+                script(
+                    keys=[self.key("active"), self.key("failover:armed")],
+                    args=[expected_epoch, to.value, actor, reason, kind, switch_id, deadline_ms],
+                )
             )
-        )
-        # On a win ``colour`` is the colour before the switch; on a loss, the current one.
+        except ControlPlaneUnavailable as e:
+            landed = await self._find_switch(switch_id, deadline_ms)
+            if landed is None:
+                raise SwitchOutcomeUnknown(str(e)) from None
+            if not isinstance(landed, ActiveState):
+                raise
+            result = [1, landed.epoch, "", 0]
         won, epoch, colour = int(result[0]), int(result[1]), str(result[2])
+        if won == -1:
+            raise ControlPlaneUnavailable(
+                f"control plane {redact_url(self.url)} answered too late: the switch to {to} "
+                "was refused by its deadline and nothing changed"
+            )
         if not won:
             current = await self.active()
             who = f" by {current.actor}" if current else ""
-            await self.record(
-                kind,
-                f"{kind} to {to} refused: epoch moved {expected_epoch} -> {epoch}",
-                before=colour,
-                after=to.value,
-                reason=reason,
-                outcome="conflict",
-                actor=actor,
-                details=details,
-            )
+            with contextlib.suppress(ConsoleError):
+                await self.record(
+                    kind,
+                    f"{kind} to {to} refused: epoch moved {expected_epoch} -> {epoch}",
+                    before=colour,
+                    after=to.value,
+                    reason=reason,
+                    outcome="conflict",
+                    actor=actor,
+                    details=details,
+                )
             raise ConflictError(
                 f"switch to {to} refused: the control plane changed first "
                 f"(now {colour or 'unset'} at epoch {epoch}{who}); look, then retry"
             )
-        state = ActiveState(to, epoch, now, actor, reason, kind)
-        await self.record(
-            kind,
-            f"{kind} {colour or 'unset'} -> {to} (epoch {epoch})",
-            before=colour,
-            after=to.value,
-            reason=reason,
-            actor=actor,
-            details=details,
-        )
-        await self.publish(kind, {"colour": to.value, "epoch": epoch, "actor": actor})
+        state = await self._committed(to, epoch, actor, reason, kind)
+        with contextlib.suppress(ConsoleError):
+            await self.record(
+                kind,
+                f"{kind} {colour or 'unset'} -> {to} (epoch {epoch})",
+                before=colour,
+                after=to.value,
+                reason=reason,
+                actor=actor,
+                details=details,
+            )
+        with contextlib.suppress(ConsoleError):
+            await self.publish(kind, {"colour": to.value, "epoch": epoch, "actor": actor})
         return state
+
+    async def _committed(
+        self, to: Colour, epoch: int, actor: str, reason: str, kind: str
+    ) -> ActiveState:
+        """The state a won compare-and-set wrote (read back for Redis's timestamp)."""
+        with contextlib.suppress(ConsoleError):
+            state = await self.active()
+            if state is not None and state.epoch == epoch:
+                return state
+        return ActiveState(to, epoch, self.clock_now(), actor, reason, kind)
+
+    async def _find_switch(self, switch_id: str, deadline_ms: int) -> ActiveState | bool | None:
+        """After a lost answer: did our switch commit? (its state, False, or None: unknown).
+
+        "No" is only certain once the control plane's clock is past the deadline: until
+        then the request may still be on its way or queued in a frozen Redis.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * self.timeout + 1.0
+        while loop.time() < give_up:
+            try:
+                raw: dict[str, str] = await self._call(self._redis.hgetall(self.key("active")))
+                now = await self.server_time()
+            except ControlPlaneUnavailable:
+                await asyncio.sleep(0.1)
+                continue
+            if raw.get("switch_id") == switch_id:
+                return await self.active() or None
+            if deadline_ms and now * 1000 > deadline_ms:
+                return False
+            await asyncio.sleep(0.05)
+        return None
+
+    async def armed_state(self) -> bool | None:
+        """Whether automatic failover is armed; None when the control plane has no record.
+
+        A missing record on a control plane that has an active colour means its data was
+        lost (or predates the explicit record); the agent restores the operator's last
+        choice when it knows it.
+        """
+        value = await self._call(self._redis.get(self.key("failover:armed")))
+        if value is None:
+            return None
+        return bool(value != "0")
+
+    async def persistence(self) -> str | None:
+        """A warning when the control-plane Redis keeps nothing across a restart, else None."""
+        info: dict[str, Any] = await self._call(self._redis.info("persistence"))
+        if int(info.get("aof_enabled", 0)):
+            return None
+        try:
+            save = await self._call(self._redis.config_get("save"))
+        except ControlPlaneUnavailable:
+            save = {}
+        if save.get("save"):
+            return (
+                "control plane Redis persists only by RDB snapshots: a crash loses the last "
+                "switches (run it with appendonly yes)"
+            )
+        if not save:  # CONFIG not allowed (managed Redis): say what we know
+            return None
+        return (
+            "control plane Redis has no persistence: a restart loses the live colour, "
+            "epochs, locks and the audit trail (run it with appendonly yes)"
+        )
 
     async def record(
         self,
@@ -412,36 +603,67 @@ class ControlPlane:
             )
         return bool(int(released))
 
+    async def lock_is_ours(self, lock: LockInfo) -> bool:
+        """Whether ``lock`` (by its token) is still held by us."""
+        token = await self._call(self._redis.hget(self.key(f"lock:{lock.name}"), "token"))
+        return bool(token == lock.token)
+
     @contextlib.asynccontextmanager
     async def holding(
         self, name: str, purpose: str, *, ttl: float, renew_every: float
-    ) -> AsyncIterator[LockInfo]:
+    ) -> AsyncIterator[HeldLock]:
         """Hold a lock for the duration of a block, renewing it in the background.
 
         The TTL stays short (a crashed holder frees it soon) while a long deploy or
-        migration keeps it; a Redis blip during a renewal is retried next round, and the
-        lock is released however the block ends.
+        migration keeps it; a Redis blip during a renewal is retried next round. When a
+        renewal finds the lock gone, or no renewal succeeded for a whole TTL, the lock is
+        marked lost, the loss is recorded, and the block's next :meth:`HeldLock.check`
+        raises; a block that finishes anyway raises :class:`LockLost` on exit, so work
+        done without the lock never reports success. The lock is released however the
+        block ends.
 
         Raises:
             LockHeld: someone else holds it.
+            LockLost: the lock was lost while the block ran.
         """
-        lock = await self.acquire_lock(name, purpose, ttl)
+        info = await self.acquire_lock(name, purpose, ttl)
+        fence = int(await self._call(self._redis.incr(self.key("fence"))))
+        held = HeldLock(info, fence, self.lock_is_ours)
 
         async def renew() -> None:
-            while True:
+            loop = asyncio.get_running_loop()
+            renewed_at = loop.time()
+            while held.lost is None:
                 await asyncio.sleep(renew_every)
-                with contextlib.suppress(ControlPlaneUnavailable):
-                    await self.renew_lock(lock, ttl)
+                try:
+                    if not await self.renew_lock(info, ttl):
+                        held.mark_lost(f"{name!r} expired or was taken by someone else")
+                    else:
+                        renewed_at = loop.time()
+                except ControlPlaneUnavailable as e:
+                    if loop.time() - renewed_at >= ttl:
+                        held.mark_lost(f"{name!r} could not be renewed for {ttl:g} s ({e})")
+            with contextlib.suppress(ConsoleError):
+                await self.record(
+                    "lock",
+                    f"lock {name!r} lost while {purpose}: {held.lost}",
+                    reason=purpose,
+                    outcome="lost",
+                    details={"lock": name},
+                )
 
         renewer = asyncio.create_task(renew())
         try:
-            yield lock
+            yield held
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            with contextlib.suppress(ControlPlaneUnavailable):
-                await self.release_lock(lock)
+            if held.lost is None:
+                with contextlib.suppress(ControlPlaneUnavailable):
+                    await self.release_lock(info)
+        # Only reached when the block itself finished without raising.
+        held.check()
 
     async def lock_info(self, name: str) -> LockInfo | None:
         """Who holds a lock, or None."""
@@ -465,20 +687,24 @@ class ControlPlane:
 
     async def set_armed(self, armed: bool, reason: str = "") -> None:
         """Arm or disarm automatic failover (recorded as an event)."""
-        before = await self.armed()
+        before = await self.armed_state()
         await self._call(self._redis.set(self.key("failover:armed"), "1" if armed else "0"))
         state = "armed" if armed else "disarmed"
         await self.record(
             "armed",
             f"automatic failover {state}",
-            before="armed" if before else "disarmed",
+            before={True: "armed", False: "disarmed", None: "unknown"}[before],
             after=state,
             reason=reason,
         )
         await self.publish("armed", {"armed": armed})
 
     async def armed(self) -> bool:
-        """Whether automatic failover is armed (armed unless explicitly disarmed)."""
+        """Whether automatic failover is armed (armed unless explicitly disarmed).
+
+        Installations from before the explicit record have none; see :meth:`armed_state`
+        to tell "never set" apart.
+        """
         value = await self._call(self._redis.get(self.key("failover:armed")))
         return bool(value != "0")
 

@@ -37,6 +37,12 @@ class ControlPlaneUnavailable(BackendError):
     """The control-plane Redis is down, unreachable or timing out."""
 
 
+class SwitchOutcomeUnknown(ControlPlaneUnavailable):
+    """A switch was sent but the control plane stopped answering: it may have committed."""
+
+    exit_code = 3
+
+
 class ConflictError(ConsoleError):
     """Someone else changed the state first (epoch moved on, lock held)."""
 
@@ -55,3 +61,7 @@ class RouterError(BackendError):
 
 class VerificationFailed(ConsoleError):
     """A change was applied but the check afterwards did not confirm it."""
+
+
+class LockLost(ConsoleError):
+    """A lock we held expired or was taken while we worked; the work stopped at a safe point."""

@@ -15,7 +15,14 @@ The rules, in order:
    Stand-by hosts that are down are tolerated as long as one healthy host remains.
 5. Within ``min_dwell`` seconds of the last switch (of any kind): stay, "in dwell".
    This is what prevents flapping between two sick colours.
-6. Otherwise: fail over to the stand-by.
+6. A deploy to the live colour is restarting it (the caller says how much of
+   ``restart_grace`` is left: only while the deploy holds its lock and the hosts refuse
+   connections, never for 5xx answers or timeouts): stay.
+7. Otherwise: fail over to the stand-by.
+
+Every "stay" carries a stable ``code`` (``standby_unhealthy``, ``dwell``, ...) so the
+agent records a held failover once per cause, not once per probe while a countdown in
+the reason text changes.
 
 Failback (moving traffic back to the colour an automatic failover left) is never
 automatic unless ``[failover] failback = true``. Because the policy is memoryless, the
@@ -45,6 +52,8 @@ class FailoverDecision:
     """The colour to switch to; None when staying."""
     reason: str
     """One line for the operator and the event stream."""
+    code: str = ""
+    """A stable name for the cause (the reason text may hold changing numbers)."""
     evidence: dict[str, str] = field(default_factory=dict)
     """``<colour>/<host>`` -> last probe of each live host; ``<colour>`` -> an env summary."""
 
@@ -58,9 +67,10 @@ def last_switch_at(active: ActiveState) -> float:
     """When the live colour last changed, for ``min_dwell``.
 
     The first colour ever set (``init``) is not a switch: a fresh installation must be
-    able to fail over at once.
+    able to fail over at once. Nor is a re-seed after the control plane lost its data:
+    traffic did not move, and failover must work again as soon as Redis answers.
     """
-    return 0.0 if active.kind == "init" else active.updated_at
+    return 0.0 if active.kind in ("init", "reseed") else active.updated_at
 
 
 def decide(
@@ -72,6 +82,7 @@ def decide(
     now: float,
     last_switch_at: float,
     last_failover_from: Colour | None = None,
+    restart_grace_left: float = 0.0,
 ) -> FailoverDecision:
     """Decide whether to stay, fail over, or fail back.
 
@@ -84,6 +95,8 @@ def decide(
         last_switch_at: when the live colour last changed (``ActiveState.updated_at``).
         last_failover_from: the colour an automatic failover moved traffic away from, if
             the last switch was one; enables failback.
+        restart_grace_left: seconds a deploy restarting the live colour may still refuse
+            connections before it counts as down (0: no such deploy).
 
     Returns:
         The decision, with the evidence (live hosts one by one, stand-by summarised).
@@ -94,30 +107,44 @@ def decide(
     standby_env = snapshot.envs.get(standby)
     evidence = _evidence(live, live_env, standby, standby_env)
 
-    def stay(reason: str) -> FailoverDecision:
-        return FailoverDecision("stay", None, reason, evidence)
+    def stay(code: str, reason: str) -> FailoverDecision:
+        return FailoverDecision("stay", None, reason, code, evidence)
 
     if not policy.enabled:
-        return stay("automatic failover is disabled in the configuration ([failover] enabled)")
+        return stay(
+            "disabled", "automatic failover is disabled in the configuration ([failover] enabled)"
+        )
     if not armed:
-        return stay("automatic failover is disarmed (bgconsole failover arm)")
+        return stay("disarmed", "automatic failover is disarmed (bgconsole failover arm)")
     if live_env is None or not live_env.hosts or any(h.last is None for h in live_env.hosts):
-        return stay(f"health of live {live} is unknown (not probed yet)")
+        return stay("unknown", f"health of live {live} is unknown (not probed yet)")
 
     dwell_left = policy.min_dwell - (now - last_switch_at)
     live_down = all(not h.up for h in live_env.hosts)
     if live_down:
         if not _usable(standby_env):
-            return stay(f"live {live} is down but stand-by {standby} is not healthy; staying")
+            return stay(
+                "standby_unhealthy",
+                f"live {live} is down but stand-by {standby} is not healthy; staying",
+            )
         if dwell_left > 0:
             return stay(
+                "dwell",
                 f"live {live} is down but in dwell: last switch {now - last_switch_at:.1f} s "
-                f"ago, min_dwell {policy.min_dwell:g} s ({dwell_left:.1f} s left)"
+                f"ago, min_dwell {policy.min_dwell:g} s ({dwell_left:.1f} s left)",
+            )
+        if restart_grace_left > 0:
+            return stay(
+                "restart_grace",
+                f"live {live} refuses connections while a deploy restarts it; failing over "
+                f"in {restart_grace_left:.1f} s unless it comes back (restart_grace "
+                f"{policy.restart_grace:g} s)",
             )
         return FailoverDecision(
             "failover",
             standby,
             f"live {live} is down ({_down_summary(live_env)}); stand-by {standby} is healthy",
+            "failover",
             evidence,
         )
 
@@ -126,8 +153,8 @@ def decide(
         if back is not None:
             return back
     if live_env.healthy_hosts != live_env.hosts:
-        return stay(f"live {live} is degraded: some hosts still serve")
-    return stay(f"live {live} is healthy")
+        return stay("degraded", f"live {live} is degraded: some hosts still serve")
+    return stay("healthy", f"live {live} is healthy")
 
 
 def _failback(
@@ -145,14 +172,14 @@ def _failback(
             f"original colour {original} is healthy again; failback is off "
             f"(switch back with: bgconsole switch {original})"
         )
-        return FailoverDecision("stay", None, reason, evidence)
+        return FailoverDecision("stay", None, reason, "failback_off", evidence)
     if dwell_left > 0:
         reason = (
             f"original colour {original} is healthy again but in dwell ({dwell_left:.1f} s left)"
         )
-        return FailoverDecision("stay", None, reason, evidence)
+        return FailoverDecision("stay", None, reason, "failback_dwell", evidence)
     reason = f"original colour {original} healthy for {policy.rise}+ probes; failing back"
-    return FailoverDecision("failback", original, reason, evidence)
+    return FailoverDecision("failback", original, reason, "failback", evidence)
 
 
 def _usable(env: EnvHealth | None) -> bool:
@@ -212,3 +239,16 @@ def _evidence(
         if not (host.up and host.last is not None and host.last.ok):
             evidence[f"{standby}/{host.host}"] = describe_host(host)
     return evidence
+
+
+def refusing_only(env: EnvHealth | None) -> bool:
+    """Every host of a colour fails by refusing connections (a restart, not a broken app).
+
+    5xx answers, timeouts and resets are real failures and never earn a restart grace.
+    """
+    if env is None or not env.hosts:
+        return False
+    return all(
+        h.last is not None and not h.last.ok and h.last.error == "connection refused"
+        for h in env.hosts
+    )
