@@ -32,7 +32,7 @@ from console.core.agent_log import AgentLog
 from console.core.config import Config, redact_url
 from console.core.control import ControlPlane, Notification
 from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
-from console.core.failover import FailoverDecision, decide, last_switch_at
+from console.core.failover import FailoverDecision, decide, last_switch_at, refusing_only
 from console.core.health import HealthChecker
 from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
 from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 
 _SWITCH_KINDS = frozenset({"switch", "failover", "failback", "init"})
 _POLL_INTERVAL = 1.0
-_BACKOFF_START = 0.2
-_BACKOFF_CAP = 5.0
+_BACKOFF_START = 0.1
+# One Redis to reconnect to: retrying every second at most costs nothing and keeps the
+# promise that failover works again within 2 s of the control plane answering.
+_BACKOFF_CAP = 1.0
 _STATS_EVERY = 60.0
 
 
@@ -97,8 +99,15 @@ class Agent:
         self.armed = False
         """Whether automatic failover is armed; off until the control plane says so."""
         self.leader = False
-        self.degraded = False
-        """True while the control plane is unreachable (fail static)."""
+        self.control_error: str | None = None
+        """Why the last control-plane operation failed; None while it answers (any loop's
+        success clears it, any loop's failure sets it)."""
+        self.control_ok_at: float | None = None
+        """Control-plane time of the last successful read of the live colour."""
+        self.max_epoch = 0
+        """The highest epoch seen: a control plane showing a lower one lost its data."""
+        self.armed_choice: bool | None = None
+        """The armed flag as last read from the control plane (the operator's choice)."""
         self.snapshot: HealthSnapshot | None = None
         self.decisions = 0
         self._last_failover_from: Colour | None = None
@@ -107,7 +116,15 @@ class Agent:
         self._deciding = asyncio.Lock()
         self._beat_now = asyncio.Event()
         self._last_held: str | None = None
+        self._restart_started: float | None = None
+        self._live_deploy: bool = False
+        self._drift: str | None = None
         self._stats_logged = time.monotonic()
+
+    @property
+    def degraded(self) -> bool:
+        """True while the control plane is unreachable (fail static)."""
+        return self.control_error is not None
 
     @property
     def address(self) -> str | None:
@@ -125,7 +142,7 @@ class Agent:
         self._started = True
         try:
             await self._refresh_active()
-            self.armed = await self.control.armed()
+            await self._read_armed()
         except ControlPlaneUnavailable as e:
             self._fail_static(e)
         if self.proxy is not None:
@@ -153,6 +170,8 @@ class Agent:
                 group.create_task(self.health.run(self._on_snapshot))
                 group.create_task(self._follow_control_plane())
                 group.create_task(self._heartbeat_loop())
+                if not self.builtin:
+                    group.create_task(self._reconcile_loop())
         finally:
             await self.aclose()
 
@@ -190,13 +209,14 @@ class Agent:
     def _apply(self, state: ActiveState, *, authoritative: bool = False) -> None:
         """Adopt the control plane's state unless a notification is older than what we have.
 
-        A read of the active state (``authoritative``) always wins: after the control
-        plane lost its data its epochs restart, and it is still the truth.
+        A read of the active state (``authoritative``) always wins over notifications; an
+        epoch lower than one already seen never reaches here (it is re-seeded first).
         """
         if not authoritative and self.active is not None and state.epoch < self.active.epoch:
             return
         previous = self.serving
         self.active = state
+        self.max_epoch = max(self.max_epoch, state.epoch)
         self.serving = state.colour
         if self.routes is not None:
             self.routes.set_live(state.colour)
@@ -214,20 +234,119 @@ class Agent:
             )
 
     async def _refresh_active(self) -> None:
-        # A control plane with no colour (new, or restarted without persistence) gets the
-        # one we serve, so its coming back does not move traffic.
-        self._apply(await self.control.ensure_active(self.serving), authoritative=True)
+        """Read the live colour; re-seed the control plane if it lost its state."""
+        state = await self.control.active()
+        if state is None or state.epoch < self.max_epoch:
+            await self._reseed(state)
+        else:
+            self._apply(state, authoritative=True)
+        self._control_ok()
+
+    async def _reseed(self, found: ActiveState | None) -> None:
+        """The control plane has no live colour, or one with an epoch that went backwards.
+
+        A control plane we never saw with no history at all is a new installation: it
+        gets the colour we serve at epoch 1. Otherwise its data was lost: the colour the
+        router really serves goes back in with an epoch above every one we saw, and the
+        loss is recorded, so nothing moves and nobody is told a lower epoch.
+        """
+        if self.max_epoch == 0 and found is None and not await self.control.events(1):
+            self._apply(await self.control.ensure_active(self.serving), authoritative=True)
+            return
+        colour, source = await self._router_colour()
+        what = "missing" if found is None else f"at epoch {found.epoch} < {self.max_epoch} seen"
+        reason = f"control plane state lost (live colour {what}); re-seeded from {source}"
+        state, changed = await self.control.seed(colour, self.max_epoch, reason)
+        self._apply(state, authoritative=True)
+        if not changed:
+            return  # another agent re-seeded first and recorded it
+        summary = (
+            f"control plane state lost; re-seeded {state.colour.value.upper()} from {source} "
+            f"(epoch {state.epoch})"
+        )
+        self.log.error("control_plane_state_lost", message=summary, epoch=state.epoch)
+        with contextlib.suppress(ConsoleError):
+            await self.control.record(
+                "control",
+                summary,
+                after=state.colour.value,
+                reason=reason,
+                outcome="lost",
+                actor=self.actor,
+                details={"highest_epoch_seen": str(self.max_epoch), "found": what},
+            )
+
+    async def _router_colour(self) -> tuple[Colour, str]:
+        """What traffic really goes to, and where that was read."""
+        if self.builtin:
+            return self.serving, "the router (builtin proxy)"
+        try:
+            async with asyncio.timeout(5.0):
+                live = (await self._get_router().state()).live
+        except (ConsoleError, TimeoutError):
+            live = None
+        if live is None:
+            return self.serving, "the agent's last known colour (router unreadable)"
+        return live, f"the router ({self.config.router.kind})"
+
+    async def _read_armed(self) -> None:
+        """Read the armed flag; restore it (or disarm loudly) if the control plane lost it."""
+        armed = await self.control.armed_state()
+        if armed is None:
+            armed = await self._restore_armed()
+        self.armed_choice = armed
+        if armed != self.armed:
+            self.armed = armed
+            self.log.info("armed" if armed else "disarmed")
+
+    async def _restore_armed(self) -> bool:
+        """The armed record is gone: put back the operator's last choice if we know it."""
+        known = self.armed_choice
+        value = known if known is not None else False
+        if not await self.control.restore_armed(value):
+            armed = await self.control.armed_state()
+            return bool(armed)
+        if known is None:
+            summary = (
+                "control plane state lost: whether failover was armed is unknown; DISARMED "
+                "until an operator decides (bgconsole failover arm)"
+            )
+        else:
+            state = "armed" if known else "disarmed"
+            summary = f"control plane state lost: failover {state} again, as last chosen"
+        self.log.error("armed_state_lost", message=summary, armed=value)
+        with contextlib.suppress(ConsoleError):
+            await self.control.record(
+                "armed",
+                summary,
+                before="unknown",
+                after="armed" if value else "disarmed",
+                reason="control plane state lost",
+                outcome="lost",
+                actor=self.actor,
+            )
+        return value
+
+    def _control_ok(self) -> None:
+        self.control_ok_at = self.control.clock_now()
+        if self.control_error is not None:
+            self.control_error = None
+            self.log.info(
+                "control_plane_available",
+                serving=self.serving.value,
+                control=redact_url(self.control.url),
+            )
 
     def _fail_static(self, error: ConsoleError) -> None:
-        if not self.degraded:
-            self.degraded = True
-            self.leader = False
+        self.leader = False
+        if self.control_error is None:
             self.log.warning(
                 "control_plane_unavailable",
                 message=f"control plane unavailable, routing to {self.serving} (fail static)",
                 serving=self.serving.value,
                 error=str(error),
             )
+        self.control_error = str(error)
 
     async def _follow_control_plane(self) -> None:
         """Stay in step with the control plane forever; back off while it is down."""
@@ -235,13 +354,6 @@ class Agent:
         while True:
             try:
                 await self._refresh_active()
-                if self.degraded:
-                    self.degraded = False
-                    self.log.info(
-                        "control_plane_available",
-                        serving=self.serving.value,
-                        control=redact_url(self.control.url),
-                    )
                 backoff = _BACKOFF_START
                 await self._listen_and_poll()
             except ControlPlaneUnavailable as e:
@@ -293,11 +405,7 @@ class Agent:
         while True:
             _reraise_cancel()
             await asyncio.sleep(_POLL_INTERVAL)
-            state = await self.control.active()
-            if state is None:  # the data vanished (Redis restarted): initialise it again
-                await self._refresh_active()
-            else:
-                self._apply(state, authoritative=True)
+            await self._refresh_active()
 
     # -- heartbeat and leadership ---------------------------------------------------------
 
@@ -317,10 +425,9 @@ class Agent:
 
     async def _beat(self, lease: float, interval: float) -> None:
         # Armed first: a new leader must never decide on a stale armed flag.
-        armed = await self.control.armed()
-        if armed != self.armed:
-            self.armed = armed
-            self.log.info("armed" if armed else "disarmed")
+        await self.control.clock()  # keeps the control-plane clock offset fresh
+        await self._read_armed()
+        await self._read_deploys()
         was_leader = self.leader
         self.leader = await self.control.claim_leadership(self.actor, lease)
         if self.leader != was_leader:
@@ -328,7 +435,7 @@ class Agent:
         health = {c.value: (self.snapshot.verdict(c).value if self.snapshot else "unknown")
                   for c in Colour}  # fmt: skip
         beat = AgentHeartbeat(
-            at=time.time(),
+            at=self.control.clock_now(),
             actor=self.actor,
             pid=os.getpid(),
             armed=self.armed and self.config.failover.enabled,
@@ -337,9 +444,18 @@ class Agent:
             serving=self.serving.value,
             health=health,
             proxy=self._proxy_counters(),
+            control_ok_at=self.control_ok_at,
+            deciding=self.leader and self.armed and self.config.failover.enabled,
+            drift=self._drift or "",
         )
         await self.control.heartbeat(beat, ttl=max(3 * interval, lease))
+        self._control_ok()
         self._log_stats()
+
+    async def _read_deploys(self) -> None:
+        """Whether a deploy holds the live colour's lock (it may restart the app)."""
+        live = self.active.colour if self.active is not None else self.serving
+        self._live_deploy = await self.control.lock_info(f"deploy:{live}") is not None
 
     def _proxy_counters(self) -> dict[str, int]:
         """The proxy's counters flattened for the heartbeat (``requests.blue``, ...)."""
@@ -388,15 +504,29 @@ class Agent:
             async with self._deciding:
                 await self._decide(snapshot, self.active)
 
+    def _restart_grace_left(self, snapshot: HealthSnapshot, live: Colour) -> float:
+        """Seconds of ``restart_grace`` left for a live colour a deploy is restarting."""
+        grace = self.config.failover.restart_grace
+        if not (self._live_deploy and grace > 0 and refusing_only(snapshot.envs.get(live))):
+            self._restart_started = None
+            return 0.0
+        now = time.monotonic()
+        if self._restart_started is None:
+            self._restart_started = now
+            self.log.info("restart_grace", live=live.value, grace=grace)
+        return max(0.0, grace - (now - self._restart_started))
+
     async def _decide(self, snapshot: HealthSnapshot, active: ActiveState) -> None:
+        now = self.control.clock_now()
         decision = decide(
             snapshot=snapshot,
             active=active,
             armed=self.armed,
             policy=self.config.failover,
-            now=time.time(),
+            now=now,
             last_switch_at=last_switch_at(active),
             last_failover_from=self._last_failover_from,
+            restart_grace_left=self._restart_grace_left(snapshot, active.colour),
         )
         if not decision.switches or decision.to is None:
             await self._record_held(snapshot, active, decision)
@@ -412,6 +542,9 @@ class Agent:
                 kind=decision.action,
                 actor=self.actor,
                 details=decision.evidence,
+                # A failover that cannot commit within a second is stale: the next
+                # round decides again on fresh health.
+                deadline=now + self.control.timeout,
             )
         except ConflictError as e:
             self.log.warning(decision.action, outcome="conflict", error=str(e))
@@ -420,6 +553,7 @@ class Agent:
             return
         except ControlPlaneUnavailable as e:
             self.log.error(decision.action, outcome="unavailable", error=str(e))
+            self._fail_static(e)
             return
         self._last_failover_from = active.colour if decision.action == "failover" else None
         self._apply(state)
@@ -431,7 +565,7 @@ class Agent:
             **fields,
         )
         if not self.builtin:
-            await self._switch_router(decision.to)
+            await self._tell_router(f"{decision.action} to {decision.to}", decision.to)
 
     async def _record_held(
         self, snapshot: HealthSnapshot, active: ActiveState, decision: FailoverDecision
@@ -440,14 +574,15 @@ class Agent:
 
         An operator reading the events after an outage must see that the agent saw it
         and why it held (stand-by unhealthy, in dwell, disarmed). Recorded once per
-        distinct reason, not every probe round.
+        cause (the decision's code, not its text: a dwell countdown changes every
+        probe), not every probe round.
         """
         if snapshot.verdict(active.colour) is not Verdict.DOWN:
             self._last_held = None
             return
-        if decision.reason == self._last_held:
+        if decision.code == self._last_held:
             return
-        self._last_held = decision.reason
+        self._last_held = decision.code
         self.log.warning("failover_held", reason=decision.reason, live=active.colour.value)
         with contextlib.suppress(ConsoleError):
             await self.control.record(
@@ -458,27 +593,110 @@ class Agent:
                 reason=decision.reason,
                 outcome="held",
                 actor=self.actor,
-                details=decision.evidence,
+                details={"code": decision.code, **decision.evidence},
             )
 
-    async def _switch_router(self, to: Colour) -> None:
-        try:
-            if self._router is None:
-                from console.core.router.factory import build_router
+    # -- non-builtin routers: failover and drift repair ------------------------------------
 
-                self._router = build_router(self.config, self.control)
-            await self._router.switch(to)
-            self.log.info("router_switched", to=to.value, router=self.config.router.kind)
-        except ConsoleError as e:
-            self.log.error("router_switch_failed", to=to.value, error=str(e))
+    def _get_router(self) -> Router:
+        if self._router is None:
+            from console.core.router.factory import build_router
+
+            self._router = build_router(self.config, self.control)
+        return self._router
+
+    async def _tell_router(self, purpose: str, fallback: Colour) -> bool:
+        """Apply the control plane's colour on the router (fenced); False if it failed.
+
+        A failure is logged and recorded; the reconcile loop retries every interval, so
+        a router that was down during a failover is brought in line when it returns.
+        """
+        from console.core.router_sync import apply_live
+
+        try:
+            async with asyncio.timeout(self.config.router.confirm_timeout + 5.0):
+                applied = await apply_live(
+                    self.control,
+                    self._get_router(),
+                    purpose=f"{purpose} by {self.actor}",
+                    wait=self.config.router.confirm_timeout,
+                    fallback=fallback,
+                )
+        except (ConsoleError, TimeoutError) as e:
+            error = str(e) or "timed out"
+            self.log.error("router_switch_failed", to=fallback.value, error=error)
             with contextlib.suppress(ConsoleError):
                 await self.control.record(
                     "failover",
-                    f"router did not switch to {to}: {e}",
-                    after=to.value,
+                    f"router did not switch to {fallback}: {error}; retrying every interval",
+                    after=fallback.value,
                     outcome="failed",
                     actor=self.actor,
                 )
+            return False
+        live = applied.router.live
+        self.log.info(
+            "router_switched",
+            to=live.value if live else "",
+            router=self.config.router.kind,
+            fenced=applied.fenced,
+        )
+        return True
+
+    async def _reconcile_loop(self) -> None:
+        """The leader keeps a non-builtin router on the control plane's colour.
+
+        Drift (someone reloaded HAProxy without its state file, a router was down during
+        a switch or failover) is repaired once and recorded once per episode; while a
+        switch holds the router lock the loop leaves the router alone, so it never
+        fights a switch in progress.
+        """
+        from console.core.router_sync import ROUTER_LOCK
+
+        interval = max(self.config.failover.interval, 0.5)
+        while True:
+            _reraise_cancel()
+            await asyncio.sleep(interval)
+            if not self.leader or self.degraded or self.active is None:
+                continue
+            try:
+                async with asyncio.timeout(5.0):
+                    actual = (await self._get_router().state()).live
+                if actual is self.active.colour:
+                    if self._drift is not None:
+                        self.log.info("router_in_line", live=actual.value)
+                    self._drift = None
+                    continue
+                if await self.control.lock_info(ROUTER_LOCK) is not None:
+                    continue  # a writer is at work; look again next round
+            except (ConsoleError, TimeoutError) as e:
+                self._note_drift(f"router unreadable: {e or 'timed out'}")
+                continue
+            seen = actual.value if actual else "no single colour"
+            await self._repair_drift(seen, self.active)
+
+    def _note_drift(self, what: str) -> None:
+        if what != self._drift:
+            self.log.warning("router_drift", drift=what)
+        self._drift = what
+
+    async def _repair_drift(self, seen: str, active: ActiveState) -> None:
+        what = f"router serves {seen}, control plane says {active.colour} (epoch {active.epoch})"
+        first = self._drift != what
+        self._note_drift(what)
+        if not await self._tell_router(f"drift repair to {active.colour}", active.colour):
+            return
+        if first:
+            with contextlib.suppress(ConsoleError):
+                await self.control.record(
+                    "switch",
+                    f"router drift repaired by the agent: {what}",
+                    before=seen,
+                    after=active.colour.value,
+                    reason="router drift",
+                    actor=self.actor,
+                )
+        self._drift = None
 
 
 def _reraise_cancel() -> None:

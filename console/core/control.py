@@ -433,6 +433,16 @@ class ControlPlane:
             return None
         return bool(value != "0")
 
+    async def restore_armed(self, armed: bool) -> bool:
+        """Write the armed flag only if it is missing; True if this call wrote it."""
+        written = await self._call(
+            self._redis.set(self.key("failover:armed"), "1" if armed else "0", nx=True)
+        )
+        if written:
+            with contextlib.suppress(ConsoleError):
+                await self.publish("armed", {"armed": armed})
+        return bool(written)
+
     async def persistence(self) -> str | None:
         """A warning when the control-plane Redis keeps nothing across a restart, else None."""
         info: dict[str, Any] = await self._call(self._redis.info("persistence"))
@@ -554,12 +564,28 @@ class ControlPlane:
             except (TimeoutError, RedisError, OSError):
                 pass
 
-    async def acquire_lock(self, name: str, purpose: str, ttl: float) -> LockInfo:
+    async def acquire_lock(
+        self, name: str, purpose: str, ttl: float, *, wait: float = 0.0
+    ) -> LockInfo:
         """Take a named lock (deploy:blue, migrate, ...) for ``ttl`` seconds.
+
+        Args:
+            wait: seconds to keep trying while someone else holds it.
 
         Raises:
             LockHeld: someone holds it; the message says who, for what, since when.
         """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        while True:
+            try:
+                return await self._acquire_once(name, purpose, ttl)
+            except LockHeld:
+                if loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(0.05)
+
+    async def _acquire_once(self, name: str, purpose: str, ttl: float) -> LockInfo:
         now = time.time()
         token = secrets.token_hex(16)
         script = self._redis.register_script(_ACQUIRE_LUA)
@@ -572,7 +598,7 @@ class ControlPlane:
         if not int(got):
             held = await self.lock_info(name)
             if held is None:  # expired between our attempt and the read: try once more
-                return await self.acquire_lock(name, purpose, ttl)
+                return await self._acquire_once(name, purpose, ttl)
             age = now - held.since
             raise LockHeld(
                 f"lock {name!r} is held by {held.holder} for {held.purpose!r} "
@@ -610,7 +636,7 @@ class ControlPlane:
 
     @contextlib.asynccontextmanager
     async def holding(
-        self, name: str, purpose: str, *, ttl: float, renew_every: float
+        self, name: str, purpose: str, *, ttl: float, renew_every: float, wait: float = 0.0
     ) -> AsyncIterator[HeldLock]:
         """Hold a lock for the duration of a block, renewing it in the background.
 
@@ -622,11 +648,14 @@ class ControlPlane:
         done without the lock never reports success. The lock is released however the
         block ends.
 
+        Args:
+            wait: seconds to keep trying while someone else holds the lock.
+
         Raises:
-            LockHeld: someone else holds it.
+            LockHeld: someone else holds it (for longer than ``wait``).
             LockLost: the lock was lost while the block ran.
         """
-        info = await self.acquire_lock(name, purpose, ttl)
+        info = await self.acquire_lock(name, purpose, ttl, wait=wait)
         fence = int(await self._call(self._redis.incr(self.key("fence"))))
         held = HeldLock(info, fence, self.lock_is_ours)
 
@@ -724,8 +753,12 @@ class ControlPlane:
             if not raw:
                 continue
             try:
-                beats.append(AgentHeartbeat(**json.loads(raw)))
-            except (ValueError, TypeError):
+                fields = json.loads(raw)
+                known = {
+                    k: v for k, v in fields.items() if k in AgentHeartbeat.__dataclass_fields__
+                }
+                beats.append(AgentHeartbeat(**known))
+            except (ValueError, TypeError, AttributeError):
                 continue
         return sorted(beats, key=lambda b: (not b.leader, -b.at))
 

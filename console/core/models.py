@@ -165,3 +165,9 @@ class AgentHeartbeat:
     """colour -> verdict as the agent sees it."""
     proxy: dict[str, int] = field(default_factory=dict)
     """The builtin proxy's counters (``requests.blue``, ``errors.green``, ...); empty otherwise."""
+    control_ok_at: float | None = None
+    """Control-plane time the agent last read the live colour (None: never)."""
+    deciding: bool = False
+    """Leader, armed and enabled: this agent makes failover decisions right now."""
+    drift: str = ""
+    """The router disagreeing with the control plane, as the leader last saw it."""

@@ -67,7 +67,7 @@ def hang(marker: str, *, ignore_term: bool = False) -> str:
     scan finds every process a broken stop would leave behind.
     """
     trap = "trap '' TERM; " if ignore_term else ""
-    return f"sh -c \"{trap}sleep 600\" {marker} | sh -c \"{trap}cat\" {marker}"
+    return f'sh -c "{trap}sleep 600" {marker} | sh -c "{trap}cat" {marker}'
 
 
 def test_host_shell_is_dash() -> None:
@@ -115,9 +115,7 @@ async def test_a_command_ignoring_sigterm_is_killed(
     ssh_server: SshServer, pool: SshPool, tmp_path: Path, marker: str
 ) -> None:
     with pytest.raises(CommandTimeout):
-        await pool.run(
-            host_for(ssh_server, tmp_path), hang(marker, ignore_term=True), timeout=0.5
-        )
+        await pool.run(host_for(ssh_server, tmp_path), hang(marker, ignore_term=True), timeout=0.5)
     assert await gone(marker, within=8.0), describe(marker)
 
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from console.core.config import Config, EnvConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
+from console.core.locks import HeldLock
 from console.core.migrate.mirror import Mirror, MirrorStatus, StatusCallback, initial_marks
 from console.core.migrate.plan import (
     LOCK_NAME,
@@ -23,7 +24,7 @@ from console.core.migrate.redis_keys import RedisKeysMigration
 from console.core.migrate.remote import RemoteSqlite
 from console.core.migrate.rows import RowsMigration
 from console.core.migrate.snapshot import SnapshotMigration
-from console.core.models import Colour, LockInfo
+from console.core.models import Colour
 from console.core.ssh import SshPool
 
 LOCK_TTL = 60.0
@@ -133,7 +134,7 @@ class MigrationRunner:
                 "pass --yes to migrate into it anyway (or migrate into the stand-by)"
             )
 
-    def _locked(self, purpose: str) -> contextlib.AbstractAsyncContextManager[LockInfo]:
+    def _locked(self, purpose: str) -> contextlib.AbstractAsyncContextManager[HeldLock]:
         return self.control.holding(
             LOCK_NAME, purpose, ttl=self.lock_ttl, renew_every=self.lock_renew_every
         )
