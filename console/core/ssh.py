@@ -5,11 +5,12 @@ Follows OpenSSH conventions: ``~/.ssh/config`` and the agent (each can be turned
 with the fix in the message; ``host_key_policy = "accept-new"`` learns unknown keys but
 still refuses changed ones), jump hosts as ProxyJump does.
 
-Remote commands that read no input are wrapped so that closing the stream kills them:
-OpenSSH ignores signal requests for root logins, and a ``tail -F`` of a quiet file would
-otherwise only notice the closed channel at its next write. The wrapper puts the command
-in its own session (``setsid``) and kills that process group when the channel's stdin
-reaches EOF, which sshd delivers as soon as the channel closes.
+Every remote command is wrapped so that closing the stream (a timeout, a cancel, a lost
+connection) kills its whole process tree: OpenSSH ignores signal requests for root logins,
+and a ``tail -F`` of a quiet file would otherwise only notice the closed channel at its
+next write. The wrapper (POSIX sh, see ``wrap_killable``) puts the command in its own
+session and kills that process group when the channel's stdin reaches EOF, which sshd
+delivers as soon as the channel closes.
 """
 
 from __future__ import annotations
@@ -201,21 +202,82 @@ def _known_hosts_name(target: SshTarget) -> str:
     return target.host
 
 
-def wrap_killable(command: str) -> str:
-    """Wrap a shell command so that closing the SSH channel kills it and its children.
+# Run by the watcher once the channel is gone: SIGTERM to the group, SIGKILL to whatever
+# is still alive after up to 2 s. Zombies do not count as alive (a container's PID 1 may
+# never reap the orphans), and without ps only kill -0 can tell. It is exec'd with the
+# group's id as its only argument, so it no longer carries the command line it stops.
+_STOP = """\
+c=$1
+alive() {
+  if command -v ps >/dev/null 2>&1; then
+    ps -A -o pgid= -o stat= 2>/dev/null | grep -q "^ *$c  *[^Z]"
+  else
+    kill -0 -"$c" 2>/dev/null
+  fi
+}
+kill -TERM -"$c" 2>/dev/null || kill -TERM "$c" 2>/dev/null
+i=0
+while [ "$i" -lt 20 ] && alive; do sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1)); done
+kill -KILL -"$c" 2>/dev/null
+"""
 
-    The command runs in its own session with stdin from /dev/null; a watcher reads the
-    channel's stdin and, at EOF (the channel closed), kills the command's process group.
+# The wrapper, in POSIX sh (a Debian host's /bin/sh is dash). $1 is the command; $2 is
+# "input" when the client sends "BYTES\n" and then that many bytes for the command's stdin.
+# The channel's stdin then stays open with nothing more on it, so its EOF still means
+# "the channel closed", with or without input. dash's kill rejects "--" before a negative
+# PID ("Illegal number"), so the group is signalled as plain -PGID. The watcher ignores
+# USR1 (the wrapper's "the command ended by itself, stop watching") once it is stopping.
+_WRAPPER = (
+    """\
+exec 3<&0
+if [ "$2" = input ]; then
+  IFS= read -r n || exit 125
+  t=$(mktemp) || exit 125
+  head -c "$n" >"$t" || { rm -f "$t"; exit 125; }
+  exec 4<"$t"; rm -f "$t"
+else
+  exec 4</dev/null
+fi
+if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" <&4 3<&- 4<&- &
+else sh -c "$1" <&4 3<&- 4<&- &
+fi
+c=$!
+exec 4<&-
+{
+  while read -r _; do :; done
+  trap '' USR1
+  exec sh -c """
+    + shlex.quote(_STOP)
+    + """ bgconsole-stop "$c"
+} <&3 >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait "$c"; s=$?
+kill -USR1 "$w" 2>/dev/null
+exit "$s"
+"""
+)
+KILL_GRACE = 2.0
+"""Seconds a stopped command has between SIGTERM and SIGKILL (the wrapper's 20 x 0.1 s)."""
+
+
+def wrap_killable(command: str, *, with_input: bool = False) -> str:
+    """Wrap a shell command so that closing the SSH channel kills it and all its children.
+
+    OpenSSH ignores signal requests for root logins, so the host must notice the close by
+    itself. The command runs in its own session (``setsid``: one process group for its
+    whole tree); a watcher reads the channel's stdin and, at EOF (sshd closes it when the
+    channel closes, the client disconnects or the connection dies), sends the group
+    SIGTERM, then SIGKILL after ``KILL_GRACE`` seconds if anything is left. A command that
+    ends by itself stops the watcher first, so what it started in the background
+    (``server &`` in a deploy step) keeps running.
+
+    ``with_input``: the client sends ``len(data)`` and a newline, then ``data``, which the
+    command reads as its stdin (buffered in a temp file on the host), and never sends EOF.
     Without ``setsid`` on the host, only the command's shell is killed.
     """
-    script = (
-        'exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & '
-        'else sh -c "$1" </dev/null & fi; c=$!; '
-        '{ while read -r _; do :; done; kill -TERM -- -"$c" 2>/dev/null || kill -TERM "$c"; '
-        "} <&3 & w=$!; exec 3<&-; "
-        'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
-    )
-    return f"sh -c {shlex.quote(script)} bgconsole {shlex.quote(command)}"
+    args = f"bgconsole {shlex.quote(command)}" + (" input" if with_input else "")
+    return f"sh -c {shlex.quote(_WRAPPER)} {args}"
 
 
 def in_workdir(host: HostConfig, command: str) -> str:
@@ -405,9 +467,7 @@ class SshPool:
     async def _process(
         self, host: HostConfig, command: str, input: str | None
     ) -> asyncssh.SSHClientProcess[bytes]:
-        full = in_workdir(host, command)
-        if input is None:
-            full = wrap_killable(full)
+        full = wrap_killable(in_workdir(host, command), with_input=input is not None)
         for attempt in (1, 2):
             conn = await self.connection(host)
             try:
@@ -479,8 +539,9 @@ class SshPool:
         ]
         try:
             if input is not None:
-                proc.stdin.write(input.encode())
-                proc.stdin.write_eof()
+                # Framed, and no EOF: the wrapper watches for EOF to know the channel closed.
+                data = input.encode()
+                proc.stdin.write(b"%d\n" % len(data) + data)
             open_readers = 2
             while open_readers:
                 async with asyncio.timeout_at(deadline):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from deploy_support import APP, commit_file, control_step, deploy_config, make_app_repo
-from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer, descendants
+from procscan import processes_with, unique_marker
+from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer
 
 from console.core.config import Config, parse_config, parse_ssh_target
 from console.core.control import ControlPlane
@@ -391,12 +392,13 @@ async def test_deploy_timeout_stops_a_hanging_host_and_keeps_the_lock_alive(
     tmp_path: Path,
     redis_server: RedisServer,
 ) -> None:
+    marker = unique_marker()
     config = deploy_config(
         ssh_server,
         tmp_path,
         redis_server.url,
         backend,
-        steps=["echo waiting; sleep 31", "touch NEVER"],
+        steps=[f"echo waiting; sh -c 'sleep 31' {marker} | cat", "touch NEVER"],
         deploy_timeout=1.5,
     )
     pool = SshPool(config.ssh)
@@ -427,23 +429,17 @@ async def test_deploy_timeout_stops_a_hanging_host_and_keeps_the_lock_alive(
     assert await control.lock_info("deploy:blue") is None
     # The hanging step was stopped on the host, not left running.
     for _ in range(50):
-        if not _remote_commands(ssh_server, "sleep 31"):
+        if not _remote_commands(ssh_server, marker):
             break
         await asyncio.sleep(0.1)
-    assert _remote_commands(ssh_server, "sleep 31") == []
+    assert _remote_commands(ssh_server, marker) == []
 
 
 def _remote_commands(server: SshServer, needle: str) -> list[int]:
-    """Processes under this sshd whose command line contains ``needle``."""
-    found = []
-    for pid in descendants(server.pid or 0):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(pid)
-    return found
+    """Processes anywhere on the machine carrying ``needle``: a step whose wrapper died is
+    re-parented to PID 1, out of sshd's tree."""
+    del server  # every test host is this machine
+    return processes_with(needle)
 
 
 @pytest.mark.integration

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from procscan import processes_with
 from servers import SshServer, descendants
 
 from console.core.config import HostConfig, SshSettings, parse_ssh_target
@@ -173,11 +174,19 @@ async def test_stream_drop_shows_markers_and_resumes(
         assert re.fullmatch(r"blue/app1 reconnected after \d+\.\d s", marker.text)
         took = float(marker.text.split()[-2])
         assert 0.4 <= took < 5.0
-        await asyncio.sleep(0.3)  # tail -F is running again before the write
-        with path.open("a") as f:
-            f.write("after\n")
-        line = await next_line(stream)
-        assert (line.text, line.marker) == ("after", False)
+        # The new tail starts at the end of the file (no backlog), some time after the
+        # marker: keep writing until one line comes through, so a busy machine cannot
+        # make the write land before tail opened the file.
+        got = asyncio.create_task(next_line(stream))
+        written = 0
+        while not got.done() and written < 25:
+            with path.open("a") as f:
+                f.write(f"after {written}\n")
+            written += 1
+            await asyncio.wait([got], timeout=0.2)
+        line = await got
+        assert line.text.startswith("after ")
+        assert not line.marker
     finally:
         await stream.aclose()
 
@@ -310,16 +319,10 @@ async def wait_until(predicate: Callable[[], object], within: float = 5.0) -> bo
 
 
 def _remote_tails(server: SshServer, needle: str) -> list[int]:
-    """The host's ``tail`` processes whose command line contains ``needle``."""
-    found = []
-    for pid in descendants(server.pid or 0):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if _comm(pid) == "tail" and needle in cmdline:
-            found.append(pid)
-    return found
+    """``tail`` processes anywhere on the machine whose command line contains ``needle``:
+    an orphaned tail is re-parented to PID 1, out of sshd's tree."""
+    del server  # every test host is this machine
+    return [pid for pid in processes_with(needle) if _comm(pid) == "tail"]
 
 
 def _batch(size: int, name: str = "h") -> LogBatch:

@@ -11,6 +11,7 @@ from typing import cast
 
 import asyncssh
 import pytest
+from procscan import processes_with, unique_marker
 from servers import SshServer, descendants
 
 from console.core.config import HostConfig, SshSettings, parse_ssh_target
@@ -57,16 +58,10 @@ def host_for(server: SshServer, name: str = "app1", **overrides: object) -> Host
 
 
 def remote_pids(server: SshServer, needle: str) -> list[int]:
-    """Processes under this sshd whose command line contains ``needle``."""
-    found = []
-    for pid in descendants(server.pid or 0):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if needle in cmdline and "sshd" not in cmdline:
-            found.append(pid)
-    return found
+    """Processes carrying ``needle`` anywhere on the machine, not only under this sshd:
+    a command whose wrapper died is re-parented to PID 1 and would be missed there."""
+    del server  # every test host is this machine
+    return processes_with(needle)
 
 
 async def wait_until(predicate: Callable[[], object], within: float = 5.0) -> bool:
@@ -138,9 +133,10 @@ async def test_very_long_lines_are_capped(ssh_server: SshServer, pool: SshPool) 
 
 async def test_command_timeout_stops_the_command(ssh_server: SshServer, pool: SshPool) -> None:
     host = host_for(ssh_server)
+    marker = unique_marker()
     with pytest.raises(CommandTimeout, match=r"timed out after 0\.5 s"):
-        await pool.run(host, "sleep 7.25", timeout=0.5)
-    assert await wait_until(lambda: not remote_pids(ssh_server, "sleep 7.25"))
+        await pool.run(host, f"sh -c 'sleep 7.25' {marker} | cat", timeout=0.5)
+    assert await wait_until(lambda: not remote_pids(ssh_server, marker))
 
 
 async def test_cancelling_tail_leaves_no_remote_process(
