@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TextIO
 
 from console.core.config import Config, find_config, load_config
+from console.core.text import printable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,8 +46,12 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def fail(message: str, code: int = EXIT_FAILED, stream: TextIO | None = None) -> int:
-    """Print a one-line error the way every verb does; return the exit code."""
-    print(f"bgconsole: {message}", file=stream or sys.stderr)
+    """Print a one-line error the way every verb does; return the exit code.
+
+    Messages quote other people's text (a holder's name, a host's error, a remote
+    line): escaped, so an error stays one line and cannot drive the terminal.
+    """
+    print(f"bgconsole: {printable(message)}", file=stream or sys.stderr)
     return code
 
 
@@ -57,8 +62,13 @@ def print_json(data: Any) -> None:
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
-    """Plain aligned columns, for terminals and for grep."""
-    all_rows = [list(header)] + [list(r) for r in rows] if header else [list(r) for r in rows]
+    """Plain aligned columns, for terminals and for grep.
+
+    Cells are escaped (host errors, versions and flag values come from elsewhere): a
+    newline or an ESC sequence in one would break the columns or drive the terminal.
+    """
+    body = [[printable(cell) for cell in row] for row in rows]
+    all_rows = [[printable(cell) for cell in header], *body] if header else body
     if not all_rows:
         return ""
     widths = [max(len(row[i]) for row in all_rows if i < len(row)) for i in range(len(all_rows[0]))]

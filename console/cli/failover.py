@@ -18,6 +18,7 @@ from console.cli.common import (
 from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.failover import last_switch_at
+from console.core.text import printable
 
 
 def register(subparsers: SubParsers) -> None:
@@ -120,11 +121,12 @@ def _describe(status: dict[str, Any]) -> list[str]:
         lines.append("agents:   none running (start one with: bgconsole serve)")
     for agent in agents:
         role = "leader" if agent["leader"] else "standby"
-        health = " ".join(f"{k}={v}" for k, v in sorted(agent["health"].items()))
+        # Agent names and health come from the control plane (anyone's text): escaped.
+        health = printable(" ".join(f"{k}={v}" for k, v in sorted(agent["health"].items())))
         lines.append(
-            f"agent:    {agent['actor']} {role}, heartbeat "
-            f"{ago(time.time() - agent['heartbeat_age_s'])} ago, serving {agent['serving']}"
-            + (f", sees {health}" if health else "")
+            f"agent:    {printable(agent['actor'])} {role}, heartbeat "
+            f"{ago(time.time() - agent['heartbeat_age_s'])} ago, "
+            f"serving {printable(str(agent['serving']))}" + (f", sees {health}" if health else "")
         )
     effective = "ACTIVE" if status["effective"] else "NOT ACTIVE"
     lines.append(f"automatic failover is {effective}")

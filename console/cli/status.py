@@ -21,6 +21,7 @@ from console.core.control import ControlPlane
 from console.core.health import HealthChecker
 from console.core.models import Colour
 from console.core.status import StatusReport, gather_status
+from console.core.text import printable
 
 
 def register(subparsers: SubParsers) -> None:
@@ -132,7 +133,7 @@ def render(config: Config, report: StatusReport) -> str:
     """The report as text for a terminal."""
     lines: list[str] = []
     if report.control_error:
-        lines.append(f"control plane: UNAVAILABLE: {report.control_error}")
+        lines.append(f"control plane: UNAVAILABLE: {printable(report.control_error)}")
     else:
         lines.append(
             f"control plane: ok ({redact_url(config.control.redis)}, "
@@ -140,28 +141,30 @@ def render(config: Config, report: StatusReport) -> str:
         )
     active = report.active
     if active is not None:
-        why = f', "{active.reason}"' if active.reason else ""
+        # Actor and reason are other people's text: escaped, so they cannot forge lines.
+        why = f', "{printable(active.reason)}"' if active.reason else ""
         lines.append(
-            f"live: {active.colour} (epoch {active.epoch}, by {active.actor} "
+            f"live: {active.colour} (epoch {active.epoch}, by {printable(active.actor)} "
             f"{ago(active.updated_at, report.at)} ago{why})"
         )
     elif not report.control_error:
         lines.append("live: not set yet (the agent sets blue on first start, or run switch)")
     if report.router_error:
-        lines.append(f"router {config.router.kind}: ERROR: {report.router_error}")
+        lines.append(f"router {config.router.kind}: ERROR: {printable(report.router_error)}")
     elif report.router is not None:
         serving = report.router.live.value if report.router.live else "no single colour"
-        detail = f" ({report.router.detail})" if report.router.detail else ""
+        detail = f" ({printable(report.router.detail)})" if report.router.detail else ""
         lines.append(f"router {config.router.kind}: sends traffic to {serving}{detail}")
     if report.drift:
-        lines.append(f"DRIFT: {report.drift}")
+        lines.append(f"DRIFT: {printable(report.drift)}")
     lines.append(_failover_line(config, report))
     traffic = _traffic_line(report)
     if traffic:
         lines.append(traffic)
     for lock in report.locks:
         lines.append(
-            f"in progress: {lock.purpose} ({lock.name}) by {lock.holder}, "
+            f"in progress: {printable(lock.purpose)} ({printable(lock.name)}) "
+            f"by {printable(lock.holder)}, "
             f"{ago(lock.since, report.at)} ago"
         )
     lines.append("")
@@ -206,7 +209,7 @@ def _failover_line(config: Config, report: StatusReport) -> str:
     armed = {True: "armed", False: "DISARMED", None: "unknown"}[report.armed]
     leaders = [a for a in report.agents if a.leader]
     if leaders:
-        agent = f"agent {leaders[0].actor} heartbeat {ago(leaders[0].at, report.at)} ago"
+        agent = f"agent {printable(leaders[0].actor)} heartbeat {ago(leaders[0].at, report.at)} ago"
     elif report.agents:
         agent = "agents running but none leads yet"
     else:

@@ -20,6 +20,7 @@ from console.core.health import HealthChecker
 from console.core.models import Colour
 from console.core.router.factory import build_router
 from console.core.switching import current_active, perform_switch
+from console.core.text import printable
 
 
 def register(subparsers: SubParsers) -> None:
@@ -77,7 +78,8 @@ async def run(args: argparse.Namespace) -> int:
             to=to,
             force=args.force,
             reason=args.reason,
-            on_progress=lambda line: print(f"  {line}", file=out, flush=True),
+            # Progress and summary quote router output and response headers: escaped.
+            on_progress=lambda line: print(f"  {printable(line)}", file=out, flush=True),
         )
     finally:
         await health.aclose()
@@ -87,5 +89,5 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.as_dict())
     else:
-        print(result.summary())
+        print(printable(result.summary()))
     return EXIT_OK

@@ -20,6 +20,7 @@ from configs import config_data, write_config
 from servers import RedisServer
 
 from console.core.control import ControlPlane
+from console.core.models import Colour
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,3 +130,21 @@ async def test_events_follow_escapes_new_events(
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_status_escapes_the_live_reason_and_actor(
+    config_path: Path, redis_server: RedisServer
+) -> None:
+    control = ControlPlane(redis_server.url, "test", actor="eve\x1b[8m@jump")
+    try:
+        state = await control.ensure_active(Colour.BLUE)
+        await control.switch(Colour.GREEN, expected_epoch=state.epoch, reason=EVIL_REASON)
+    finally:
+        await control.aclose()
+    # The router (builtin, nobody listening) and the hosts are down: exit 1, still printed.
+    result = bgconsole("status", "-c", str(config_path))
+    assert not RAW_CONTROL.search(result.stdout + result.stderr), result.stdout
+    live = [line for line in result.stdout.splitlines() if line.startswith("live:")]
+    assert len(live) == 1
+    assert "eve\\x1b[8m@jump" in live[0]
+    assert "\\n2026-01-01 00:00:00  switch" in live[0]
