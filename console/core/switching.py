@@ -5,15 +5,22 @@ Used by ``bgconsole switch`` and by the UI's switch key, so both behave the same
 1. read the intended live colour from the control plane (initialising it if unset);
 2. if the target is already live, re-apply it only when the router disagrees (drift);
 3. probe every host once; refuse a target with any failing host unless ``force``;
-4. compare-and-set the active colour on its epoch (a concurrent switch raises
-   :class:`ConflictError` naming who won; the control plane records both outcomes);
-5. tell the router, then poll ``router.state()`` until it reports the target, within
-   ``[router] confirm_timeout``;
-6. send ``[router] verify_requests`` requests through the front door, each on a fresh
+4. take the ``switch`` lock (waiting for a switch in progress to finish) and re-read the
+   epoch: if it moved since step 1, someone else switched first, and this switch is
+   refused with who won and where traffic now is. Two opposite switches at the same
+   moment therefore have exactly one winner, never "both, in turn";
+5. compare-and-set the active colour on its epoch, with a deadline on the control
+   plane's own clock so a request stuck in a frozen Redis can never land later; if the
+   answer is lost the switch finds out whether it committed before saying anything;
+6. tell the router through :func:`~console.core.router_sync.apply_live` (fenced by the
+   ``router`` lock and the epoch), then poll ``router.state()`` until it reports the
+   target, within ``[router] confirm_timeout``;
+7. send ``[router] verify_requests`` requests through the front door, each on a fresh
    connection, and require every answer to come from the target (``X-BG-Env``).
 
-A failure after step 4 records an event with outcome ``failed`` and raises
-:class:`VerificationFailed` whose message says how to revert.
+Once step 5 committed, the router is always told, whatever fails afterwards (the audit
+trail, the publish); a failure after it records an event with outcome ``failed`` and
+raises :class:`VerificationFailed` whose message says where traffic is.
 """
 
 from __future__ import annotations
@@ -29,10 +36,18 @@ import httpx
 
 from console.core.config import Config
 from console.core.control import ControlPlane
-from console.core.errors import ConsoleError, RouterError, VerificationFailed
+from console.core.errors import (
+    ConflictError,
+    ConsoleError,
+    LockHeld,
+    RouterError,
+    SwitchOutcomeUnknown,
+    VerificationFailed,
+)
 from console.core.failover import describe_host
 from console.core.models import ActiveState, Colour, HealthSnapshot
 from console.core.router.base import Router, RouterState
+from console.core.router_sync import apply_live
 
 Progress = Callable[[str], None]
 
@@ -41,6 +56,9 @@ ENV_HEADER = "X-BG-Env"
 
 _POLL_INTERVAL = 0.05
 _VERIFY_TIMEOUT = 5.0
+SWITCH_LOCK = "switch"
+"""Held for a whole operator switch, so two switches never run at once."""
+_SWITCH_LOCK_TTL = 15.0
 
 
 class TargetUnhealthy(ConsoleError):
@@ -192,7 +210,10 @@ async def perform_switch(
 
     Raises:
         TargetUnhealthy: the target has failing hosts and ``force`` is false.
-        ConflictError: the control plane changed first (another switch or a failover).
+        ConflictError: the control plane changed first (another switch or a failover);
+            the message names who won and where traffic now is.
+        SwitchOutcomeUnknown: the control plane stopped answering after the compare-and-set
+            was sent and it could not be found out whether it committed (exit 3).
         VerificationFailed: switched in the control plane, but the router or the front
             door did not confirm it; the message says how to revert.
         ControlPlaneUnavailable: the control plane could not be reached.
@@ -225,15 +246,59 @@ async def perform_switch(
         say(f"{to} healthy: {len(health)}/{len(health)} hosts answered")
 
     details = {"forced": str(force).lower(), **{f"target {k}": v for k, v in health.items()}}
-    state = await control.switch(to, expected_epoch=active.epoch, reason=reason, details=details)
+    wait = config.router.confirm_timeout + _VERIFY_TIMEOUT + 5.0
+    try:
+        lock = control.holding(
+            SWITCH_LOCK, f"switch {before} -> {to}", ttl=_SWITCH_LOCK_TTL,
+            renew_every=_SWITCH_LOCK_TTL / 3, wait=wait,
+        )  # fmt: skip
+        async with lock:
+            now = await control.active()
+            if now is None or now.epoch != active.epoch:
+                raise await _overtaken(control, to, active, now)
+            return await _switch_locked(
+                config, control, router, active, to, force, reason, health, details, say
+            )
+    except LockHeld as e:
+        raise ConflictError(f"switch to {to} refused: {e}") from None
+
+
+async def _switch_locked(
+    config: Config,
+    control: ControlPlane,
+    router: Router,
+    active: ActiveState,
+    to: Colour,
+    force: bool,
+    reason: str,
+    health: dict[str, str],
+    details: dict[str, str],
+    say: Progress,
+) -> SwitchResult:
+    """Steps 5-7, holding the switch lock."""
+    before = active.colour
+    deadline = await control.server_time() + control.timeout
+    try:
+        state = await control.switch(
+            to, expected_epoch=active.epoch, reason=reason, details=details, deadline=deadline
+        )
+    except SwitchOutcomeUnknown as e:
+        raise SwitchOutcomeUnknown(
+            f"switch {before} -> {to}: outcome UNKNOWN: the control plane stopped answering "
+            f"after the request was sent ({e}); it cannot take effect after its deadline, "
+            "so look at where traffic is with: bgconsole status"
+        ) from None
     say(f"control plane: {before} -> {to} (epoch {state.epoch})")
     started = time.monotonic()
 
     try:
-        confirmed = await _confirm_router(router, to, config.router.confirm_timeout, say)
+        confirmed = await _confirm_router(
+            control, router, to, config.router.confirm_timeout, say, f"switch to {to}"
+        )
     except VerificationFailed as e:
-        await _record_failure(control, before, to, state.epoch, reason, str(e))
-        raise VerificationFailed(f"{e}; {_revert_hint(before)}") from e
+        where = await _where_traffic_is(control, router, state.epoch)
+        await _record_failure(control, before, to, state.epoch, reason, f"{e}; {where}")
+        raise VerificationFailed(f"{e}; {where}; {_revert_hint(before)}") from e
     confirmed_s = time.monotonic() - started
     say(f"router confirmed {to} in {confirmed_s:.2f} s")
 
@@ -250,19 +315,73 @@ async def perform_switch(
         verification=verification,
     )
     if not verification.ok:
-        what = f"switched to {to} but {verification.describe()} at {verification.url}"
+        where = await _where_traffic_is(control, router, state.epoch)
+        what = f"switched to {to} but {verification.describe()} at {verification.url}; {where}"
         await _record_failure(control, before, to, state.epoch, reason, what)
         raise VerificationFailed(f"{what}; {_revert_hint(before)}")
     say(verification.describe())
-    await control.record(
-        "switch",
-        f"switch {before} -> {to} (epoch {state.epoch}) verified",
-        before=before.value,
-        after=to.value,
-        reason=reason,
-        details={"router_confirmed_s": f"{confirmed_s:.3f}", "verify": verification.describe()},
-    )
+    with contextlib.suppress(ConsoleError):
+        await control.record(
+            "switch",
+            f"switch {before} -> {to} (epoch {state.epoch}) verified",
+            before=before.value,
+            after=to.value,
+            reason=reason,
+            details={"router_confirmed_s": f"{confirmed_s:.3f}", "verify": verification.describe()},
+        )
     return result
+
+
+async def _overtaken(
+    control: ControlPlane, to: Colour, seen: ActiveState, now: ActiveState | None
+) -> ConflictError:
+    """The error for a switch whose epoch moved while it waited: who won, where traffic is."""
+    if now is None:
+        return ConflictError(
+            f"switch to {to} refused: the control plane lost its live colour meanwhile; "
+            "look with bgconsole status, then retry"
+        )
+    how = {"failover": "failed over", "failback": "failed back"}.get(now.kind, "switched")
+    same = " (the colour you asked for)" if now.colour is to else ""
+    with contextlib.suppress(ConsoleError):
+        await control.record(
+            "switch",
+            f"switch to {to} refused: {now.actor} {how} to {now.colour} first "
+            f"(epoch {seen.epoch} -> {now.epoch})",
+            before=seen.colour.value,
+            after=to.value,
+            outcome="conflict",
+        )
+    return ConflictError(
+        f"switch to {to} refused: {now.actor} {how} to {now.colour} first (epoch "
+        f"{seen.epoch} -> {now.epoch}{', ' + repr(now.reason) if now.reason else ''}); "
+        f"production now serves {now.colour}{same}; "
+        "look, then retry"
+    )
+
+
+async def _where_traffic_is(control: ControlPlane, router: Router, epoch: int) -> str:
+    """One sentence on where traffic is now, from the control plane and the router."""
+    parts: list[str] = []
+    try:
+        now = await control.active()
+        if now is None:
+            parts.append("the control plane has no live colour")
+        elif now.epoch != epoch:
+            parts.append(
+                f"control plane moved on: {now.colour} at epoch {now.epoch} by {now.actor}"
+            )
+        else:
+            parts.append(f"control plane says {now.colour} (epoch {now.epoch})")
+    except ConsoleError as e:
+        parts.append(f"control plane unreadable ({e})")
+    try:
+        async with asyncio.timeout(_VERIFY_TIMEOUT):
+            live = (await router.state()).live
+        parts.append(f"router ({router.kind}) serves {live or 'no single colour'}")
+    except (ConsoleError, TimeoutError) as e:
+        parts.append(f"router ({router.kind}) unreadable ({e or 'timed out'})")
+    return "; ".join(parts)
 
 
 async def _repair_drift(
@@ -291,7 +410,9 @@ async def _repair_drift(
     say(f"{to} is live in the control plane but the router {seen}: re-applying {to}")
     started = time.monotonic()
     try:
-        confirmed = await _confirm_router(router, to, config.router.confirm_timeout, say)
+        confirmed = await _confirm_router(
+            control, router, to, config.router.confirm_timeout, say, f"drift repair to {to}"
+        )
         verification = await settle_front_door(config, to, started)
         if not verification.ok:
             raise VerificationFailed(f"{verification.describe()} at {verification.url}")
@@ -335,24 +456,38 @@ def _target_health(snapshot: HealthSnapshot, to: Colour) -> tuple[dict[str, str]
     return health, failing
 
 
-async def _confirm_router(router: Router, to: Colour, limit: float, say: Progress) -> RouterState:
-    """Apply the switch on the router and poll its state until it reports ``to``.
+async def _confirm_router(
+    control: ControlPlane, router: Router, to: Colour, limit: float, say: Progress, purpose: str
+) -> RouterState:
+    """Tell the router the control plane's colour (fenced) and poll until it reports ``to``.
 
     Raises:
-        VerificationFailed: the router refused, failed, or did not confirm in time.
+        VerificationFailed: the router refused, failed, or did not confirm in time, or the
+            control plane moved on to another colour meanwhile.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     say(f"router ({router.kind}): switching to {to}")
     try:
         async with asyncio.timeout(limit):
-            state = await router.switch(to)
+            applied = await apply_live(
+                control, router, purpose=f"{purpose} by {control.actor}", wait=limit, fallback=to
+            )
     except TimeoutError:
         raise VerificationFailed(
             f"router ({router.kind}) did not finish the switch within {limit:g} s"
         ) from None
-    except RouterError as e:
+    except (RouterError, LockHeld) as e:
         raise VerificationFailed(f"router ({router.kind}) failed the switch: {e}") from e
+    if applied.state is not None and applied.state.colour is not to:
+        raise VerificationFailed(
+            f"the control plane moved on to {applied.state.colour} (epoch "
+            f"{applied.state.epoch} by {applied.state.actor}) before the router was told; "
+            f"the router now serves {applied.state.colour}"
+        )
+    if not applied.fenced:
+        say("control plane unreadable: router told without the router lock")
+    state = applied.router
     last_error = ""
     while state.live is not to:
         remaining = deadline - loop.time()

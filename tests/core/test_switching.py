@@ -267,7 +267,8 @@ async def test_concurrent_switches_exactly_one_wins(rig_factory: RigFactory) -> 
     losses = [r for r in results if isinstance(r, ConflictError)]
     assert len(wins) == 1, results
     assert len(losses) == 1, results
-    assert "control plane changed first (now green at epoch 2" in str(losses[0])
+    assert "switched to green first (epoch 1 -> 2" in str(losses[0])
+    assert "production now serves green" in str(losses[0])
     active = await rig.control.active()
     assert active is not None
     assert active.epoch == 2

@@ -8,8 +8,6 @@ what the agents say they serve.
 
 from __future__ import annotations
 
-import time
-
 from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import RouterError
@@ -35,7 +33,7 @@ class BuiltinRouter(Router):
     async def state(self) -> RouterState:
         """The colour the agents route to; None when they disagree (drift)."""
         beats = await self._beats()
-        now = time.time()
+        now = await self.control.clock()
         serving = {b.serving for b in beats}
         live: Colour | None = None
         if len(serving) == 1:

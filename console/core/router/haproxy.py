@@ -164,6 +164,11 @@ class HAProxyRouter(Router):
         ready = [self._state_cmd(s, "ready") for s in new]
         ready += [self._weight_cmd(s, "100%") for s in new if s.weight != s.initial_weight]
         await self._apply(ready)
+        # Only take the old colour out once the new one is seen ready: whatever else
+        # changed the backend meanwhile, this never leaves zero servers in service.
+        now = self._of(await self._servers(), to)
+        if not any(not s.maint and not s.drain for s in now):
+            raise RouterError(f"{to} servers did not become ready; {to.other} left in service")
         await self._apply([self._state_cmd(s, "maint") for s in self._of(servers, to.other)])
         note = await self._persist()
         return self._report(await self._servers(), note)
