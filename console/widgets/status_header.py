@@ -6,6 +6,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from console import __version__
 from console.core.status import StatusReport
 from console.widgets.formatting import ago, colour_name
 
@@ -13,8 +14,12 @@ Part = str | Content | tuple[str, str]
 
 
 def live_line(app_name: str, report: StatusReport | None) -> Content:
-    """``bgconsole · shop   LIVE BLUE  epoch 7 · by alice@jump 3m ago · "reason"``."""
-    parts: list[Part] = [("bgconsole", "bold $primary"), (f" · {app_name}   ", "bold")]
+    """``bgconsole 0.1.0 · shop   LIVE BLUE  epoch 7 · by alice@jump 3m ago · "reason"``."""
+    parts: list[Part] = [
+        ("bgconsole", "bold $primary"),
+        (f" {__version__}", "$text-muted"),
+        (f" · {app_name}   ", "bold"),
+    ]
     if report is None:
         parts.append(("connecting…", "$text-muted"))
         return Content.assemble(*parts)
