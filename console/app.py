@@ -12,10 +12,12 @@ from textual.screen import Screen
 
 from console.commands import OpsCommands
 from console.core.services import Services
+from console.demo.tour import SandboxInfo
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
 from console.screens.flags import FlagsScreen
 from console.screens.logs import LogsScreen
+from console.screens.tour import TourScreen
 from console.theming import BUILTIN_THEMES, DOMAIN_VARIABLES, load_theme_files
 
 DashboardFactory = Callable[[Services], Screen[None]]
@@ -33,6 +35,7 @@ class ConsoleApp(App[None]):
         Binding("f", "open_flags", "Flags"),
         Binding("l", "open_logs", "Logs"),
         Binding("e", "open_events", "Events"),
+        Binding("t", "open_tour", "Tour"),
         Binding("question_mark", "toggle_help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -44,18 +47,21 @@ class ConsoleApp(App[None]):
         theme_dirs: Iterable[Path] | None = None,
         dashboard: DashboardFactory | None = None,
         close_services: bool = True,
+        tour: SandboxInfo | None = None,
     ) -> None:
         """Args:
         services: the session's clients; closed on unmount unless ``close_services`` is off.
         theme_dirs: where to look for ``*.toml`` themes (default: packaged and repo copies).
         dashboard: builds the default screen (tests pass one with fixed settings).
         close_services: close ``services`` when the app ends (off when the caller owns them).
+        tour: the demo sandbox this console runs on (enables the Tour screen, key t).
         """
         super().__init__()
         self.services = services
         self.theme_dirs = None if theme_dirs is None else tuple(theme_dirs)
         self._dashboard = dashboard or (lambda s: DashboardScreen(s))
         self.close_services = close_services
+        self.tour = tour
 
     def get_default_screen(self) -> Screen[None]:
         return self._dashboard(self.services)
@@ -82,6 +88,15 @@ class ConsoleApp(App[None]):
                 severity="warning",
             )
 
+        if self.tour is not None:
+            # The footer may be cut on a narrow terminal: the first frame names the key.
+            self.notify(
+                "Press t for the tour: the config path, the command for a second "
+                "terminal, and the steps to try.",
+                title="Demo sandbox",
+                timeout=30,
+            )
+
     async def on_unmount(self) -> None:
         if self.close_services:
             await self.services.aclose()
@@ -103,6 +118,18 @@ class ConsoleApp(App[None]):
     def action_open_events(self) -> None:
         """Open the full audit trail."""
         self._push_once(EventsScreen, lambda: EventsScreen(self.services))
+
+    def action_open_tour(self) -> None:
+        """Open the demo sandbox's tour (t again goes back)."""
+        if isinstance(self.screen, TourScreen):
+            self.pop_screen()
+        elif self.tour is not None:
+            tour = self.tour
+            self._push_once(TourScreen, lambda: TourScreen(tour))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The tour exists only on a demo sandbox; elsewhere the key is hidden.
+        return self.tour is not None if action == "open_tour" else True
 
     def action_open_dashboard(self) -> None:
         """Close every pushed screen, back to the dashboard."""

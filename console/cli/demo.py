@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -13,10 +14,10 @@ from typing import Any
 
 from console.cli.common import EXIT_OK, SubParsers
 from console.demo.sandbox import Sandbox
-from console.demo.tour import summary, tour
+from console.demo.tour import SandboxInfo, summary, tour
 
-OpenConsole = Callable[[Path], Awaitable[None]]
-"""Opens the terminal UI on a config file and returns when the operator quits it."""
+OpenConsole = Callable[[SandboxInfo], Awaitable[None]]
+"""Opens the terminal UI on a sandbox and returns when the operator quits it."""
 
 
 def register(subparsers: SubParsers) -> None:
@@ -28,9 +29,10 @@ def register(subparsers: SubParsers) -> None:
             "Start a sandbox on this machine: two hosts (blue, green) each running a sample "
             "web app with its own SQLite database, flags Redis, access log and SSH server; "
             "the control-plane Redis; the agent with the built-in router; and a trickle of "
-            "traffic. Prints its config path (use it with -c from another terminal) and a "
-            "guided tour, then opens the console on it (quit with q). Quitting the console, "
-            "Ctrl+C or SIGTERM stops everything it started and removes its files."
+            "traffic. Prints its config path (use it with -c from another terminal), then "
+            "opens the console on it: t shows the config path, the command prefix and a "
+            "guided tour; q quits. Quitting the console, Ctrl+C or SIGTERM stops everything "
+            "it started and removes its files."
         ),
     )
     parser.add_argument(
@@ -55,10 +57,36 @@ def register(subparsers: SubParsers) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Run the demo and open the console on it (``--no-console``: the sandbox only)."""
-    # Imported here: --no-console (and every other verb) should not load Textual.
-    from console.cli.ui import open_console
+    if args.no_console:
+        return await run_demo(args, None)
+    # Loading the UI's code takes about as long as starting the sandbox, and the sandbox
+    # mostly waits on its child processes: load it in a thread meanwhile. (--no-console,
+    # and every other verb, never loads Textual.)
+    loading = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "console.app"))
 
-    return await run_demo(args, open_console)
+    async def open_console(info: SandboxInfo) -> None:
+        await loading
+        await _run_console(info)
+
+    try:
+        return await run_demo(args, open_console)
+    finally:
+        # A failed start must not leave the thread's import behind (it finishes quickly).
+        with contextlib.suppress(Exception):
+            await loading
+
+
+async def _run_console(info: SandboxInfo) -> None:
+    """The console on the sandbox, with its Tour screen (key t)."""
+    from console.app import ConsoleApp
+    from console.core.config import load_config
+    from console.core.services import Services
+
+    services = Services.build(load_config(info.config_path))
+    try:
+        await ConsoleApp(services, close_services=False, tour=info).run_async()
+    finally:
+        await services.aclose()
 
 
 async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -> int:
@@ -90,7 +118,7 @@ async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -
         info = starting.result()  # raises the ConsoleError of a failed start
         _print(summary(info, sandbox.startup_seconds))
         if open_console is not None and not args.no_console:
-            console: asyncio.Future[None] = asyncio.ensure_future(open_console(info.config_path))
+            console: asyncio.Future[None] = asyncio.ensure_future(open_console(info))
             waiting: set[asyncio.Future[Any]] = {console, stop_wait}
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             console.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import httpx
 
 from console.core.errors import ConsoleError
 from console.demo.processes import ChildProcess, python_env
-from console.demo.redis_runner import free_port
 from console.demo.releases import INITIAL_VERSION, install
 from console.demo.sample_app import init_db
 from console.demo.ssh_host import SshHost
@@ -51,6 +51,7 @@ class DemoHost:
         self.port = 0
         self.ssh = SshHost(root, host_key, client_key)
         self._app: ChildProcess | None = None
+        self._socket: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -84,37 +85,72 @@ class DemoHost:
         init_db(self.db_path, self.colour)
         install(self.root, INITIAL_VERSION, "good")
 
-    async def start(self, attempts: int = 3) -> None:
+    async def start(self) -> None:
         """Start the SSH server and the app; return once the app answers /health.
 
         Raises:
             ConsoleError: the app did not come up; the message has its last output.
         """
+        await self.start_ssh()
+        self.listen()
+        await self.start_app()
+
+    async def start_ssh(self) -> None:
+        """Start the host's SSH server (in this process; its port is then known)."""
         await self.ssh.start()
-        error = ""
-        for _ in range(attempts):
-            self.port = free_port()
-            # fmt: off
-            argv = [
-                sys.executable, "-m", "console.demo.sample_app", "--dir", str(self.root),
-                "--port", str(self.port), "--colour", self.colour, "--redis", self.redis_url,
-            ]
-            # fmt: on
-            app = ChildProcess(
-                f"{self.colour} app",
-                argv,
-                log_path=self.root / "log" / "stderr.log",
-                cwd=self.root,
-                env=python_env(),
-            )
-            self._app = app
+
+    def listen(self) -> None:
+        """Bind the app's listening socket here, so its port is known before it runs.
+
+        The app inherits the socket, so no other process can take the port between
+        picking and binding it (no retry on another port), and a probe that arrives
+        while the app is still starting waits in the backlog instead of being refused.
+        """
+        if self._socket is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(128)
+            self._socket = sock
+            self.port = sock.getsockname()[1]
+
+    async def start_app(self) -> None:
+        """Run the app on the socket of :meth:`listen`; return once it answers /health.
+
+        Raises:
+            ConsoleError: the app did not come up; the message has its last output.
+        """
+        self.listen()
+        assert self._socket is not None
+        fd = self._socket.fileno()
+        # fmt: off
+        argv = [
+            sys.executable, "-m", "console.demo.sample_app", "--dir", str(self.root),
+            "--fd", str(fd), "--port", str(self.port), "--colour", self.colour,
+            "--redis", self.redis_url,
+        ]
+        # fmt: on
+        app = ChildProcess(
+            f"{self.colour} app",
+            argv,
+            log_path=self.root / "log" / "stderr.log",
+            cwd=self.root,
+            env=python_env(),
+            pass_fds=(fd,),
+        )
+        self._app = app
+        try:
             await app.start()
-            if await self._wait_ready(app):
-                (self.root / "run" / "app.pid").write_text(f"{app.pid}\n")
-                return
-            # Most likely the port was taken between picking and binding it: try another.
-            error = app.tail(3)
-            await app.stop()
+        finally:
+            # The app holds its own copy now; ours would keep accepting connections into
+            # the backlog after the app died, turning "refused" into a hang.
+            self._socket.close()
+            self._socket = None
+        if await self._wait_ready(app):
+            (self.root / "run" / "app.pid").write_text(f"{app.pid}\n")
+            return
+        error = app.tail(3)
+        await app.stop()
         raise ConsoleError(f"the {self.colour} sample app did not start: {error or 'no output'}")
 
     async def _wait_ready(self, app: ChildProcess) -> bool:
@@ -135,6 +171,9 @@ class DemoHost:
 
     async def stop(self) -> None:
         """Stop the app and the SSH server (and any command still running through it)."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._app is not None:
             await self._app.stop()
         await self.ssh.stop()

@@ -67,12 +67,18 @@ class ChildProcess:
         log_path: Path,
         cwd: Path,
         env: Mapping[str, str] | None = None,
+        stdin: int | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.cwd = cwd
         self.env = dict(env) if env is not None else None
+        self.stdin = stdin
+        """A file descriptor for the child's stdin (default /dev/null)."""
+        self.pass_fds = tuple(pass_fds)
+        """Descriptors the child inherits (a listening socket bound by the sandbox)."""
         self._proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -101,13 +107,14 @@ class ChildProcess:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.argv,
-                    stdin=asyncio.subprocess.DEVNULL,
+                    stdin=asyncio.subprocess.DEVNULL if self.stdin is None else self.stdin,
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     cwd=self.cwd,
                     env=self.env,
                     start_new_session=True,
                     preexec_fn=die_with_parent,
+                    pass_fds=self.pass_fds,
                 )
             except OSError as e:
                 raise ConsoleError(f"cannot start {self.name} ({self.argv[0]}): {e}") from e

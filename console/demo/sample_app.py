@@ -23,6 +23,7 @@ import html
 import json
 import logging
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -295,9 +296,17 @@ class AppServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App, *, fd: int | None = None) -> None:
         self.app = app
-        super().__init__(address, Handler)
+        if fd is None:
+            super().__init__(address, Handler)
+            return
+        # A listening socket bound by the sandbox (see DemoHost.listen): adopt it.
+        super().__init__(address, Handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = socket.socket(fileno=fd)
+        self.server_address = self.socket.getsockname()
+        self.server_name, self.server_port = "127.0.0.1", self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hung up mid-response is normal under a proxy; log the rest.
@@ -315,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sample_app", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", required=True, type=Path, help="the host directory")
     parser.add_argument("--port", required=True, type=int)
+    parser.add_argument("--fd", type=int, help="serve on this inherited listening socket")
     parser.add_argument("--colour", required=True, choices=("blue", "green"))
     parser.add_argument("--redis", required=True, help="the colour's flags Redis URL")
     parser.add_argument("--flag-prefix", default="flag:")
@@ -330,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     init_db(settings.db_path, settings.colour)
     app = App(settings)
     try:
-        server = AppServer(("127.0.0.1", args.port), app)
+        server = AppServer(("127.0.0.1", args.port), app, fd=args.fd)
     except OSError as e:
         print(f"sample_app: cannot listen on 127.0.0.1:{args.port}: {e}", file=sys.stderr)
         app.close()

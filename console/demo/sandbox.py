@@ -37,7 +37,7 @@ from console.demo.host import DemoHost
 from console.demo.processes import ChildProcess, python_env
 from console.demo.redis_runner import RedisRunner, find_redis_server, free_port
 from console.demo.ssh_host import generate_key, write_private_key
-from console.demo.tour import SandboxInfo
+from console.demo.tour import SandboxInfo, cli_command
 from console.demo.traffic import TrafficGenerator
 
 _AGENT_READY_TIMEOUT = 8.0
@@ -75,6 +75,8 @@ class Sandbox:
         self.router_port = 0
         self.info: SandboxInfo | None = None
         self.startup_seconds = 0.0
+        self._agent_go: int | None = None
+        """The write end of the waiting agent's stdin (see agent_runner)."""
 
     @property
     def config_path(self) -> Path:
@@ -119,6 +121,12 @@ class Sandbox:
     async def start(self) -> SandboxInfo:
         """Build the sandbox and start everything; on failure call :meth:`stop`.
 
+        What depends on what decides the order; everything else runs at once: the agent
+        process starts first (its imports are the longest step; it waits, see
+        :mod:`console.demo.agent_runner`), then Redis and both SSH servers together, then
+        the config, the control plane's first colour, the flags and both apps together,
+        and last the agent is released and its router awaited.
+
         Raises:
             ConsoleError: a binary is missing (the message says what to install), or a
                 piece did not start.
@@ -126,15 +134,15 @@ class Sandbox:
         started = time.perf_counter()
         redis_binary = find_redis_server()  # before making anything: fail fast and clean
         self._make_dir()
+        self.router_port = free_port()
+        if agent_available():
+            await self._spawn_agent()
         client_key = generate_key()
         identity = self.directory / "keys" / "id_ed25519"
         write_private_key(client_key, identity)
 
         for name in ("control", "blue", "green"):
             self.redis[name] = RedisRunner(name, redis_binary, self.directory / "redis" / name)
-        await asyncio.gather(*(r.start() for r in self.redis.values()))
-        await self._set_initial_flags()
-
         for colour in ("blue", "green"):
             host = DemoHost(
                 colour,
@@ -145,11 +153,16 @@ class Sandbox:
             )
             host.prepare()
             self.hosts[colour] = host
-        await asyncio.gather(*(h.start() for h in self.hosts.values()))
+        await asyncio.gather(
+            *(r.start() for r in self.redis.values()),
+            *(h.start_ssh() for h in self.hosts.values()),
+        )
+        for colour, host in self.hosts.items():
+            host.redis_url = self.redis[colour].url  # known once its redis-server runs
+            host.listen()
         known_hosts = self.directory / "known_hosts"
         known_hosts.write_text("".join(h.ssh.known_hosts_line + "\n" for h in self.hosts.values()))
 
-        self.router_port = free_port()
         self.config = config_file.write(
             self.config_path,
             config_file.render(
@@ -163,8 +176,12 @@ class Sandbox:
                 ],
             ),
         )
-        await self._init_control_plane(self.config)
-        router_url = await self._start_agent() if agent_available() else None
+        await asyncio.gather(
+            self._init_control_plane(self.config),
+            self._set_initial_flags(),
+            *(h.start_app() for h in self.hosts.values()),
+        )
+        router_url = await self._release_agent() if self.agent is not None else None
         if router_url and self.traffic_enabled:
             self.traffic = TrafficGenerator(router_url)
             self.traffic.start()
@@ -177,6 +194,8 @@ class Sandbox:
             redis_urls={n: r.url for n, r in self.redis.items()},
             agent_log=self.directory / "agent.log" if router_url else None,
             traffic=self.traffic is not None,
+            keep=self.keep,
+            command=cli_command(),
         )
         self._write_state()
         self.startup_seconds = time.perf_counter() - started
@@ -197,23 +216,42 @@ class Sandbox:
         finally:
             await control.aclose()
 
-    async def _start_agent(self) -> str:
-        """Run ``bgconsole serve`` as a child (its own log); return the router URL."""
-        argv = [sys.executable, "-m", "console", "serve", "-c", str(self.config_path)]
+    async def _spawn_agent(self) -> None:
+        """Start the agent's process; it loads its code and waits for :meth:`_release_agent`."""
+        # fmt: off
+        argv = [
+            sys.executable, "-m", "console.demo.agent_runner",
+            "serve", "-c", str(self.config_path),
+        ]
+        # fmt: on
+        read_end, self._agent_go = os.pipe()
         self.agent = ChildProcess(
             "agent",
             argv,
             log_path=self.directory / "agent.log",
             cwd=self.directory,
             env=python_env(),
+            stdin=read_end,
         )
-        await self.agent.start()
+        try:
+            await self.agent.start()
+        finally:
+            os.close(read_end)
+
+    async def _release_agent(self) -> str:
+        """Let the waiting agent run ``serve``; return the router URL once it listens."""
+        assert self.agent is not None
+        if self._agent_go is not None:
+            with contextlib.suppress(OSError):  # it died: reported below with its log
+                os.write(self._agent_go, b"go\n")
+            os.close(self._agent_go)
+            self._agent_go = None
         deadline = time.monotonic() + _AGENT_READY_TIMEOUT
         while not await _port_open(self.router_port):
             if not self.agent.running or time.monotonic() > deadline:
                 tail = self.agent.tail(3).replace("\n", " | ")
                 raise ConsoleError(f"the agent did not start its router: {tail or 'no output'}")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
         return f"http://127.0.0.1:{self.router_port}"
 
     def exited(self) -> list[str]:
@@ -252,6 +290,9 @@ class Sandbox:
         if self.traffic is not None:
             await self.traffic.stop()
             self.traffic = None
+        if self._agent_go is not None:
+            os.close(self._agent_go)  # an agent still waiting reads end of file and exits
+            self._agent_go = None
         if self.agent is not None:
             await self.agent.stop()
             self.agent = None

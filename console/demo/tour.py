@@ -1,8 +1,11 @@
-"""The guided tour printed when the sandbox is up: what it runs and the commands to try."""
+"""The guided tour of the sandbox: its steps (console keys, what to look at, the command),
+printed by ``--no-console`` and shown on the console's Tour screen (key ``t``)."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,99 @@ class SandboxInfo:
     redis_urls: dict[str, str]
     agent_log: Path | None
     traffic: bool
+    keep: bool = False
+    """Whether the files stay when the sandbox stops (``--keep``)."""
+    command: str = "bgconsole"
+    """How to run bgconsole from another terminal (its full path when not on PATH)."""
+
+    @property
+    def cli_prefix(self) -> str:
+        """``bgconsole -c DIR/bgconsole.toml``: every verb of the tour after it."""
+        return f"{self.command} -c {shlex.quote(str(self.config_path))}"
+
+
+@dataclass(frozen=True, slots=True)
+class TourStep:
+    """One step of the story, done with console keys or with one command."""
+
+    title: str
+    keys: str
+    """What to press in the console."""
+    look: str
+    """What to look at on the screen afterwards."""
+    command: str
+    """The same step from another terminal, after the CLI prefix (``{c}`` stands for it)."""
+
+
+TOUR_STEPS: tuple[TourStep, ...] = (
+    TourStep(
+        "Look around",
+        "nothing yet",
+        "BLUE has the heavy LIVE border, both colours healthy at 1.0.0; the header says "
+        "router builtin → BLUE and failover armed (the agent's heartbeat ♥).",
+        "{c} status",
+    ),
+    TourStep(
+        "Deploy the good release to the stand-by",
+        "d, type good in Ref (green, the stand-by, is preselected), Enter",
+        "the deploy's output streams; then GREEN's VERSION reads 1.1.0. Escape closes it.",
+        "{c} deploy green --ref good",
+    ),
+    TourStep(
+        "Switch traffic to green",
+        "s, then confirm",
+        "GREEN takes the LIVE border, the header reads LIVE GREEN epoch 2, and the "
+        "activity log says 5/5 verification requests served by green.",
+        "{c} switch green --yes",
+    ),
+    TourStep(
+        "Deploy the bad release to the live colour, watch the failover",
+        "d, shift+tab to Colour, pick green (LIVE) with the arrows and space, tab back "
+        "to Ref, type bad, Enter, confirm the live deploy",
+        "green answers 500 on / and /health: within a second the header is back to LIVE "
+        "BLUE, a failover event by the agent appears under recent events (its evidence in "
+        "e), and the deploy ends saying green never turned healthy.",
+        "{c} deploy green --ref bad --live",
+    ),
+    TourStep(
+        "Repair green and flip back",
+        "d, type good, Enter (green is the stand-by again); then s",
+        "GREEN healthy at a new version, then LIVE again.",
+        "{c} deploy green --ref good && {c} switch green --yes",
+    ),
+    TourStep(
+        "Turn a feature off without a flip",
+        "f, arrows to uploads in the green column, Enter, confirm (green is live); Escape",
+        "green's flags show ○ uploads; green's page no longer lists recent uploads.",
+        "{c} flag set uploads off --env green --yes",
+    ),
+    TourStep(
+        "Carry green's new uploads back to blue",
+        "m (from green, the live colour; rows; dry run ticked), tab to Start, Enter; "
+        "read the plan, then r runs it for real",
+        "rows to copy per table, then the verified result: uploads written while green "
+        "was live are now in blue's database too.",
+        "{c} migrate --from green --to blue --yes",
+    ),
+)
+"""The tour, in order; every step can be done from the console alone."""
+
+MORE_KEYS = (
+    "l logs of both colours over SSH (b, g, m) · e the audit trail · "
+    "a arm/disarm failover · ? every key"
+)
+
+
+def cli_command() -> str:
+    """How another terminal runs this bgconsole: ``bgconsole`` if PATH finds this very
+    install, else the script's full path (a newcomer's shell has no .venv/bin on PATH)."""
+    script = Path(sys.executable).parent / "bgconsole"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m console"  # a source checkout, not installed
+    found = shutil.which("bgconsole")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "bgconsole"
+    return shlex.quote(str(script))
 
 
 def summary(info: SandboxInfo, startup_seconds: float) -> str:
@@ -44,29 +140,14 @@ def summary(info: SandboxInfo, startup_seconds: float) -> str:
 
 def tour(info: SandboxInfo) -> str:
     """The commands to try from another terminal, in the order of the story."""
-    c = f"bgconsole -c {shlex.quote(str(info.config_path))}"
-    steps = [
-        ("Both colours, their health and versions; blue is live", f"{c} status"),
-        ("Follow the audit trail in a second terminal", f"{c} events --follow"),
-        ("Stream green's access log over its SSH server", f"{c} logs green access --follow"),
-        ("Deploy a good release (a new version) to the stand-by", f"{c} deploy green --ref good"),
-        ("Send traffic to green (X-BG-Env: green)", f"{c} switch green --yes"),
-        (
-            "Deploy the bad release to the live colour: / and /health answer 500, "
-            "the agent fails over to blue",
-            f"{c} deploy green --ref bad --live",
-        ),
-        (
-            "Repair green (a good release), then flip back",
-            f"{c} deploy green --ref good && {c} switch green --yes",
-        ),
-        ("Hide the recent uploads on blue's page", f"{c} flag set uploads off --env blue --yes"),
+    lines = [
+        "",
+        "Try it from another terminal (in the console, t shows this tour with its keys):",
+        f"  c={shlex.quote(info.cli_prefix)}",
+        "  $c events --follow              # the audit trail as it happens (a third terminal)",
+        "  $c logs green access --follow   # green's access log over its SSH server",
     ]
-    lines = ["", "Try it from another terminal:"]
-    for number, (what, command) in enumerate(steps, 1):
-        lines.append(f"  {number}. {what}:")
-        lines.append(f"       {command}")
-    lines.append("")
-    lines.append("Uploads written while green is live stay in green's database")
-    lines.append("(the data a migration carries back to blue).")
+    for number, step in enumerate(TOUR_STEPS, 1):
+        lines.append(f"  {number}. {step.title}:")
+        lines.append(f"       {step.command.format(c='$c')}")
     return "\n".join(lines)
