@@ -24,6 +24,12 @@ VersionKind = Literal["header", "json", "path"]
 T = TypeVar("T")
 _MISSING: Any = object()
 
+# Ceilings for keys that name no range of their own: a number past these is a typo or a
+# unit mistake (ms for s), and inf, nan or 1e308 would otherwise reach asyncio and
+# sockets as an OverflowError deep inside the agent instead of a line naming the key.
+MAX_SECONDS = 7 * 86400.0
+MAX_INTEGER = 1_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class SshTarget:
@@ -325,22 +331,45 @@ class _Table:
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
         return self.typed(key, bool, "true or false", default)
 
-    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+    def integer(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        minimum: int | None = None,
+        maximum: int = MAX_INTEGER,
+    ) -> Any:
         value = self.typed(key, int, "an integer", default)
         if minimum is not None and isinstance(value, int) and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
+        if isinstance(value, int) and value > maximum:
+            raise self.error(key, f"must be at most {maximum}, got {value}")
         return value
 
-    def seconds(self, key: str, default: Any = _MISSING, positive: bool = True) -> Any:
+    def seconds(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        positive: bool = True,
+        maximum: float = MAX_SECONDS,
+        minimum: float = 0.0,
+    ) -> Any:
+        """A duration: finite, not negative (above 0 when ``positive``), within range."""
         value = self.raw(key, default)
         if value is default and default is not _MISSING:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"expected a number of seconds, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value}")
+        # Compared before float(): a huge TOML integer would overflow the conversion.
         if positive and value <= 0:
             raise self.error(key, f"must be greater than 0, got {value}")
         if value < 0:
             raise self.error(key, f"must not be negative, got {value}")
+        if value > maximum:
+            raise self.error(key, f"must be at most {maximum:g} s, got {_number(value)}")
+        if value < minimum:
+            raise self.error(key, f"must be at least {minimum:g} s, got {_number(value)}")
         return float(value)
 
     def str_list(self, key: str) -> tuple[str, ...]:
@@ -368,6 +397,12 @@ class _Table:
                 close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
                 raise self.error(key, f"unknown key{hint}")
+
+
+def _number(value: float) -> str:
+    """A number for a message: ``1e+308``, ``0.5``, ``3``; a huge integer shortened."""
+    text = str(value)
+    return text if len(text) <= 20 else f"{text[:6]}... ({len(text)} digits)"
 
 
 def _describe(value: Any) -> str:
@@ -404,6 +439,32 @@ def parse_ssh_target(text: str) -> SshTarget:
     return SshTarget(host=match["host"].strip("[]"), user=match["user"], port=port)
 
 
+def parse_listen(text: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv6 in brackets); ``any_port`` also accepts port 0.
+
+    Raises:
+        ValueError: not HOST:PORT, or the port is out of range.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    number = int(port)
+    low = 0 if any_port else 1
+    if not low <= number <= 65535:
+        raise ValueError(f"port {number} out of range ({low}-65535)")
+    return host.strip("[]"), number
+
+
+def _check_port(table: _Table, key: str, url: str) -> None:
+    """A port the socket layer would refuse later (``:99999``) is named now."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:  # not a number, or past 65535
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise table.error(key, f"port out of range (1-65535): {_redact(url)!r}")
+
+
 def _http_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
     url = table.string(key, default)
     if url is None:
@@ -411,6 +472,7 @@ def _http_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise table.error(key, f"not an http(s) URL: {url!r}")
+    _check_port(table, key, url)
     return url
 
 
@@ -420,6 +482,7 @@ def _redis_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
         return None
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise table.error(key, f"not a redis://, rediss:// or unix:// URL: {_redact(url)!r}")
+    _check_port(table, key, url)
     return url
 
 
@@ -496,7 +559,7 @@ def _host(
         name=name,
         url=url,
         health_path=health_path,
-        expect_status=merged.integer("expect_status", 200, minimum=100),
+        expect_status=merged.integer("expect_status", 200, minimum=100, maximum=599),
         version=_version(merged),
         ssh=_ssh(merged, "ssh"),
         identity=merged.string("identity", None),
@@ -570,8 +633,8 @@ def _router(table: _Table) -> RouterConfig:
         kind=kind,
         listen=table.string("listen", "127.0.0.1:8080"),
         public_url=_http_url(table, "public_url", None),
-        verify_requests=table.integer("verify_requests", 5, minimum=0),
-        confirm_timeout=table.seconds("confirm_timeout", 10.0),
+        verify_requests=table.integer("verify_requests", 5, minimum=0, maximum=1000),
+        confirm_timeout=table.seconds("confirm_timeout", 10.0, maximum=3600),
         retry_on_5xx=table.boolean("retry_on_5xx", False),
         socket=table.string("socket", None),
         backend=table.string("backend", "app"),
@@ -584,9 +647,10 @@ def _router(table: _Table) -> RouterConfig:
         state_command=table.string("state_command", None),
         ssh=_ssh(table, "ssh"),
     )
-    host, sep, port = router.listen.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise table.error("listen", f"expected HOST:PORT, got {router.listen!r}")
+    try:
+        parse_listen(router.listen)
+    except ValueError as e:
+        raise table.error("listen", str(e)) from None
     required = {"haproxy": ("socket",), "nginx": ("upstream_file",), "command": ("switch_command",)}
     for key in required.get(kind, ()):
         if getattr(router, key) is None:
@@ -631,7 +695,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     console = ConsoleSettings(
         name=console_t.string("name"),
         theme=console_t.string("theme", "bgconsole-dark"),
-        log_lines=console_t.integer("log_lines", 5000, minimum=100),
+        log_lines=console_t.integer("log_lines", 5000, minimum=100, maximum=10_000_000),
         flag_prefix=console_t.string("flag_prefix", "flag:"),
     )
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", console.name):
@@ -642,8 +706,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     assert control_t is not None
     control = ControlConfig(
         redis=_redis_url(control_t, "redis"),
-        timeout=control_t.seconds("timeout", 2.0),
-        events_max=control_t.integer("events_max", 10_000, minimum=100),
+        timeout=control_t.seconds("timeout", 2.0, maximum=300),
+        events_max=control_t.integer("events_max", 10_000, minimum=100, maximum=100_000_000),
     )
     control_t.finish()
 
@@ -654,15 +718,16 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     failover_t = root.table("failover") or _Table({}, "failover")
     failover = FailoverConfig(
         enabled=failover_t.boolean("enabled", True),
-        interval=failover_t.seconds("interval", 0.5),
-        fast_interval=failover_t.seconds("fast_interval", 0.1),
-        timeout=failover_t.seconds("timeout", 0.4),
-        fall=failover_t.integer("fall", 2, minimum=1),
-        rise=failover_t.integer("rise", 2, minimum=1),
+        # Floors: a probe loop faster than 10 ms is a busy loop against the hosts.
+        interval=failover_t.seconds("interval", 0.5, minimum=0.01, maximum=3600),
+        fast_interval=failover_t.seconds("fast_interval", 0.1, minimum=0.01, maximum=3600),
+        timeout=failover_t.seconds("timeout", 0.4, maximum=3600),
+        fall=failover_t.integer("fall", 2, minimum=1, maximum=1000),
+        rise=failover_t.integer("rise", 2, minimum=1, maximum=1000),
         min_dwell=failover_t.seconds("min_dwell", 30.0, positive=False),
         restart_grace=failover_t.seconds("restart_grace", 10.0, positive=False),
         failback=failover_t.boolean("failback", False),
-        history=failover_t.integer("history", 120, minimum=1),
+        history=failover_t.integer("history", 120, minimum=1, maximum=100_000),
     )
     failover_t.finish()
 
@@ -671,8 +736,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     if log_format not in ("logfmt", "json"):
         raise agent_t.error("log_format", f"expected 'logfmt' or 'json', got {log_format!r}")
     agent = AgentConfig(
-        heartbeat_interval=agent_t.seconds("heartbeat_interval", 1.0),
-        leader_lease=agent_t.seconds("leader_lease", 5.0),
+        heartbeat_interval=agent_t.seconds("heartbeat_interval", 1.0, minimum=0.01, maximum=3600),
+        leader_lease=agent_t.seconds("leader_lease", 5.0, maximum=3600),
         log_format=log_format,
     )
     agent_t.finish()
@@ -686,8 +751,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         use_agent=ssh_t.boolean("use_agent", True),
         known_hosts=ssh_t.string("known_hosts", "~/.ssh/known_hosts"),
         host_key_policy=policy,
-        connect_timeout=ssh_t.seconds("connect_timeout", 10.0),
-        keepalive=ssh_t.seconds("keepalive", 15.0, positive=False),
+        connect_timeout=ssh_t.seconds("connect_timeout", 10.0, maximum=3600),
+        keepalive=ssh_t.seconds("keepalive", 15.0, positive=False, maximum=3600),
         command_timeout=ssh_t.seconds("command_timeout", 600.0),
     )
     ssh_t.finish()
@@ -704,7 +769,42 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     flags = _flags(root.table("flags"), console.flag_prefix)
     migrate = _migrate(root.table("migrate") or _Table({}, "migrate"))
     root.finish()
-    return Config(console, control, router, failover, agent, ssh, envs, flags, path, migrate)
+    config = Config(console, control, router, failover, agent, ssh, envs, flags, path, migrate)
+    _cross_check(config)
+    return config
+
+
+def _cross_check(config: Config) -> None:
+    """Relations between keys; each error names the key to change and the one it must suit.
+
+    Every value can be in range on its own and still make a setup that cannot work.
+    """
+    agent, failover = config.agent, config.failover
+    if agent.leader_lease < 2 * agent.heartbeat_interval:
+        # The lease is renewed on every heartbeat: one late beat must not cost leadership.
+        raise ConfigError(
+            f"agent.leader_lease: must be at least 2 x agent.heartbeat_interval "
+            f"({2 * agent.heartbeat_interval:g} s), got {agent.leader_lease:g}"
+        )
+    renewal = agent.heartbeat_interval + config.control.timeout
+    if agent.leader_lease <= renewal:
+        # A renewal may take a whole control-plane timeout after the beat is due.
+        raise ConfigError(
+            f"agent.leader_lease: must be longer than agent.heartbeat_interval + "
+            f"control.timeout ({renewal:g} s), got {agent.leader_lease:g}"
+        )
+    if failover.fast_interval > failover.interval:
+        raise ConfigError(
+            f"failover.fast_interval: must not be longer than failover.interval "
+            f"({failover.interval:g} s), got {failover.fast_interval:g}"
+        )
+    for colour, env in config.envs.items():
+        if env.health_timeout <= failover.timeout:
+            # A wait shorter than one probe may take never sees a slow but healthy host.
+            raise ConfigError(
+                f"env.{colour.value}.health_timeout: must be longer than failover.timeout "
+                f"({failover.timeout:g} s), got {env.health_timeout:g}"
+            )
 
 
 _SLICE_MAX = 5.0

@@ -189,3 +189,124 @@ def test_password_is_redacted_in_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert "s3cret" not in str(caught.value)
+
+
+def with_changes(*changes: tuple[str, Any]) -> dict[str, Any]:
+    """MINIMAL with several dotted keys set."""
+    data = copy.deepcopy(MINIMAL)
+    for path, value in changes:
+        *parents, last = path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
+INF, NAN = float("inf"), float("nan")
+
+# Every numeric value is finite and in a sane range; relations between keys hold. Each
+# error names the key path (the first key of a relation is the one to change).
+OUT_OF_RANGE = [
+    (with_change("control.timeout", INF), "control.timeout: must be a finite number, got inf"),
+    (with_change("control.timeout", NAN), "control.timeout: must be a finite number, got nan"),
+    (with_change("control.timeout", 1e6), "control.timeout: must be at most 300"),
+    (with_change("control.timeout", 10**400), "control.timeout: must be at most 300"),
+    (with_change("control.events_max", 10**12), "control.events_max: must be at most"),
+    (with_change("failover.timeout", NAN), "failover.timeout: must be a finite number"),
+    (with_change("failover.interval", 1e308), "failover.interval: must be at most 3600"),
+    (with_change("failover.interval", 1e-9), "failover.interval: must be at least 0.01"),
+    (with_change("failover.fast_interval", -INF), "failover.fast_interval: must be a finite"),
+    (with_change("failover.fall", 1e20), "failover.fall: expected an integer"),
+    (with_change("failover.fall", 10**20), "failover.fall: must be at most 1000"),
+    (with_change("failover.rise", 10**6), "failover.rise: must be at most 1000"),
+    (with_change("failover.history", 10**9), "failover.history: must be at most"),
+    (with_change("failover.min_dwell", INF), "failover.min_dwell: must be a finite number"),
+    (with_change("failover.min_dwell", -1), "failover.min_dwell: must not be negative"),
+    (with_change("failover.min_dwell", 1e12), "failover.min_dwell: must be at most"),
+    (with_change("agent.heartbeat_interval", NAN), "agent.heartbeat_interval: must be a finite"),
+    (with_change("agent.leader_lease", 1e300), "agent.leader_lease: must be at most"),
+    (with_change("ssh.keepalive", NAN), "ssh.keepalive: must be a finite number"),
+    (with_change("ssh.connect_timeout", INF), "ssh.connect_timeout: must be a finite number"),
+    (with_change("ssh.command_timeout", 1e9), "ssh.command_timeout: must be at most"),
+    (with_change("console.log_lines", 10**12), "console.log_lines: must be at most"),
+    (with_change("router.verify_requests", 10**9), "router.verify_requests: must be at most"),
+    (with_change("router.confirm_timeout", NAN), "router.confirm_timeout: must be a finite"),
+    (with_change("router.listen", "127.0.0.1:99999"), "router.listen: port 99999 out of range"),
+    (with_change("router.listen", "127.0.0.1:0"), "router.listen: port 0 out of range"),
+    (with_change("router.listen", "abc"), "router.listen: expected HOST:PORT"),
+    (with_change("router.public_url", "http://x:99999"), "router.public_url: port out of range"),
+    (with_change("control.redis", "redis://h:70000/0"), "control.redis: port out of range"),
+    (with_change("env.blue.url", "http://x:123456"), "env.blue.url: port out of range"),
+    (with_change("env.blue.expect_status", 999), "env.blue.expect_status: must be at most 599"),
+    (with_change("env.blue.deploy_timeout", INF), "env.blue.deploy_timeout: must be a finite"),
+    (with_change("env.green.health_timeout", NAN), "env.green.health_timeout: must be a finite"),
+    (with_change("env.blue.ssh", "u@h:99999"), "env.blue.ssh: port 99999 out of range"),
+]
+
+CROSS_CHECKS = [
+    (
+        with_changes(("agent.heartbeat_interval", 1.0), ("agent.leader_lease", 1.5)),
+        "agent.leader_lease: must be at least 2 x agent.heartbeat_interval (2 s), got 1.5",
+    ),
+    (
+        with_changes(
+            ("agent.heartbeat_interval", 1.0),
+            ("agent.leader_lease", 3.0),
+            ("control.timeout", 2.5),
+        ),
+        "agent.leader_lease: must be longer than agent.heartbeat_interval + control.timeout",
+    ),
+    (
+        with_changes(("failover.interval", 0.5), ("failover.fast_interval", 1.0)),
+        "failover.fast_interval: must not be longer than failover.interval (0.5 s), got 1",
+    ),
+    (
+        with_changes(("failover.timeout", 5.0), ("env.green.health_timeout", 2.0)),
+        "env.green.health_timeout: must be longer than failover.timeout (5 s)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), OUT_OF_RANGE + CROSS_CHECKS)
+def test_numbers_are_finite_in_range_and_consistent(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("timeout = inf", "failover.timeout: must be a finite number, got inf"),
+        ("timeout = nan", "failover.timeout: must be a finite number, got nan"),
+        ("interval = 1e308", "failover.interval: must be at most 3600"),
+        ("fall = 100000000000000000000", "failover.fall: must be at most 1000"),
+    ],
+)
+def test_toml_infinities_are_rejected_with_the_file(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(MINIMAL) + f"\n[failover]\n{line}\n")
+    with pytest.raises(ConfigError, match=rf"c\.toml: {message}"):
+        load_config(path)
+
+
+def test_edges_of_the_ranges_are_accepted() -> None:
+    config = parse_config(
+        with_changes(
+            ("router.listen", "[::1]:65535"),
+            ("failover.interval", 0.01),
+            ("failover.fast_interval", 0.01),
+            ("failover.fall", 1000),
+            ("failover.min_dwell", 0),
+            ("agent.heartbeat_interval", 0.5),
+            ("agent.leader_lease", 3),
+            ("env.blue.expect_status", 599),
+        )
+    )
+    assert config.router.listen == "[::1]:65535"
+    assert config.agent.leader_lease == 3.0
