@@ -24,6 +24,7 @@ from console.core.models import (
     Probe,
     Verdict,
 )
+from console.core.readiness import Readiness
 from console.core.router.base import RouterState
 from console.core.services import Services
 from console.core.status import StatusReport
@@ -89,6 +90,7 @@ def fixed_report() -> StatusReport:
         control_error=None,
         router=RouterState("builtin", Colour.BLUE, detail="all traffic to blue"),
         router_error=None,
+        failover=Readiness(active=True, why_not=None, alarm=None),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from console.cli.common import (
@@ -18,6 +17,7 @@ from console.cli.common import (
 from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.failover import last_switch_at
+from console.core.readiness import readiness
 from console.core.text import printable
 
 
@@ -46,7 +46,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.action == "status":
             status = await _status(config, control)
         else:
-            before = await control.armed()
+            before = await control.armed_state()
             await control.set_armed(args.action == "arm", reason=args.reason)
             status = await _status(config, control)
             status["was_armed"] = before
@@ -57,7 +57,7 @@ async def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action != "status":
         state = "armed" if status["armed"] else "disarmed"
-        was = "armed" if status["was_armed"] else "disarmed"
+        was = {True: "armed", False: "disarmed", None: "unknown"}[status["was_armed"]]
         print(f"automatic failover {state} (was {was})")
     for line in _describe(status):
         print(line)
@@ -65,8 +65,8 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _status(config: Config, control: ControlPlane) -> dict[str, Any]:
-    now = time.time()
-    armed = await control.armed()
+    now = await control.server_time()
+    armed = await control.armed_state()
     active = await control.active()
     leader = await control.leader()
     agents = await control.agents()
@@ -74,12 +74,21 @@ async def _status(config: Config, control: ControlPlane) -> dict[str, Any]:
     dwell_left = 0.0
     if active is not None:
         dwell_left = max(0.0, policy.min_dwell - (now - last_switch_at(active)))
-    leading = next((a for a in agents if a.leader), None)
+    # "Armed" is only a wish: active means a fresh leader that reads the control plane.
+    judged = readiness(
+        now=now,
+        active=active,
+        armed=armed,
+        agents=agents,
+        health=None,
+        policy=policy,
+        agent_config=config.agent,
+    )
     return {
         "armed": armed,
         "enabled": policy.enabled,
-        # Failover happens only when all three hold; say so rather than let "armed" mislead.
-        "effective": armed and policy.enabled and leading is not None,
+        "effective": judged.active,
+        "why_not": judged.why_not,
         "live": active.colour.value if active else None,
         "epoch": active.epoch if active else None,
         "dwell_left_s": round(dwell_left, 1),
@@ -89,6 +98,7 @@ async def _status(config: Config, control: ControlPlane) -> dict[str, Any]:
                 "actor": a.actor,
                 "leader": a.leader,
                 "heartbeat_age_s": round(max(0.0, now - a.at), 2),
+                "at": a.at,
                 "serving": a.serving,
                 "armed": a.armed,
                 "health": dict(a.health),
@@ -108,7 +118,10 @@ async def _status(config: Config, control: ControlPlane) -> dict[str, Any]:
 def _describe(status: dict[str, Any]) -> list[str]:
     policy = status["policy"]
     lines = [
-        f"armed:    {'yes' if status['armed'] else 'no (bgconsole failover arm)'}",
+        "armed:    "
+        + {True: "yes", False: "no (bgconsole failover arm)", None: "UNKNOWN (no record)"}[
+            status["armed"]
+        ],
         f"config:   {'enabled' if status['enabled'] else 'DISABLED ([failover] enabled = false)'}"
         f", down after {policy['fall']} x {policy['interval']:g} s, "
         f"min_dwell {policy['min_dwell']:g} s, failback {'on' if policy['failback'] else 'off'}",
@@ -125,9 +138,11 @@ def _describe(status: dict[str, Any]) -> list[str]:
         health = printable(" ".join(f"{k}={v}" for k, v in sorted(agent["health"].items())))
         lines.append(
             f"agent:    {printable(agent['actor'])} {role}, heartbeat "
-            f"{ago(time.time() - agent['heartbeat_age_s'])} ago, "
+            f"{ago(0.0, agent['heartbeat_age_s'])} ago, "
             f"serving {printable(str(agent['serving']))}" + (f", sees {health}" if health else "")
         )
-    effective = "ACTIVE" if status["effective"] else "NOT ACTIVE"
-    lines.append(f"automatic failover is {effective}")
+    if status["effective"]:
+        lines.append("automatic failover is ACTIVE")
+    else:
+        lines.append(f"automatic failover is NOT ACTIVE: {printable(status['why_not'] or '')}")
     return lines

@@ -58,7 +58,7 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(render(config, report))
     trouble = report.control_error or report.router_error or report.drift
-    return EXIT_FAILED if trouble else EXIT_OK
+    return EXIT_FAILED if trouble or report.failover.alarm else EXIT_OK
 
 
 def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
@@ -72,6 +72,7 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
             "ok": report.control_error is None,
             "latency_ms": report.control_latency_ms,
             "error": report.control_error,
+            "persistence_warning": report.persistence,
         },
         "active": None
         if active is None
@@ -92,11 +93,18 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
         "failover": {
             "enabled": config.failover.enabled,
             "armed": report.armed,
+            "active": report.failover.active,
+            "why_not": report.failover.why_not,
+            "alarm": report.failover.alarm,
             "agents": [
                 {
                     "actor": a.actor,
                     "leader": a.leader,
                     "age_s": round(max(0.0, report.at - a.at), 3),
+                    "control_ok_age_s": None
+                    if a.control_ok_at is None
+                    else round(max(0.0, report.at - a.control_ok_at), 3),
+                    "drift": a.drift or None,
                     "serving": a.serving,
                     "proxy": a.proxy,
                 }
@@ -155,9 +163,7 @@ def render(config: Config, report: StatusReport) -> str:
         serving = report.router.live.value if report.router.live else "no single colour"
         detail = f" ({printable(report.router.detail)})" if report.router.detail else ""
         lines.append(f"router {config.router.kind}: sends traffic to {serving}{detail}")
-    if report.drift:
-        lines.append(f"DRIFT: {printable(report.drift)}")
-    lines.append(_failover_line(config, report))
+    lines += _warnings(config, report)
     traffic = _traffic_line(report)
     if traffic:
         lines.append(traffic)
@@ -203,15 +209,29 @@ def _traffic_line(report: StatusReport) -> str | None:
     return "traffic since the agent started: " + "; ".join(parts)
 
 
+def _warnings(config: Config, report: StatusReport) -> list[str]:
+    """Drift, the failover line, the alarm and the persistence warning."""
+    lines = [f"DRIFT: {printable(report.drift)}"] if report.drift else []
+    lines.append(_failover_line(config, report))
+    if report.failover.alarm:
+        lines.append(f"ALARM: {printable(report.failover.alarm)}")
+    if report.persistence:
+        lines.append(f"warning: {report.persistence}")
+    return lines
+
+
 def _failover_line(config: Config, report: StatusReport) -> str:
+    """Armed or not, and whether that means anything: who would act, and if not, why."""
+    armed = {True: "armed", False: "DISARMED", None: "armed state UNKNOWN"}[report.armed]
     if not config.failover.enabled:
-        return "failover: disabled in the configuration"
-    armed = {True: "armed", False: "DISARMED", None: "unknown"}[report.armed]
+        armed = "disabled in the configuration"
     leaders = [a for a in report.agents if a.leader]
+    agent = ""
     if leaders:
-        agent = f"agent {printable(leaders[0].actor)} heartbeat {ago(leaders[0].at, report.at)} ago"
-    elif report.agents:
-        agent = "agents running but none leads yet"
-    else:
-        agent = "NO AGENT RUNNING: automatic failover is not active (start bgconsole serve)"
-    return f"failover: {armed}; {agent}"
+        agent = (
+            f"; agent {printable(leaders[0].actor)} heartbeat {ago(leaders[0].at, report.at)} ago"
+        )
+    readiness = report.failover
+    if readiness.active:
+        return f"failover: ACTIVE ({armed}{agent})"
+    return f"failover: NOT ACTIVE: {printable(readiness.why_not or '')} ({armed}{agent})"

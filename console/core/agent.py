@@ -240,6 +240,9 @@ class Agent:
             await self._reseed(state)
         else:
             self._apply(state, authoritative=True)
+        # Only a read of the live colour counts as "the agent sees the control plane":
+        # an agent that can write heartbeats but not follow the colour is blind.
+        self.control_ok_at = self.control.clock_now()
         self._control_ok()
 
     async def _reseed(self, found: ActiveState | None) -> None:
@@ -328,7 +331,6 @@ class Agent:
         return value
 
     def _control_ok(self) -> None:
-        self.control_ok_at = self.control.clock_now()
         if self.control_error is not None:
             self.control_error = None
             self.log.info(

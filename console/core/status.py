@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from console.core.config import Config
@@ -11,6 +10,7 @@ from console.core.control import ControlPlane
 from console.core.errors import ConsoleError
 from console.core.health import HealthChecker
 from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot, LockInfo
+from console.core.readiness import Readiness, readiness
 from console.core.router.base import Router, RouterState
 
 
@@ -30,6 +30,10 @@ class StatusReport:
     """Why the control plane could not be read; None when it answered."""
     router: RouterState | None
     router_error: str | None
+    failover: Readiness
+    """Whether automatic failover would really act, and the alarm when it would not."""
+    persistence: str | None = None
+    """A warning when the control-plane Redis would lose everything on a restart."""
 
     @property
     def drift(self) -> str | None:
@@ -48,15 +52,20 @@ async def gather_status(
     """Ask everything at once; one part failing never hides the others."""
 
     async def read_control() -> tuple[
-        float, ActiveState | None, bool, list[AgentHeartbeat], list[LockInfo]
+        float, ActiveState | None, bool | None, list[AgentHeartbeat], list[LockInfo], str | None
     ]:
         latency = await control.ping()
+        try:
+            persistence = await control.persistence()
+        except ConsoleError:
+            persistence = None  # INFO/CONFIG refused (ACL): nothing to say
         return (
             latency,
             await control.active(),
-            await control.armed(),
+            await control.armed_state(),
             await control.agents(),
             await control.locks(),
+            persistence,
         )
 
     async def read_router() -> RouterState | None:
@@ -72,13 +81,14 @@ async def gather_status(
     armed: bool | None = None
     agents: list[AgentHeartbeat] = []
     locks: list[LockInfo] = []
+    persistence: str | None = None
     control_error: str | None = None
     if isinstance(control_result, ConsoleError):
         control_error = str(control_result)
     elif isinstance(control_result, BaseException):
         raise control_result
     else:
-        latency, active, armed, agents, locks = control_result
+        latency, active, armed, agents, locks, persistence = control_result
     router_state: RouterState | None = None
     router_error: str | None = None
     if isinstance(router_result, ConsoleError):
@@ -87,8 +97,9 @@ async def gather_status(
         raise router_result
     else:
         router_state = router_result
+    now = control.clock_now()
     return StatusReport(
-        at=time.time(),
+        at=now,
         health=snapshot,
         active=active,
         armed=armed,
@@ -98,4 +109,15 @@ async def gather_status(
         control_error=control_error,
         router=router_state,
         router_error=router_error,
+        failover=readiness(
+            now=now,
+            active=active,
+            armed=armed,
+            agents=agents,
+            health=snapshot,
+            policy=config.failover,
+            agent_config=config.agent,
+            control_error=control_error,
+        ),
+        persistence=persistence,
     )

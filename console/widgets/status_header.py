@@ -96,13 +96,18 @@ def _agent_parts(report: StatusReport, failover_enabled: bool) -> list[Part]:
     else:
         parts.append(("NO AGENT", "bold reverse $status-down"))
     parts.append(("  failover ", "$text-muted"))
-    if not failover_enabled:
+    readiness = report.failover
+    if readiness.alarm:
+        # Live is down and nothing will fail over: the one thing the operator must see.
+        parts.append((f"ALARM {readiness.alarm}", "bold reverse $status-down"))
+    elif readiness.active:
+        parts.append(("active", "bold $status-ok"))
+    elif not failover_enabled:
         parts.append(("disabled in config", "bold $warning"))
-    elif report.armed:
-        effective = "armed" if leaders else "armed (no agent to act)"
-        parts.append((effective, "bold $status-ok" if leaders else "bold $warning"))
-    else:
+    elif report.armed is False:
         parts.append(("DISARMED", "bold $warning"))
+    else:
+        parts.append((f"NOT ACTIVE: {readiness.why_not}", "bold $warning"))
     return parts
 
 
