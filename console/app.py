@@ -124,6 +124,7 @@ class ConsoleApp(App[None]):
         if isinstance(self.screen, TourScreen):
             self.pop_screen()
         elif self.tour is not None:
+            self.clear_notifications()  # the hint that named this key has done its job
             tour = self.tour
             self._push_once(TourScreen, lambda: TourScreen(tour))
 

@@ -50,9 +50,9 @@ class TourStep:
 TOUR_STEPS: tuple[TourStep, ...] = (
     TourStep(
         "Look around",
-        "nothing yet",
-        "BLUE has the heavy LIVE border, both colours healthy at 1.0.0; the header says "
-        "router builtin → BLUE and failover armed (the agent's heartbeat ♥).",
+        "none: just look at the dashboard",
+        "BLUE has the heavy LIVE border, both colours are healthy at 1.0.0; the header "
+        "shows the agent's heartbeat (♥), failover, and router builtin → BLUE.",
         "{c} status",
     ),
     TourStep(

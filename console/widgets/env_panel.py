@@ -6,13 +6,14 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.content import Content
 from textual.reactive import reactive
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 
 from console.core.flags import FlagTable
 from console.core.models import Colour, EnvHealth, HostHealth
 from console.widgets.flag_list import FlagList
 from console.widgets.formatting import verdict_text
 from console.widgets.host_table import HostTable
+from console.widgets.latency_sparkline import LatencySparkline
 
 SPARK_POINTS = 60
 """Probes shown in the sparkline (the newest ones)."""
@@ -84,7 +85,7 @@ class EnvPanel(Vertical):
         yield Static(verdict_line(None, False), classes="verdict")
         yield HostTable()
         yield Static("latency", classes="spark-label")
-        yield Sparkline([], summary_function=max)
+        yield LatencySparkline([])
         yield FlagList(self.colour)
 
     def watch_live(self, live: bool) -> None:
@@ -100,7 +101,7 @@ class EnvPanel(Vertical):
         self.query_one(HostTable).show_hosts(env.hosts)
         hosts = env.hosts
         series = latency_series(hosts)
-        self.query_one(Sparkline).data = series
+        self.query_one(LatencySparkline).data = series
         latest = [h.last.latency_ms for h in hosts if h.last and h.last.latency_ms is not None]
         label = "latency (worst host per probe)"
         if series:
