@@ -16,6 +16,7 @@ from console.cli.common import (
     add_config_option,
     add_json_option,
     config_from,
+    confirm,
     fail,
     print_json,
 )
@@ -27,12 +28,15 @@ from console.core.deploy import (
     DeployResult,
     DeployRunner,
     StepStarted,
+    check_ref,
+    live_deploy_preview,
 )
-from console.core.errors import UsageError
+from console.core.errors import ConsoleError, UsageError
 from console.core.git_pipeline import HostRun
 from console.core.health import HealthChecker
 from console.core.models import Colour
 from console.core.ssh import OutputLine, SshPool
+from console.core.text import printable
 
 SETUP = "setup"
 TAIL_SHOWN = 10
@@ -45,7 +49,7 @@ def register(subparsers: SubParsers) -> None:
         "deploy",
         help="deploy a release to a colour (steps over SSH, or git push)",
         usage=(
-            "bgconsole deploy COLOUR [--ref REF] [--live] [--git] [--repo PATH] "
+            "bgconsole deploy COLOUR [--ref REF] [--live [--yes]] [--git] [--repo PATH] "
             "[--reason TEXT] [--json]\n       bgconsole deploy setup COLOUR"
         ),
         description=(
@@ -54,9 +58,12 @@ def register(subparsers: SubParsers) -> None:
             "to the hosts' bare repositories, whose hook checks it out and restarts), with "
             "output streamed live; then wait for COLOUR to turn healthy and report its "
             "version. Holds the control-plane lock deploy:COLOUR and records events. The "
-            "live colour is refused unless --live. 'deploy setup COLOUR' creates the bare "
-            "repository and post-receive hook on each host. Exit 0 when deployed and "
-            "healthy, 1 when a step, the push or the health wait failed, 130 on Ctrl+C."
+            "live colour is refused unless --live, and then says what happens to traffic "
+            "and asks (--yes in scripts). The result always says where traffic is at the "
+            "end. 'deploy setup COLOUR' creates the bare repository and post-receive hook "
+            "on each host. Exit 0 when deployed and healthy, 1 when a step, the push or the "
+            "health wait failed, the outcome is unknown (a host stopped answering "
+            "mid-step) or the agent failed over during the deploy, 130 on Ctrl+C."
         ),
     )
     parser.add_argument("target", metavar="COLOUR", help="blue or green (or 'setup')")
@@ -66,6 +73,9 @@ def register(subparsers: SubParsers) -> None:
     parser.add_argument("--ref", metavar="REF", help="what to deploy ({ref} in steps; git ref)")
     parser.add_argument(
         "--live", action="store_true", help="allow deploying to the live colour (affects users)"
+    )
+    parser.add_argument(
+        "--yes", action="store_true", help="do not ask before deploying to the live colour"
     )
     parser.add_argument(
         "--git", action="store_true", help="use the git push pipeline ([env.COLOUR.git])"
@@ -98,8 +108,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.target == SETUP:
         if args.setup_colour is None:
             raise UsageError("deploy setup needs a colour: bgconsole deploy setup COLOUR")
-        if args.ref or args.live or args.git or args.repo:
-            raise UsageError("deploy setup takes only COLOUR (no --ref/--live/--git/--repo)")
+        if args.ref or args.live or args.git or args.repo or args.yes:
+            raise UsageError("deploy setup takes only COLOUR (no --ref/--live/--yes/--git/--repo)")
         return await _setup(args, _colour(args.setup_colour))
     if args.setup_colour is not None:
         raise UsageError(
@@ -108,7 +118,9 @@ async def run(args: argparse.Namespace) -> int:
         )
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
-    return await _deploy(args, _colour(args.target))
+    colour = _colour(args.target)
+    check_ref(args.ref)  # before anything connects: a bad ref is a usage error
+    return await _deploy(args, colour)
 
 
 class _Services:
@@ -133,11 +145,13 @@ def _printer(
     """Callbacks printing ``blue/app1 | line`` and ``blue/app1 $ step`` as they come."""
 
     def on_line(line: OutputLine) -> None:
-        print(f"{colour}/{line.host} | {line.text}", file=out, flush=True)
+        # Host output is someone else's text: escaped, so it cannot move the cursor or
+        # forge lines of ours.
+        print(f"{colour}/{line.host} | {printable(line.text)}", file=out, flush=True)
 
     def on_step(step: StepStarted) -> None:
         print(
-            f"{colour}/{step.host} $ {step.command}   (step {step.index}/{step.total})",
+            f"{colour}/{step.host} $ {printable(step.command)}   (step {step.index}/{step.total})",
             file=out,
             flush=True,
         )
@@ -153,6 +167,8 @@ async def _deploy(args: argparse.Namespace, colour: Colour) -> int:
     services = _Services(config, args.parallel)
     on_line, on_step = _printer(colour, out)
     try:
+        if args.live:
+            await _consent_live(services.control, config, colour, args.yes)
         result = await services.runner.deploy(
             colour,
             ref=args.ref,
@@ -184,16 +200,44 @@ async def _deploy(args: argparse.Namespace, colour: Colour) -> int:
     return fail(result.failure() or f"deploy to {colour} failed", EXIT_FAILED)
 
 
+async def _consent_live(
+    control: ControlPlane, config: Config, colour: Colour, assume_yes: bool
+) -> None:
+    """Before a deploy to the live colour: say what happens to traffic, then ask.
+
+    Only when ``colour`` is live: the stand-by needs no question, and a live colour
+    without --live is refused by the runner (and recorded).
+    """
+    active = await control.active()
+    if active is None or active.colour is not colour:
+        return
+    if not assume_yes and not sys.stdin.isatty():
+        raise UsageError(f"{colour} is live: deploying to it needs confirmation; pass --yes")
+    try:
+        armed: bool | None = await control.armed()
+    except ConsoleError:
+        armed = None
+    print(f"bgconsole: {live_deploy_preview(config, colour, armed)}", file=sys.stderr)
+    if not assume_yes and not confirm(f"Deploy to the live colour {colour}?", assume_yes=False):
+        raise UsageError(f"not confirmed: nothing deployed to {colour}")
+
+
 def summary(result: DeployResult) -> str:
     """The text summary printed after a deploy."""
-    verdict = "ok" if result.ok else "FAILED"
+    verdict = {"ok": "ok", "failed": "FAILED", "unknown": "UNKNOWN"}[result.outcome]
     lines = [
-        f"deploy {result.ref or '(no ref)'} -> {result.colour} ({result.method}): {verdict} "
-        f"in {result.duration:.1f} s"
+        f"deploy {printable(result.ref or '(no ref)')} -> {result.colour} ({result.method}): "
+        f"{verdict} in {result.duration:.1f} s"
     ]
     for host in result.hosts:
         status = "-" if host.exit_status is None else str(host.exit_status)
+        if host.unknown:
+            status = "?"
         extra = f"  {host.error}" if host.error else ""
+        if host.unknown:
+            extra = f"  outcome unknown: {host.error}"
+        if host.note:
+            extra = f"  {host.note}"
         lines.append(f"  {host.host:<16} exit {status:<4} {host.duration:6.1f} s{extra}")
     health = result.health
     if health is None:
@@ -206,6 +250,7 @@ def summary(result: DeployResult) -> str:
     else:
         lines.append(f"health: NOT healthy after {health.waited:.1f} s")
         lines.extend(f"  {problem}" for problem in health.problems)
+    lines.append(result.traffic())
     return "\n".join(lines)
 
 
@@ -216,7 +261,7 @@ def _print_tails(result: DeployResult) -> None:
             continue
         print(f"last lines from {result.colour}/{host.host}:", file=sys.stderr)
         for text in host.tail[-TAIL_SHOWN:]:
-            print(f"  {result.colour}/{host.host} | {text}", file=sys.stderr)
+            print(f"  {result.colour}/{host.host} | {printable(text)}", file=sys.stderr)
 
 
 async def _setup(args: argparse.Namespace, colour: Colour) -> int:

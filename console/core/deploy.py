@@ -15,12 +15,14 @@ from typing import Literal, Protocol
 
 from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
-from console.core.errors import ConfigError, ConsoleError, UsageError
+from console.core.errors import ConfigError, ConsoleError, HostUnreachable, UsageError
 from console.core.git_pipeline import GitPipeline, HostRun
-from console.core.models import Colour, HealthSnapshot
-from console.core.ssh import CommandExit, OutputLine, SshPool
+from console.core.models import ActiveState, Colour, HealthSnapshot
+from console.core.ssh import CommandExit, CommandTimeout, OutputLine, SshPool
+from console.core.text import printable
 
 DeployMethod = Literal["steps", "git"]
+Outcome = Literal["ok", "failed", "unknown"]
 LineCallback = Callable[[OutputLine], None]
 
 TAIL_LINES = 20
@@ -30,6 +32,7 @@ DEFAULT_PARALLEL = 10
 LOCK_TTL = 60.0
 """The deploy lock lives this long unrenewed, so a crashed deploy frees it within a minute."""
 LOCK_RENEW_EVERY = 15.0
+_CONNECTION_LOST = "connection lost"
 
 
 class HealthSource(Protocol):
@@ -64,16 +67,26 @@ class HostDeployResult:
     """Why the host could not finish (unreachable, timed out, cancelled...)."""
     tail: tuple[str, ...] = ()
     """The host's last output lines, oldest first."""
+    unknown: bool = False
+    """A step started, then the host stopped answering (connection lost, timed out): it
+    may or may not have done its work, and a re-check could not tell."""
+    note: str | None = None
+    """How an interrupted host was found to be deployed after all (the version probe)."""
 
     @property
     def ok(self) -> bool:
-        """Every step ran and exited 0."""
+        """Every step ran and exited 0 (or the last one was cut short, yet the release is
+        found installed)."""
         return self.exit_status == 0 and self.error is None
 
     def describe(self) -> str:
         """One line: what happened on this host."""
         if self.ok:
-            return f"{self.host}: ok ({self.steps_run} step(s), {self.duration:.1f} s)"
+            done = f"{self.host}: ok ({self.steps_run} step(s), {self.duration:.1f} s)"
+            return f"{done}; {self.note}" if self.note else done
+        if self.unknown:
+            step = f"step {self.steps_run}/{self.steps_total}"
+            return f"{self.host}: outcome unknown: {self.error} (during {step})"
         if self.error:
             return f"{self.host}: {self.error}"
         step = f"step {self.steps_run}/{self.steps_total}"
@@ -114,6 +127,10 @@ class DeployResult:
     warnings: tuple[str, ...] = ()
     previous_version: str | None = None
     """The version the colour reported just before the deploy (None if unknown)."""
+    traffic_before: ActiveState | None = None
+    """The control plane's live colour when the deploy began (None: none set yet)."""
+    traffic_after: ActiveState | None = None
+    """The live colour read again at the end (None: unknown, the read failed)."""
 
     @property
     def deployed(self) -> bool:
@@ -121,9 +138,43 @@ class DeployResult:
         return all(h.ok for h in self.hosts)
 
     @property
+    def failover(self) -> ActiveState | None:
+        """The agent's failover (or failback) that moved traffic during the deploy, if any."""
+        before, after = self.traffic_before, self.traffic_after
+        if before is None or after is None or after.epoch <= before.epoch:
+            return None
+        if after.kind not in ("failover", "failback"):
+            return None
+        return after
+
+    @property
     def ok(self) -> bool:
-        """Deployed everywhere and healthy afterwards."""
-        return self.deployed and self.health is not None and self.health.healthy
+        """Deployed everywhere, healthy afterwards, and no failover on the way."""
+        healthy = self.health is not None and self.health.healthy
+        return self.deployed and healthy and self.failover is None
+
+    @property
+    def outcome(self) -> Outcome:
+        """ok; unknown when some host's outcome cannot be told and none failed; else failed."""
+        if self.ok:
+            return "ok"
+        definite = [h for h in self.hosts if not h.ok and not h.unknown]
+        if not definite and any(h.unknown for h in self.hosts):
+            return "unknown"
+        return "failed"
+
+    def traffic(self) -> str:
+        """Where traffic is at the end, in one line (``traffic: on blue (epoch 7) ...``)."""
+        before, after = self.traffic_before, self.traffic_after
+        if after is None:
+            return "traffic: unknown (the control plane could not be read at the end)"
+        where = f"traffic: on {after.colour} (epoch {after.epoch})"
+        if before is None:
+            return where
+        if after.epoch == before.epoch:
+            return f"{where}, as before the deploy"
+        how = "failed over" if after.kind in ("failover", "failback") else "switched"
+        return f"{where}: {how} from {before.colour} during the deploy"
 
     @property
     def version(self) -> str | None:
@@ -131,7 +182,21 @@ class DeployResult:
         return self.health.version if self.health else None
 
     def failure(self) -> str | None:
-        """One line on why the deploy failed, None when it did not."""
+        """One line on why the deploy failed (or has an unknown outcome), None when it did not."""
+        failover = self.failover
+        if failover is not None and self.traffic_before is not None:
+            return (
+                f"the agent failed over from {self.traffic_before.colour} to {failover.colour} "
+                f"during the deploy (epoch {failover.epoch}: {printable(failover.reason)}); "
+                f"traffic is on {failover.colour} (epoch {failover.epoch})"
+            )
+        if self.outcome == "unknown":
+            hosts = [h for h in self.hosts if h.unknown]
+            more = f" (and {len(hosts) - 1} more host(s))" if len(hosts) > 1 else ""
+            return (
+                f"deploy to {self.colour}: {hosts[0].describe()}{more}; the release may or "
+                "may not be installed: check the host, then deploy again"
+            )
         failed = [h for h in self.hosts if not h.ok]
         if failed:
             more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
@@ -151,6 +216,7 @@ class DeployResult:
             "ref": self.ref,
             "method": self.method,
             "ok": self.ok,
+            "outcome": self.outcome,
             "deployed": self.deployed,
             "duration": round(self.duration, 3),
             "version": self.version,
@@ -166,10 +232,15 @@ class DeployResult:
                     "steps_total": h.steps_total,
                     "failed_step": h.failed_step,
                     "error": h.error,
+                    "unknown": h.unknown,
+                    "note": h.note,
                     "tail": list(h.tail),
                 }
                 for h in self.hosts
             ],
+            "traffic": self.traffic(),
+            "live_before": _active_dict(self.traffic_before),
+            "live_after": _active_dict(self.traffic_after),
             "health": None
             if self.health is None
             else {
@@ -186,6 +257,61 @@ class DeployResult:
         return ",".join(
             f"{h.host}={'-' if h.exit_status is None else h.exit_status}" for h in self.hosts
         )
+
+
+def _active_dict(active: ActiveState | None) -> dict[str, object] | None:
+    if active is None:
+        return None
+    return {"colour": active.colour.value, "epoch": active.epoch, "kind": active.kind}
+
+
+def _joined(versions: Mapping[str, str | None]) -> str | None:
+    """The colour's version for the record: one, or the mix as a list; None if unknown."""
+    return ", ".join(sorted({v for v in versions.values() if v is not None})) or None
+
+
+def check_ref(ref: str | None) -> None:
+    """Refuse a ref that a remote command could read as an option or as more than one word.
+
+    Steps get the ref shell-quoted, but quoting does not stop ``bin/deploy '--help'`` from
+    seeing an option, and not every deploy script takes ``--``.
+
+    Raises:
+        UsageError: the ref is empty, starts with ``-``, or holds control characters.
+    """
+    if ref is None:
+        return
+    if not ref:
+        raise UsageError("--ref is empty: name a version, tag or commit")
+    if ref.startswith("-"):
+        raise UsageError(
+            f"--ref {printable(ref)!r} starts with '-': a remote command would read it as "
+            "an option; name a version, tag or commit"
+        )
+    if not ref.isprintable():
+        raise UsageError(f"--ref {printable(ref)!r} holds control characters")
+
+
+def live_deploy_preview(config: Config, colour: Colour, armed: bool | None) -> str:
+    """What a deploy to the live ``colour`` does to traffic, said before it starts."""
+    grace = config.failover.restart_grace
+    head = f"{colour} is LIVE: its users are served by it while it deploys."
+    if armed is False:
+        return (
+            f"{head} Automatic failover is DISARMED: if {colour} stops answering or answers "
+            f"5xx, nothing moves traffic to {colour.other}; users get the errors."
+        )
+    tolerance = (
+        f"A restart may refuse connections for up to {grace:g} s (restart_grace) without a "
+        "failover; "
+        if grace > 0
+        else ""
+    )
+    unknown = " (if failover is armed; the control plane did not say)" if armed is None else ""
+    return (
+        f"{head} {tolerance}if {colour} answers 5xx or stays down longer, the agent fails "
+        f"over to {colour.other}{unknown}, and the deploy says so and exits 1."
+    )
 
 
 def plan_method(env: EnvConfig, method: DeployMethod | None) -> DeployMethod:
@@ -276,6 +402,7 @@ class DeployRunner:
             LockHeld: another deploy to this colour is running (the message names who).
             ControlPlaneUnavailable: the control plane cannot be reached.
         """
+        check_ref(ref)
         env = self.config.env(colour)
         chosen = plan_method(env, method)
         git = GitPipeline(self.config, self.pool, parallel=self.parallel)
@@ -285,7 +412,8 @@ class DeployRunner:
         else:
             ref = ref or "HEAD"
             git.check_local(repo)
-        live_epoch = await self._refuse_live(colour, ref, live_ok, reason)
+        before = await self._refuse_live(colour, ref, live_ok, reason)
+        live_epoch = before.epoch if before is not None and before.colour is colour else None
         holding = self.control.holding(
             f"deploy:{colour}",
             f"deploy {ref or '(no ref)'}",
@@ -299,7 +427,8 @@ class DeployRunner:
                 details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
                 if chosen == "git":
                     details["commit"] = await git.resolve(ref or "HEAD", repo)
-                previous = await self._current_version(colour)
+                previous_versions = await self._versions(colour)
+                previous = _joined(previous_versions)
                 await self.control.record(
                     "deploy",
                     f"deploy {ref or '(no ref)'} to {colour} started",
@@ -312,6 +441,7 @@ class DeployRunner:
                 await self._publish(colour, "started", ref)
                 if chosen == "steps":
                     hosts = await self._run_steps(env, steps, on_line, on_step)
+                    hosts = await self._recheck(colour, ref, hosts, previous_versions)
                 else:
                     runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
                     hosts = [
@@ -330,8 +460,6 @@ class DeployRunner:
                 health = None
                 if all(h.ok for h in hosts):
                     health = await self.wait_healthy(colour, live_epoch=live_epoch)
-                if health is not None and not health.healthy:
-                    warnings.extend(await self._failover_since(colour, details))
                 result = DeployResult(
                     colour,
                     ref,
@@ -340,6 +468,10 @@ class DeployRunner:
                     health,
                     time.monotonic() - started,
                     previous_version=previous,
+                    traffic_before=before,
+                    # Read again at the end: the answer to "where is traffic now?" is a
+                    # fact of the control plane, not what it was when the deploy began.
+                    traffic_after=await self._active_or_none(),
                 )
                 await self._record_end(result, reason, details, warnings)
                 return dataclasses.replace(result, warnings=tuple(warnings))
@@ -355,6 +487,51 @@ class DeployRunner:
                         details={"ref": ref or "", "duration": f"{time.monotonic() - started:.1f}"},
                     )
                 raise
+
+    async def _active_or_none(self) -> ActiveState | None:
+        with contextlib.suppress(ConsoleError):
+            return await self.control.active()
+        return None
+
+    async def _recheck(
+        self,
+        colour: Colour,
+        ref: str | None,
+        hosts: list[HostDeployResult],
+        before: Mapping[str, str | None],
+    ) -> list[HostDeployResult]:
+        """Look again at hosts whose last step was cut short (connection lost, timed out).
+
+        The step may have done its work before the host stopped answering. When the host
+        now reports the ref as its version, or a version other than before the deploy, the
+        release is installed: the host counts as deployed, with a note saying how it was
+        found. Otherwise its outcome stays unknown (never "failed": nothing says it did).
+        A step other than the last one cut short stays unknown too: the steps after it
+        never ran.
+        """
+        cut = [h for h in hosts if h.unknown and h.steps_run == h.steps_total]
+        if not cut:
+            return hosts
+        now = await self._versions(colour)
+        checked = []
+        for host in hosts:
+            version, was = now.get(host.host), before.get(host.host)
+            installed = version is not None and (
+                version == ref or (was is not None and version != was)
+            )
+            if host in cut and installed:
+                host = dataclasses.replace(
+                    host,
+                    exit_status=0,
+                    error=None,
+                    unknown=False,
+                    note=(
+                        f"the last step was cut short ({host.error}), but the release is "
+                        f"installed (version probe: {was or 'unknown'} -> {version})"
+                    ),
+                )
+            checked.append(host)
+        return checked
 
     async def setup_git(
         self, colour: Colour, *, on_line: LineCallback | None = None
@@ -389,13 +566,11 @@ class DeployRunner:
 
     async def _refuse_live(
         self, colour: Colour, ref: str | None, live_ok: bool, why: str
-    ) -> int | None:
-        """Refuse the live colour without ``live_ok``; the live epoch when it is allowed."""
+    ) -> ActiveState | None:
+        """Refuse the live colour without ``live_ok``; else the live colour as it is now."""
         active = await self.control.active()
-        if active is None or active.colour != colour:
-            return None
-        if live_ok:
-            return active.epoch
+        if active is None or active.colour != colour or live_ok:
+            return active
         await self.control.record(
             "deploy",
             f"deploy {ref or '(no ref)'} to live {colour} refused (no --live)",
@@ -419,22 +594,6 @@ class DeployRunner:
             )
         return False
 
-    async def _failover_since(self, colour: Colour, details: dict[str, str]) -> list[str]:
-        """Say so when the agent moved traffic away from the colour while it was deployed.
-
-        A bad release to the live colour ends with a failed health wait; the operator's
-        next question is where the traffic is now, so answer it in the same output.
-        """
-        with contextlib.suppress(ConsoleError):
-            active = await self.control.active()
-            if active is not None and active.colour is not colour and active.kind == "failover":
-                details["failover"] = f"{colour} -> {active.colour} (epoch {active.epoch})"
-                return [
-                    f"the agent failed over from {colour} to {active.colour} during the deploy "
-                    f"(epoch {active.epoch}: {active.reason})"
-                ]
-        return []
-
     async def _publish(self, colour: Colour, state: str, ref: str | None) -> None:
         with contextlib.suppress(ConsoleError):
             await self.control.publish(
@@ -449,7 +608,7 @@ class DeployRunner:
         warnings: list[str],
     ) -> None:
         version = result.version or ""
-        outcome = "ok" if result.ok else "failed"
+        outcome = result.outcome
         summary = f"deploy {result.ref or '(no ref)'} to {result.colour}: {outcome}"
         summary += f" in {result.duration:.1f} s"
         if version:
@@ -461,7 +620,16 @@ class DeployRunner:
             "exit_status": result.exit_statuses(),
             "version": version,
             "healthy": "" if result.health is None else str(result.health.healthy).lower(),
+            "traffic": result.traffic(),
         }
+        if result.failover is not None and result.traffic_before is not None:
+            moved = result.failover
+            end_details["failover"] = (
+                f"{result.traffic_before.colour} -> {moved.colour} (epoch {moved.epoch})"
+            )
+        notes = [f"{h.host}: {h.note}" for h in result.hosts if h.note]
+        if notes:
+            end_details["notes"] = "; ".join(notes)
         if failure:
             end_details["error"] = failure
         try:
@@ -512,7 +680,8 @@ class DeployRunner:
                 results.append(task.result())
                 continue
             error = f"timed out after {env.deploy_timeout:g} s (env.{env.colour}.deploy_timeout)"
-            if task.done() and not task.cancelled() and task.exception() is not None:
+            crashed = task.done() and not task.cancelled() and task.exception() is not None
+            if crashed:
                 error = f"failed: {task.exception()}"
             results.append(
                 HostDeployResult(
@@ -523,6 +692,8 @@ class DeployRunner:
                     len(steps[host.name]),
                     error=error,
                     tail=tuple(tails[host.name]),
+                    # Stopped mid-step: the step may have done its work, or part of it.
+                    unknown=not crashed and progress[host.name] > 0,
                 )
             )
         return results
@@ -539,9 +710,24 @@ class DeployRunner:
         """One host's steps in order, stopping at the first that fails."""
         started = time.monotonic()
         for index, command in enumerate(steps, start=1):
-            progress[host.name] = index
             if on_step is not None:
                 on_step(StepStarted(host.name, index, len(steps), command))
+            try:
+                # Connecting first separates "nothing ran" (a definite failure) from a
+                # connection lost once the step may have started (an unknown outcome).
+                await self.pool.connection(host)
+                progress[host.name] = index
+            except ConsoleError as e:
+                return HostDeployResult(
+                    host.name,
+                    None,
+                    time.monotonic() - started,
+                    index - 1,
+                    len(steps),
+                    failed_step=command,
+                    error=str(e),
+                    tail=tuple(tail),
+                )
             try:
                 end = await self._stream(host, command, tail, on_line)
             except ConsoleError as e:
@@ -554,6 +740,7 @@ class DeployRunner:
                     failed_step=command,
                     error=str(e),
                     tail=tuple(tail),
+                    unknown=isinstance(e, (HostUnreachable, CommandTimeout)),
                 )
             if end.exit_status != 0:
                 status = end.exit_status
@@ -567,6 +754,7 @@ class DeployRunner:
                     failed_step=command,
                     error=error,
                     tail=tuple(tail),
+                    unknown=end.signal == _CONNECTION_LOST,
                 )
         return HostDeployResult(
             host.name, 0, time.monotonic() - started, len(steps), len(steps), tail=tuple(tail)
@@ -585,19 +773,21 @@ class DeployRunner:
                 end = item
         if end is None:
             # The pool promises a CommandExit last; without one the channel just vanished.
-            return CommandExit(host.name, None, "connection lost", 0.0)
+            return CommandExit(host.name, None, _CONNECTION_LOST, 0.0)
         return end
 
-    async def _current_version(self, colour: Colour) -> str | None:
-        """The version ``colour`` reports right now, for the record; None if unknown."""
+    async def _versions(self, colour: Colour) -> dict[str, str | None]:
+        """host -> the version it reports right now (None if unknown), in one probe round."""
         try:
             async with asyncio.timeout(self.config.failover.timeout * 2 + 1.0):
                 snapshot = await self.health.check_all()
         except TimeoutError:
-            return None
+            return {}
         env = snapshot.envs.get(colour)
-        found = sorted({v for h in (env.hosts if env else ()) if (v := h.version) is not None})
-        return ", ".join(found) or None
+        hosts = env.hosts if env else ()
+        return {
+            h.host: (h.last.version if h.last and h.last.ok else None) or h.version for h in hosts
+        }
 
     async def wait_healthy(self, colour: Colour, *, live_epoch: int | None = None) -> HealthWait:
         """Probe until every host of ``colour`` answers its health check, or time out.

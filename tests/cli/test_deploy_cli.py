@@ -133,7 +133,7 @@ async def test_refusals_lock_and_usage(cli: Cli) -> None:
     other = ControlPlane(cli.redis.url, APP, actor="bob@ci-runner")
     try:
         await other.acquire_lock("deploy:blue", "deploy v7", 30)
-        code, _, err = await cli.run("deploy", "blue", "--live")
+        code, _, err = await cli.run("deploy", "blue", "--live", "--yes")
     finally:
         await other.aclose()
     assert code == 1
@@ -189,3 +189,70 @@ async def test_ctrl_c_releases_the_lock_and_records_cancellation(cli: Cli) -> No
     assert await cli.control.lock_info("deploy:blue") is None
     last = (await cli.control.events())[-1]
     assert (last.kind, last.outcome) == ("deploy", "cancelled")
+
+
+async def test_a_ref_that_looks_like_an_option_is_refused(cli: Cli) -> None:
+    cli.configure(steps=["echo {ref} > REF"])
+
+    for ref in ("--ref=--help", "--ref=-x"):
+        code, _, err = await cli.run("deploy", "blue", ref)
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "starts with '-'" in err
+    assert not (cli.tmp / "REF").exists()
+    assert [e for e in await cli.control.events() if e.kind == "deploy"] == []
+
+
+async def test_live_deploy_asks_says_what_happens_to_traffic_and_where_it_is(cli: Cli) -> None:
+    cli.configure(steps=["echo v > RAN", control_step(cli.backend, "{ref}")])
+    await cli.control.switch(Colour.BLUE, expected_epoch=0)
+
+    # No terminal and no --yes: a clear one-line refusal, nothing run.
+    code, _, err = await cli.run("deploy", "blue", "--live", "--ref", "v2")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "blue is live" in err
+    assert "--yes" in err
+    assert not (cli.tmp / "RAN").exists()
+
+    code, out, err = await cli.run("deploy", "blue", "--live", "--yes", "--ref", "v2")
+    assert code == 0, err
+    # Before: what will happen to traffic. After: where it is.
+    assert "blue is LIVE" in err
+    assert "fails over to green" in err
+    assert out.strip().splitlines()[-1] == "traffic: on blue (epoch 1), as before the deploy"
+
+    # A stand-by deploy says where traffic is too.
+    await cli.control.switch(Colour.GREEN, expected_epoch=1)
+    code, out, err = await cli.run("deploy", "blue", "--ref", "v3")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "traffic: on green (epoch 2), as before the deploy"
+
+
+async def test_a_failover_during_a_live_deploy_exits_1_and_says_where_traffic_is(
+    cli: Cli,
+) -> None:
+    cli.configure(steps=["echo restarting; sleep 1.5", control_step(cli.backend, "{ref}")])
+    await cli.control.switch(Colour.BLUE, expected_epoch=0)
+
+    proc = await cli.start("deploy", "blue", "--live", "--yes", "--ref", "v2")
+    assert proc.stdout is not None
+    async with asyncio.timeout(20):
+        while b"blue/blue | restarting" not in await proc.stdout.readline():
+            pass
+    # The agent's decision, as the agent writes it.
+    await cli.control.switch(
+        Colour.GREEN, expected_epoch=1, kind="failover", reason="live blue is down", actor="agent"
+    )
+    async with asyncio.timeout(30):
+        rest, err_bytes = await proc.communicate()
+    out, err = rest.decode(), err_bytes.decode()
+
+    assert proc.returncode == 1, out + err
+    sentence = "the agent failed over from blue to green during the deploy"
+    assert sentence in err.strip().splitlines()[-1]
+    assert "traffic is on green (epoch 2)" in err.strip().splitlines()[-1]
+    assert "traffic: on green (epoch 2)" in out
+    end = [e for e in await cli.control.events() if e.kind == "deploy"][-1]
+    assert end.outcome == "failed"
+    assert sentence in end.details.get("error", "")

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 from deploy_support import APP, commit_file, control_step, deploy_config, make_app_repo
-from procscan import processes_with, unique_marker
+from procscan import appears, describe, gone, kill_leftovers, processes_with, unique_marker
 from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer
 
 from console.core.config import Config, parse_config, parse_ssh_target
 from console.core.control import ControlPlane
-from console.core.deploy import DeployResult, DeployRunner, StepStarted, plan_method, render_step
+from console.core.deploy import (
+    DeployResult,
+    DeployRunner,
+    StepStarted,
+    check_ref,
+    plan_method,
+    render_step,
+)
 from console.core.errors import ConfigError, LockHeld, UsageError
 from console.core.git_pipeline import GitPipeline, hook_script, ssh_url
 from console.core.health import HealthChecker
@@ -273,8 +280,12 @@ async def test_a_failover_during_a_bad_live_deploy_is_reported(
     # The health wait stopped at the failover instead of waiting out its 30 s.
     assert result.health is not None
     assert result.health.waited < 10
-    assert result.warnings == (
-        "the agent failed over from blue to green during the deploy (epoch 2: blue is down)",
+    assert result.failure() == (
+        "the agent failed over from blue to green during the deploy (epoch 2: blue is down); "
+        "traffic is on green (epoch 2)"
+    )
+    assert (
+        result.traffic() == "traffic: on green (epoch 2): failed over from blue during the deploy"
     )
     end = (await control.events())[-1]
     assert end.outcome == "failed"
@@ -470,3 +481,152 @@ async def test_git_push_failures_carry_a_fix(
     error = result.hosts[0].error
     assert error is not None
     assert "ssh-keyscan" in error
+
+
+def test_refs_that_a_remote_command_would_read_as_options_are_refused() -> None:
+    for ref in ("--help", "-x", "", "v1\nv2", "v1\x1b[2J"):
+        with pytest.raises(UsageError):
+            check_ref(ref)
+    for ref in ("v1.2.3", "main", "a1b2c3", "feature/x-y", "v1; rm -rf /"):
+        check_ref(ref)  # odd but harmless: quoted, and never an option
+    check_ref(None)
+
+
+@pytest.mark.integration
+async def test_an_option_like_ref_runs_nothing(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    config = deploy_config(
+        ssh_server, tmp_path, redis_server.url, backend, steps=["echo {ref} > REF"]
+    )
+    with pytest.raises(UsageError, match="starts with '-'"):
+        await make_harness(config).deploy(ref="--help")
+    assert not (tmp_path / "REF").exists()
+    assert await control.events() == []
+
+
+@pytest.mark.integration
+async def test_a_hung_host_that_installed_the_release_is_not_recorded_failed(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    """The last step installed the release, then the host stopped answering: the version
+    probe shows the new release, so the deploy is not reported as failed."""
+    config = deploy_config(
+        ssh_server,
+        tmp_path,
+        redis_server.url,
+        backend,
+        steps=["echo fetch", control_step(backend, "{ref}") + "; sleep 30"],
+        deploy_timeout=2.0,
+    )
+    result = await make_harness(config).deploy(ref="v2")
+
+    assert result.outcome == "ok", result.failure()
+    host = result.hosts[0]
+    assert host.ok
+    assert host.note is not None
+    assert "installed" in host.note
+    assert "v2" in host.note
+    end = (await control.events())[-1]
+    assert end.outcome == "ok"
+
+
+@pytest.mark.integration
+async def test_a_hung_host_whose_outcome_cannot_be_told_is_recorded_unknown(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    marker = unique_marker()
+    config = deploy_config(
+        ssh_server,
+        tmp_path,
+        redis_server.url,
+        backend,
+        steps=[f"echo installing; sh -c 'sleep 30' {marker}"],
+        deploy_timeout=1.5,
+    )
+    result = await make_harness(config).deploy(ref="v2")
+
+    assert result.outcome == "unknown"
+    assert not result.ok
+    failure = result.failure()
+    assert failure is not None
+    assert "unknown" in failure
+    assert result.hosts[0].unknown
+    end = (await control.events())[-1]
+    assert (end.kind, end.outcome) == ("deploy", "unknown")
+    assert await gone(marker), describe(marker)
+
+
+@pytest.mark.integration
+async def test_a_lost_connection_mid_step_is_unknown_not_failed(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    config = deploy_config(
+        ssh_server, tmp_path, redis_server.url, backend, steps=["echo working; sleep 30"]
+    )
+    harness = make_harness(config)
+    working = asyncio.Event()
+
+    def on_line(line: OutputLine) -> None:
+        if line.text == "working":
+            working.set()
+
+    task = asyncio.create_task(harness.runner.deploy(Colour.BLUE, ref="v2", on_line=on_line))
+    async with asyncio.timeout(20):
+        await working.wait()
+    ssh_server.stop()  # the host goes away with the step running
+    result = await task
+
+    assert result.outcome == "unknown", result.failure()
+    assert result.hosts[0].unknown
+    end = (await control.events())[-1]
+    assert end.outcome == "unknown"
+
+
+@pytest.mark.integration
+async def test_a_cancelled_deploy_leaves_nothing_running_on_the_host(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    marker = unique_marker()
+    config = deploy_config(
+        ssh_server,
+        tmp_path,
+        redis_server.url,
+        backend,
+        steps=[f"cd . && sh -c 'sleep 30' {marker} | sh -c cat {marker}"],
+    )
+    task = asyncio.create_task(make_harness(config).deploy(ref="v2"))
+    try:
+        assert await appears(marker)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await gone(marker), describe(marker)
+    finally:
+        kill_leftovers(marker)
+    assert (await control.events())[-1].outcome == "cancelled"
