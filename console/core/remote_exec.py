@@ -3,8 +3,9 @@
 Router adapters (HAProxy, nginx, command) do three kinds of I/O on the router host: run a
 shell command, replace a file atomically, and send a line to a socket and read the answer
 until the peer closes. :class:`LocalExecutor` does them on this machine;
-:class:`SshExecutor` does them on ``[router] ssh`` through one cached asyncssh connection
-(commands over an exec channel, files over SFTP, sockets as direct stream channels).
+:class:`SshExecutor` does them on ``[router] ssh`` through :class:`SshPool`, the SSH stack
+the application hosts use (commands over an exec channel, stopped with their whole process
+group on a timeout; files over SFTP; sockets as direct stream channels).
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-from console.core.config import SshSettings, SshTarget
-from console.core.errors import BackendError, HostKeyError, HostUnreachable
+from console.core.config import HostConfig, SshSettings, SshTarget
+from console.core.errors import BackendError, ConfigError, HostKeyError
+from console.core.ssh import CommandTimeout, SshPool
 
 # Characters that mean the operator wrote shell, not a plain argv: run those through sh.
 _SHELL_SYNTAX = frozenset("|&;<>()$`*?[~\n")
@@ -242,71 +246,65 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class SshExecutor(Executor):
-    """Router operations on one host over SSH, through a lazily opened, cached connection."""
+    """Router operations on one host over SSH, through the same :class:`SshPool` that
+    reaches the application hosts: one host-key policy (``accept-new``, a missing
+    known_hosts file), jump hosts, reconnects and remote-stop behaviour for everything.
+    """
 
     def __init__(
         self,
         target: SshTarget,
         settings: SshSettings,
         *,
-        connect_options: dict[str, Any] | None = None,
+        pool: SshPool | None = None,
+        identity: str | None = None,
+        jump: SshTarget | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Args:
         target: the router host.
-        settings: the ``[ssh]`` section (known_hosts, agent, config, timeouts).
-        connect_options: extra ``asyncssh.connect`` keywords, overriding the settings
-            (tests pass explicit keys and known_hosts here).
+        settings: the ``[ssh]`` section (known_hosts, policy, agent, config, timeouts).
+        pool: a pool to share (closed by its owner); else the executor has its own.
+        identity: a private key file (else the SSH config and agent choose).
+        jump: a jump host to reach the router through.
+        connect_options: ``asyncssh.connect`` keywords as tests write them
+            (``client_keys``, ``known_hosts``, ``config=None``, ``agent_path=None``);
+            translated into the settings above so they go through the pool's policy.
         """
+        options = dict(connect_options or {})
+        known_hosts: str | None = None
+        if options:
+            identity, known_hosts, settings = _from_connect_options(options, identity, settings)
         self.target = target
         self.settings = settings
-        self.connect_options = dict(connect_options or {})
         self.where = f"ssh {target}"
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self._lock = asyncio.Lock()
-        self._known_hosts = os.path.expanduser(settings.known_hosts)
+        self.host = HostConfig(
+            name="router",
+            url="http://router.invalid",  # never probed: the host is only reached over SSH
+            ssh=target,
+            identity=identity,
+            jump=jump,
+            known_hosts=known_hosts,
+        )
+        self._own_pool = pool is None
+        self.pool = pool if pool is not None else SshPool(settings)
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
-        async with self._lock:
-            if self._conn is not None and not self._conn.is_closed():
-                return self._conn
-            options: dict[str, Any] = {
-                "host": self.target.host,
-                "known_hosts": self._known_hosts,
-                "connect_timeout": self.settings.connect_timeout,
-                "keepalive_interval": self.settings.keepalive or None,
-            }
-            if self.target.port:
-                options["port"] = self.target.port
-            if self.target.user:
-                options["username"] = self.target.user
-            if not self.settings.use_config:
-                options["config"] = None
-            if not self.settings.use_agent:
-                options["agent_path"] = None
-            options.update(self.connect_options)
-            try:
-                self._conn = await asyncssh.connect(**options)
-            except asyncssh.HostKeyNotVerifiable as e:
-                raise HostKeyError(
-                    f"{self.target}: host key not trusted ({e.reason}); verify it and add it "
-                    f"to {self.settings.known_hosts} (ssh-keyscan -p PORT HOST)"
-                ) from e
-            except (OSError, asyncssh.Error) as e:
-                raise HostUnreachable(f"{self.target}: cannot connect over SSH: {e}") from e
-            return self._conn
+        return await self.pool.connection(self.host)
 
     async def run(self, command: str, time_limit: float) -> CommandResult:
-        conn = await self._connection()
         try:
-            result = await conn.run(command, check=False, timeout=time_limit)
-        except asyncssh.TimeoutError as e:
+            result = await self.pool.run(self.host, command, timeout=time_limit)
+        except CommandTimeout as e:
             raise BackendError(
-                f"{self.where}: {command!r} did not finish within {time_limit:g}s"
+                f"{self.where}: {command!r} did not finish within {time_limit:g}s and was killed"
             ) from e
+        except (HostKeyError, ConfigError, BackendError):
+            raise
         except (OSError, asyncssh.Error) as e:
             raise BackendError(f"{self.where}: cannot run {command!r}: {e}") from e
         status = result.exit_status if result.exit_status is not None else 255
-        return CommandResult(command, status, _text(result.stdout), _text(result.stderr))
+        return CommandResult(command, status, result.stdout, result.stderr)
 
     async def read_file(self, path: str) -> bytes | None:
         conn = await self._connection()
@@ -366,11 +364,33 @@ class SshExecutor(Executor):
             raise BackendError(f"{self.where}: {address}: {e}") from e
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            with contextlib.suppress(OSError, asyncssh.Error):
-                await self._conn.wait_closed()
-            self._conn = None
+        if self._own_pool:
+            await self.pool.aclose()
+
+
+def _from_connect_options(
+    options: dict[str, Any], identity: str | None, settings: SshSettings
+) -> tuple[str | None, str | None, SshSettings]:
+    """(identity, known_hosts, settings) from asyncssh-style keywords; the target's own
+    keys (host, port, username) are ignored: the target already says them.
+
+    Raises:
+        ValueError: a keyword the pool has no setting for.
+    """
+    for key in ("host", "port", "username"):
+        options.pop(key, None)
+    keys = options.pop("client_keys", None)
+    if keys:
+        identity = str(next(iter(keys)))
+    known = options.pop("known_hosts", None)
+    known_hosts = str(known) if isinstance(known, (str, os.PathLike)) else None
+    if "config" in options and options.pop("config") is None:
+        settings = dataclasses.replace(settings, use_config=False)
+    if "agent_path" in options and options.pop("agent_path") is None:
+        settings = dataclasses.replace(settings, use_agent=False)
+    if options:
+        raise ValueError(f"SshExecutor: unsupported connect options {sorted(options)}")
+    return identity, known_hosts, settings
 
 
 def _text(value: str | bytes | None) -> str:

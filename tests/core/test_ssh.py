@@ -15,7 +15,8 @@ from procscan import processes_with, unique_marker
 from servers import SshServer, descendants
 
 from console.core.config import HostConfig, SshSettings, parse_ssh_target
-from console.core.errors import ConfigError, HostKeyError, HostUnreachable
+from console.core.errors import BackendError, ConfigError, HostKeyError, HostUnreachable
+from console.core.remote_exec import SshExecutor
 from console.core.ssh import (
     MAX_LINE,
     TRUNCATED,
@@ -447,3 +448,61 @@ def test_wrap_killable_quotes_the_command() -> None:
     wrapped = wrap_killable("echo 'a b' | grep a")
     assert wrapped.startswith("sh -c ")
     assert wrapped.endswith("bgconsole 'echo '\"'\"'a b'\"'\"' | grep a'")
+
+
+# --- router operations over SSH use the same pool (one SSH stack) ------------------------
+
+
+def router_executor_for(server: SshServer, **overrides: object) -> SshExecutor:
+    return SshExecutor(
+        parse_ssh_target(server.target),
+        settings_for(server, **overrides),
+        identity=str(server.client_key_path),
+    )
+
+
+async def test_router_executor_follows_accept_new_with_no_known_hosts_file(
+    ssh_server: SshServer, tmp_path: Path
+) -> None:
+    learned = tmp_path / "new" / "known_hosts"  # neither the file nor its directory exist
+    executor = router_executor_for(
+        ssh_server, known_hosts=str(learned), host_key_policy="accept-new"
+    )
+    try:
+        result = await executor.run("echo hi; echo oops >&2; exit 3", 10)
+        assert (result.exit_status, result.stdout, result.stderr) == (3, "hi\n", "oops\n")
+        path = str(tmp_path / "router.cfg")
+        await executor.write_file(path, b"server green\n")
+        assert await executor.read_file(path) == b"server green\n"
+        assert await executor.read_file(str(tmp_path / "none")) is None
+    finally:
+        await executor.aclose()
+    assert learned.read_text().startswith(f"[127.0.0.1]:{ssh_server.port} ssh-ed25519 ")
+
+
+async def test_router_executor_refuses_unknown_keys_with_the_fix(
+    ssh_server: SshServer, tmp_path: Path
+) -> None:
+    executor = router_executor_for(ssh_server, known_hosts=str(tmp_path / "missing"))
+    try:
+        with pytest.raises(HostKeyError, match="ssh-keyscan"):
+            await executor.run("true", 10)
+    finally:
+        await executor.aclose()
+
+
+async def test_router_executor_timeout_stops_the_remote_command(
+    ssh_server: SshServer, tmp_path: Path
+) -> None:
+    marker = unique_marker()
+    executor = router_executor_for(ssh_server)
+    try:
+        with pytest.raises(BackendError, match=r"did not finish within 0\.5s"):
+            await executor.run(f"sh -c 'sleep 30' {marker} | cat", 0.5)
+        assert await wait_until(lambda: not processes_with(marker))
+        # The connection is reused, and replaced when it dies (host restarted).
+        ssh_server.stop()
+        ssh_server.start()
+        assert (await executor.run("echo back", 10)).stdout == "back\n"
+    finally:
+        await executor.aclose()
