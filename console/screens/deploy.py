@@ -22,6 +22,18 @@ class DeployRequest:
     ref: str | None
 
 
+def traffic_hint(colour: Colour, live: Colour | None) -> str:
+    """What deploying to ``colour`` does to traffic, shown under the colour choice."""
+    if live is None:
+        return f"The live colour is unknown: {colour} may be serving users."
+    if colour is live:
+        return (
+            f"{colour} is LIVE: its users are served by it while it deploys; if it breaks, "
+            f"the agent fails over to {colour.other} (when armed)."
+        )
+    return f"{colour} is the stand-by: traffic stays on {live}."
+
+
 class DeployScreen(ModalScreen[DeployRequest | None]):
     """Colour (defaults to the stand-by) and ref; Enter deploys, Escape cancels."""
 
@@ -51,6 +63,7 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
                 for colour in Colour:
                     label = colour.value + (" (LIVE)" if colour is self.live else "")
                     yield RadioButton(label, value=colour is self.default, name=colour.value)
+            yield Label(traffic_hint(self.default, self.live), id="traffic-hint")
             yield Label("Ref (version, tag or commit; empty: the hosts' default)")
             yield Input(placeholder="e.g. v2", id="ref")
             with Horizontal():
@@ -65,6 +78,12 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
         colour = Colour(pressed.name) if pressed and pressed.name else self.default
         ref = self.query_one("#ref", Input).value.strip() or None
         return DeployRequest(colour, ref)
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.query_one("#traffic-hint", Label).update(
+            traffic_hint(self._request().colour, self.live)
+        )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from textual import work
@@ -11,11 +12,12 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from console.core.deploy import DeployResult, StepStarted
+from console.core.deploy import DeployResult, StepStarted, live_deploy_preview
 from console.core.errors import ConsoleError
 from console.core.logs import LogLine
 from console.core.services import Services
 from console.core.ssh import OutputLine
+from console.core.text import printable
 from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest
@@ -23,14 +25,17 @@ from console.widgets.log_pane import LogPane
 
 
 def deploy_summary(result: DeployResult) -> str:
-    """One line: ``deploy v2 -> green: ok in 3.1 s, version v1 -> v2``."""
-    head = f"deploy {result.ref or '(no ref)'} → {result.colour}"
+    """One line: ``deploy v2 → green: ok in 3.1 s, version v1 → v2; traffic: on blue ...``."""
+    head = f"deploy {printable(result.ref or '(no ref)')} → {result.colour}"
+    traffic = result.traffic()
+    if result.outcome == "unknown":
+        return f"{head}: outcome UNKNOWN: {result.failure() or 'see the output'}; {traffic}"
     if not result.ok:
-        return f"{head}: FAILED: {result.failure() or 'see the output'}"
+        return f"{head}: FAILED: {result.failure() or 'see the output'}; {traffic}"
     version = result.version or "unknown"
     if result.previous_version and result.previous_version != result.version:
         version = f"{result.previous_version} → {version}"
-    return f"{head}: ok in {result.duration:.1f} s, healthy, version {version}"
+    return f"{head}: ok in {result.duration:.1f} s, healthy, version {version}; {traffic}"
 
 
 class DeployRunScreen(Screen[None]):
@@ -87,6 +92,13 @@ class DeployRunScreen(Screen[None]):
             pane.write(LogLine(colour, step.host, "deploy", text, 0.0, marker=True))
 
         self.running = True
+        if self.live_ok:
+            # Before anything runs: what this does to traffic (the CLI says the same).
+            armed: bool | None = None
+            with contextlib.suppress(ConsoleError):
+                armed = await self.services.armed()
+            preview = live_deploy_preview(self.services.config, colour, armed)
+            pane.write(LogLine(colour, "bgconsole", "deploy", preview, 0.0, marker=True))
         try:
             self.result = await self.services.deploy(
                 colour,
