@@ -8,13 +8,15 @@ import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from console import __version__
 from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch, ui
 from console.cli import logs as logs_verb
 from console.cli import migrate as migrate_verb
-from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, fail
+from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail
 from console.core.errors import ConsoleError
+from console.core.text import printable
 
 # Each verb module provides ``register(subparsers)``, which adds its parser and sets
 # ``handler`` (an ``async def (args) -> int``). The order here is the order in --help.
@@ -34,9 +36,22 @@ VERBS: tuple[ModuleType, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error style: one line on stderr, exit 2.
+
+    argparse's own error prints the whole usage block first; a script's log then holds
+    several lines for one mistake, and the mistake is the last of them. Subparsers are
+    built from the parent's class, so every verb gets this.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # Escaped: the message quotes what was typed, which may hold control characters.
+        self.exit(EXIT_USAGE, f"{self.prog}: {printable(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, with every verb."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bgconsole",
         description=(
             "Operator console for blue-green deployments. Without a command, opens the "

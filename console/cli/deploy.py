@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from console.cli.argtypes import count
 from console.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -86,7 +87,7 @@ def register(subparsers: SubParsers) -> None:
     parser.add_argument("--reason", default="", metavar="TEXT", help="recorded with the events")
     parser.add_argument(
         "--parallel",
-        type=int,
+        type=count(1, 1000),
         default=DEFAULT_PARALLEL,
         metavar="N",
         help=f"hosts deployed at once (default {DEFAULT_PARALLEL})",

@@ -11,6 +11,7 @@ import random
 import sys
 import time
 
+from console.cli.argtypes import count
 from console.cli.common import EXIT_OK, SubParsers, add_config_option, add_json_option, config_from
 from console.core.control import ControlPlane
 from console.core.errors import ControlPlaneUnavailable
@@ -31,7 +32,9 @@ def register(subparsers: SubParsers) -> None:
     )
     add_config_option(parser)
     add_json_option(parser)
-    parser.add_argument("-n", "--limit", type=int, default=20, help="events to show (default 20)")
+    parser.add_argument(
+        "-n", "--limit", type=count(1, 1_000_000), default=20, help="events to show (default 20)"
+    )
     parser.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     parser.add_argument("--kind", action="append", help="only these kinds (repeatable)")
     parser.set_defaults(handler=run)
@@ -94,7 +97,7 @@ async def run(args: argparse.Namespace) -> int:
     control = ControlPlane.from_config(config.control, config.console.name)
     kinds = set(args.kind or [])
     try:
-        events = await control.events(limit=max(1, args.limit) if not kinds else 1000)
+        events = await control.events(limit=args.limit if not kinds else 1000)
         if kinds:
             events = [e for e in events if e.kind in kinds][-args.limit :]
         for event in events:

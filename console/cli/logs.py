@@ -8,6 +8,7 @@ import os
 import re
 import sys
 
+from console.cli.argtypes import count
 from console.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -38,7 +39,12 @@ def register(subparsers: SubParsers) -> None:
     parser.add_argument("log", metavar="LOG", nargs="?", help="only this log (default: all)")
     parser.add_argument("-f", "--follow", action="store_true", help="keep streaming new lines")
     parser.add_argument(
-        "-n", "--lines", type=int, default=10, metavar="N", help="lines of backlog (default 10)"
+        "-n",
+        "--lines",
+        type=count(0, 1_000_000),
+        default=10,
+        metavar="N",
+        help="lines of backlog (default 10)",
     )
     parser.add_argument("--grep", metavar="RE", help="only lines matching this regex")
     parser.add_argument(

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TextIO
 
+from console.cli.argtypes import seconds
 from console.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -84,14 +85,14 @@ def register(subparsers: SubParsers) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=seconds(0, 3600, above_minimum=True),
         default=1.0,
         metavar="S",
         help="mirror: seconds between copies (default 1)",
     )
     parser.add_argument(
         "--throttle",
-        type=float,
+        type=seconds(0, 10),
         default=0.0,
         metavar="S",
         help="rows: seconds to pause after each row applied, to spare a busy target",

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 
+from console.cli.argtypes import listen_address, seconds
 from console.cli.common import EXIT_OK, SubParsers, add_config_option, config_from
 from console.core.agent import Agent
 from console.core.errors import ConsoleError
@@ -27,12 +28,13 @@ def register(subparsers: SubParsers) -> None:
     add_config_option(parser)
     parser.add_argument(
         "--listen",
+        type=listen_address,
         metavar="HOST:PORT",
         help="override router.listen for the builtin proxy",
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=seconds(0, 3600),
         default=5.0,
         metavar="SECONDS",
         help="how long requests in flight may take to finish on shutdown (default 5)",
