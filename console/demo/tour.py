@@ -63,7 +63,7 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     ),
     TourStep(
         "Switch traffic to green",
-        "s, then confirm",
+        "s, then y",
         "GREEN takes the LIVE border, the header reads LIVE GREEN epoch 2, and the "
         "activity log says 5/5 verification requests served by green.",
         "{c} switch green --yes",
@@ -71,7 +71,7 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     TourStep(
         "Deploy the bad release to the live colour, watch the failover",
         "d, shift+tab to Colour, pick green (LIVE) with the arrows and space, tab back "
-        "to Ref, type bad, Enter, confirm the live deploy",
+        "to Ref, type bad, Enter, y (deploying to the live colour asks first)",
         "green answers 500 on / and /health: within a second the header is back to LIVE "
         "BLUE, a failover event by the agent appears under recent events (its evidence in "
         "e), and the deploy ends saying green never turned healthy.",
@@ -85,14 +85,14 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     ),
     TourStep(
         "Turn a feature off without a flip",
-        "f, arrows to uploads in the green column, Enter, confirm (green is live); Escape",
+        "f, → to GREEN on the uploads row, Enter, y (green is live asks first); Escape",
         "green's flags show ○ uploads; green's page no longer lists recent uploads.",
         "{c} flag set uploads off --env green --yes",
     ),
     TourStep(
         "Carry green's new uploads back to blue",
-        "m (from green, the live colour; rows; dry run ticked), tab to Start, Enter; "
-        "read the plan, then r runs it for real",
+        "m (from green, the live colour; rows; dry run ticked), tab three times to Start, "
+        "Enter; read the plan, then r runs it for real",
         "rows to copy per table, then the verified result: uploads written while green "
         "was live are now in blue's database too.",
         "{c} migrate --from green --to blue --yes",
