@@ -281,9 +281,12 @@ def wrap_killable(command: str, *, with_input: bool = False) -> str:
 
 
 def in_workdir(host: HostConfig, command: str) -> str:
-    """The command prefixed with ``cd WORKDIR &&`` when the host has a workdir."""
+    """The command prefixed with ``cd -- WORKDIR &&`` when the host has a workdir.
+
+    ``--``: a workdir is a value, never an option, even one that starts with ``-``.
+    """
     if host.workdir:
-        return f"cd {shlex.quote(host.workdir)} && {command}"
+        return f"cd -- {shlex.quote(host.workdir)} && {command}"
     return command
 
 

@@ -256,3 +256,18 @@ async def test_a_failover_during_a_live_deploy_exits_1_and_says_where_traffic_is
     end = [e for e in await cli.control.events() if e.kind == "deploy"][-1]
     assert end.outcome == "failed"
     assert sentence in end.details.get("error", "")
+
+
+async def test_a_host_lost_mid_step_is_reported_unknown_not_failed(cli: Cli) -> None:
+    cli.configure(steps=["echo installing; sleep 30"], deploy_timeout=1.0)
+
+    code, out, err = await cli.run("deploy", "blue", "--ref", "v2", "--json")
+
+    assert code == 1
+    data = json.loads(out)
+    assert data["outcome"] == "unknown"
+    assert data["hosts"][0]["unknown"] is True
+    assert "outcome unknown" in err.strip().splitlines()[-1]
+    assert data["traffic"].startswith("traffic:")
+    end = [e for e in await cli.control.events() if e.kind == "deploy"][-1]
+    assert end.outcome == "unknown"

@@ -29,6 +29,7 @@ from console.core.ssh import (
     SshAuthFailed,
     SshPool,
     _read_batches,
+    in_workdir,
     wrap_killable,
 )
 
@@ -506,3 +507,9 @@ async def test_router_executor_timeout_stops_the_remote_command(
         assert (await executor.run("echo back", 10)).stdout == "back\n"
     finally:
         await executor.aclose()
+
+
+def test_a_workdir_is_never_read_as_an_option() -> None:
+    host = HostConfig(name="a", url="http://h", workdir="-P")
+    assert in_workdir(host, "pwd") == "cd -- -P && pwd"
+    assert in_workdir(dataclasses.replace(host, workdir=None), "pwd") == "pwd"
