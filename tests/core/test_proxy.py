@@ -139,7 +139,8 @@ async def test_forwarded_headers_chunked_bodies_and_keepalive(
     echo_pair: tuple[EchoServer, EchoServer], make_proxy: Callable[..., Any]
 ) -> None:
     blue, green = echo_pair
-    proxy = await make_proxy(blue.url, green.url)
+    # The test client is a trusted proxy: its X-Forwarded-For is extended, not replaced.
+    proxy = await make_proxy(blue.url, green.url, trusted_proxies=["127.0.0.0/8"])
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(50):

@@ -1,0 +1,221 @@
+"""Upstream responses: the head read and checked, the body decoded, both re-framed.
+
+Each response gets a fresh llhttp parser, fed its head only, so the proxy (not the
+parser) decides whether a body follows: none after HEAD, 1xx, 204 or 304 whatever the
+headers say. The body is handed over decoded and re-framed for the client: chunked for an
+HTTP/1.1 client, close-delimited for an HTTP/1.0 one (which has no chunked encoding).
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from console.core.proxy.channel import Channel
+from console.core.proxy.request import HOP_BY_HOP
+
+_CRLF2 = b"\r\n\r\n"
+
+# How the body reaches the client.
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+UNTIL_CLOSE = 3
+
+
+class UpstreamClosed(Exception):
+    """The upstream closed (or reset) the connection before a byte of the response."""
+
+
+class UpstreamFailed(Exception):
+    """The upstream sent something unusable or stopped in the middle of a response."""
+
+
+def _may_have_length(status: int) -> bool:
+    """1xx and 204 answers never carry Content-Length (RFC 9110 8.6)."""
+    return status >= 200 and status != 204
+
+
+class Response:
+    """A response being read from one upstream connection (an llhttp protocol object)."""
+
+    __slots__ = (
+        "_chan",
+        "_done",
+        "_parser",
+        "_pieces",
+        "chunked",
+        "fields",
+        "keep_alive",
+        "length",
+        "reason",
+        "status",
+        "trailing",
+    )
+
+    def __init__(self, chan: Channel) -> None:
+        self._chan = chan
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.reason = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.length: int | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self._pieces: list[bytes] = []
+        self._done = False
+        self.trailing = False
+        """Bytes came after the message: the connection cannot be reused."""
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self.status = parser.get_status_code()
+        self.keep_alive = parser.should_keep_alive()
+
+    def on_message_begin(self) -> None:
+        if self.status:
+            self.trailing = True
+
+    def on_body(self, body: bytes) -> None:
+        self._pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        self._done = True
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read_head(self, max_head: int, first_byte: float, stall: float) -> None:
+        """Read and parse the head (the caller skips 1xx by calling again on a new one).
+
+        Raises:
+            UpstreamClosed: nothing arrived before the connection ended.
+            UpstreamFailed: a malformed, oversized or truncated head.
+            TimeoutError: no byte within ``first_byte`` seconds, or a longer ``stall`` later.
+        """
+        chan = self._chan
+        buf = await chan.read(first_byte)
+        if not buf:
+            raise UpstreamClosed
+        while True:
+            end = buf.find(_CRLF2)
+            if end >= 0:
+                break
+            if len(buf) > max_head:
+                raise UpstreamFailed("response head too large")
+            data = await chan.read(stall)
+            if not data:
+                raise UpstreamFailed("connection closed in the response head")
+            buf += data
+        end += 4
+        chan.unread(buf[end:])
+        try:
+            self._parser.feed_data(buf[:end])
+        except httptools.HttpParserUpgrade:
+            pass  # 101 Switching Protocols: what follows is the tunnel
+        except httptools.HttpParserError as e:
+            raise UpstreamFailed(f"malformed response head: {e}") from None
+        for name, value in self.fields:
+            lname = name.lower()
+            if lname == b"content-length":
+                self.length = int(value)
+            elif lname == b"transfer-encoding":
+                self.chunked = value.lower().endswith(b"chunked")
+
+    def framing(self, method: bytes, http10: bool) -> int:
+        """How the body is sent on: NO_BODY, LENGTH, CHUNKED or UNTIL_CLOSE."""
+        status = self.status
+        if method == b"HEAD" or status in (204, 304) or status < 200:
+            return NO_BODY
+        if self.chunked:
+            return UNTIL_CLOSE if http10 else CHUNKED
+        if self.length is not None:
+            return LENGTH
+        return UNTIL_CLOSE
+
+    def client_head(self, colour_header: bytes, mode: int, keep_alive: bool, http10: bool) -> bytes:
+        """The head sent to the client: hop-by-hop headers gone, framing remade."""
+        lines = [b"HTTP/1.1 %d %s" % (self.status, self.reason)]
+        drop: set[bytes] = set()
+        for name, value in self.fields:
+            if name.lower() == b"connection":
+                drop.update(t.strip().lower() for t in value.split(b","))
+        for name, value in self.fields:
+            lname = name.lower()
+            if lname in HOP_BY_HOP or lname in drop:
+                continue
+            lines.append(name + b": " + value)
+        lines.append(colour_header)
+        length = self.length
+        if mode == CHUNKED:
+            lines.append(b"Transfer-Encoding: chunked")
+        elif length is not None and mode != UNTIL_CLOSE and _may_have_length(self.status):
+            # On HEAD (and 304) the length describes the body a GET would get.
+            lines.append(b"Content-Length: %d" % length)
+        if not keep_alive:
+            lines.append(b"Connection: close")
+        elif http10:
+            lines.append(b"Connection: keep-alive")
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def tunnel_head(self, colour_header: bytes) -> bytes:
+        """The head of a 101 answer: passed on whole (its Connection and Upgrade too)."""
+        lines = [b"HTTP/1.1 101 %s" % self.reason]
+        lines.extend(n + b": " + v for n, v in self.fields if n.lower() != b"x-bg-env")
+        lines.append(colour_header)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def start_body(self) -> None:
+        """Feed what came after the head to the parser (call once, before ``piece``)."""
+        chan = self._chan
+        if chan.buffered:
+            # Bytes already here are part of the body; read() returns them at once.
+            self._feed(chan.take())
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            raise UpstreamFailed(f"malformed response body: {e}") from None
+
+    async def piece(self, stall: float, until_close: bool) -> bytes | None:
+        """The next decoded piece of the body, None at its end.
+
+        Raises:
+            UpstreamFailed: the connection ended before the body did, or bad framing.
+            TimeoutError: the upstream sent nothing for ``stall`` seconds.
+        """
+        pieces = self._pieces
+        while not pieces:
+            if self._done:
+                return None
+            data = await self._chan.read(stall)
+            if not data:
+                if until_close:
+                    self._done = True
+                    return None
+                raise UpstreamFailed("connection closed in the response body")
+            self._feed(data)
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        return data
+
+    @property
+    def complete(self) -> bool:
+        return self._done and not self._pieces
+
+    def whole_body_buffered(self) -> bytes | None:
+        """The whole body when it is already here (the common small response), else None."""
+        if self._done:
+            data = b"".join(self._pieces)
+            self._pieces.clear()
+            return data
+        return None

@@ -1,0 +1,301 @@
+"""The listener: accepts clients (TCP or TLS), caps connections, serves each in order.
+
+Connection cap: every client connection costs a file descriptor, and so does its
+upstream connection; the agent needs more for health probes, the control plane and SSH.
+``max_connections`` defaults to what the process's descriptor limit leaves after that
+reserve. At the cap, the client that has waited longest for a request head (an idle
+keep-alive or a slowloris) is closed to make room; only when every connection is busy
+is the newcomer answered 503. So a flood of slow or idle connections cannot keep
+requests that arrive whole from being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import ssl as ssl_module
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from console.core.proxy.channel import Channel
+from console.core.proxy.forward import (
+    ClientTimeout,
+    Forwarder,
+    PassiveDownCallback,
+    Timeouts,
+    error_response,
+)
+from console.core.proxy.pool import RouteTable
+from console.core.proxy.request import ClientGone, HttpError, RequestReader, Trusted
+from console.core.proxy.tally import ErrorReport, ErrorTally
+from console.core.proxy.tunnel import Tunnels
+
+MAX_HEAD = 64 * 1024
+FD_RESERVE = 128
+"""Descriptors kept for everything but proxied connections (probes, Redis, SSH, logs)."""
+_HIGH_WATER = 256 * 1024
+
+
+def default_max_connections(pool_size: int = 0) -> int:
+    """Client connections the descriptor limit allows: two descriptors each (client and
+    upstream), after the reserve and the idle upstream pool."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, (soft - FD_RESERVE - pool_size) // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyStats:
+    """Counters since the proxy started, per colour that served (or failed) requests."""
+
+    requests: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    """Requests that ended in a proxy-made 5xx or a broken response, by the colour tried."""
+    retries: dict[str, int] = field(default_factory=dict)
+    """Requests retried on this colour (stand-by retries and fresh-connection retries)."""
+    unroutable: int = 0
+    """Requests answered 502 because no upstream could take them."""
+    open_connections: int = 0
+    upgraded: int = 0
+    """Upgraded (WebSocket) connections open right now."""
+    rejected: int = 0
+    """Connections answered 503 because every connection slot was busy."""
+    evicted: int = 0
+    """Idle or slow connections closed to make room for new ones at the cap."""
+    max_connections: int = 0
+
+
+class _ClientChannel(Channel):
+    __slots__ = ("_proxy",)
+
+    def __init__(self, proxy: Proxy) -> None:
+        super().__init__()
+        self._proxy = proxy
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._proxy._accepted(self)
+
+
+class Proxy:
+    """The reverse proxy server. ``await start()``, then ``await close()``.
+
+    Args:
+        routes: where requests go.
+        listen: ``host:port`` to listen on (port 0 picks a free one; see ``port``).
+        retry_on_5xx: retry idempotent, replayable requests that got a 5xx on the stand-by.
+        connect_timeout: seconds to connect to an upstream before it counts as down.
+        response_timeout: seconds to wait for the first byte of a response (then 504).
+        idle_timeout: seconds a client keep-alive connection may sit idle.
+        head_timeout: seconds a request head may take from its first byte.
+        body_timeout: seconds one read of a request body may wait.
+        max_connections: client connections at once (default: from the fd limit).
+        max_head: bytes a request head may have (431 beyond).
+        trusted_proxies: addresses or networks whose X-Forwarded-* headers are kept.
+        tls_cert, tls_key: PEM files; when given the listener speaks TLS.
+        ws_drain: seconds upgraded connections stay open on a colour after a switch away.
+        on_passive_down: called with (upstream, reason) when a failure marks one down.
+        on_error: called with (kind, count, detail) for errors, at most once a minute
+            per kind after the first.
+    """
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        listen: str = "127.0.0.1:8080",
+        *,
+        retry_on_5xx: bool = False,
+        connect_timeout: float = 2.0,
+        response_timeout: float = 60.0,
+        idle_timeout: float = 75.0,
+        head_timeout: float = 10.0,
+        body_timeout: float = 30.0,
+        max_connections: int | None = None,
+        max_head: int = MAX_HEAD,
+        trusted_proxies: Sequence[str] = (),
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        ws_drain: float = 10.0,
+        on_passive_down: PassiveDownCallback | None = None,
+        on_error: ErrorReport | None = None,
+    ) -> None:
+        self.routes = routes
+        host, _, port = listen.rpartition(":")
+        self.host = host.strip("[]") or "0.0.0.0"
+        self.port = int(port)
+        self.timeouts = Timeouts(
+            head=head_timeout,
+            body=body_timeout,
+            idle=idle_timeout,
+            connect=connect_timeout,
+            first_byte=response_timeout,
+        )
+        pool = sum(u.max_idle for u in routes.upstreams())
+        self.max_connections = max_connections or default_max_connections(pool)
+        self.max_head = max_head
+        self._trusted = Trusted(trusted_proxies)
+        self._ssl: ssl_module.SSLContext | None = None
+        if tls_cert:
+            ctx = ssl_module.create_default_context(ssl_module.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(tls_cert, tls_key)
+            self._ssl = ctx
+        self._proto = b"https" if self._ssl else b"http"
+        self.tally = ErrorTally(on_error)
+        self.tunnels = Tunnels(ws_drain)
+        self._fwd = Forwarder(
+            routes, self.timeouts, max_head=max_head, retry_on_5xx=retry_on_5xx,
+            tunnels=self.tunnels, tally=self.tally, on_passive_down=on_passive_down,
+        )  # fmt: skip
+        self._server: asyncio.Server | None = None
+        self._clients: dict[Channel, asyncio.Task[None] | None] = {}
+        self._waiting: dict[Channel, None] = {}
+        """Connections waiting for a request head, the longest-waiting first."""
+        self._rejected = 0
+        self._evicted = 0
+        self._closing = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` actually listened on."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def retry_on_5xx(self) -> bool:
+        return self._fwd.retry_on_5xx
+
+    async def start(self) -> None:
+        """Start listening.
+
+        Raises:
+            OSError: the address cannot be bound (in use, not local, no permission).
+        """
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ClientChannel(self), self.host, self.port, backlog=1024, ssl=self._ssl,
+            ssl_handshake_timeout=self.timeouts.head if self._ssl else None,
+        )  # fmt: skip
+        sockets = self._server.sockets
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        self.routes.listeners.append(self.tunnels.on_switch)
+
+    def stats(self) -> ProxyStats:
+        """The counters right now."""
+        counters = self._fwd.counters
+        return ProxyStats(
+            requests={c.value: k.requests for c, k in counters.items()},
+            errors={c.value: k.errors for c, k in counters.items()},
+            retries={c.value: k.retries for c, k in counters.items()},
+            unroutable=self._fwd.unroutable,
+            open_connections=len(self._clients),
+            upgraded=self.tunnels.count(),
+            rejected=self._rejected,
+            evicted=self._evicted,
+            max_connections=self.max_connections,
+        )
+
+    def _accepted(self, chan: Channel) -> None:
+        if self._closing:
+            chan.close()
+            return
+        if len(self._clients) >= self.max_connections and not self._make_room():
+            self._rejected += 1
+            self.tally.note("over_capacity", f"{self.max_connections} connections busy")
+            chan.write(error_response(503, "too many connections", True))
+            chan.close()
+            return
+        self._clients[chan] = None
+        self._waiting[chan] = None
+        self._clients[chan] = asyncio.ensure_future(self._serve(chan))
+
+    def _make_room(self) -> bool:
+        """Close the connection that has waited longest for a request head, if any."""
+        for victim in self._waiting:
+            del self._waiting[victim]
+            self._evicted += 1
+            self.tally.note("evicted", "idle or slow client closed at the connection cap")
+            victim.abort()
+            task = self._clients.pop(victim, None)
+            if task is not None:
+                task.cancel()
+            return True
+        return False
+
+    async def _serve(self, chan: Channel) -> None:
+        loop = asyncio.get_running_loop()
+        t = self.timeouts
+        reader = RequestReader(chan, self.max_head, loop.time)
+        peer = chan.peer()
+        peer_b = peer.encode()
+        trusted = peer in self._trusted
+        waiting = self._waiting
+        try:
+            while True:
+                try:
+                    head = await reader.head(t.idle, t.head)
+                except HttpError as e:
+                    self.tally.note("bad_request", str(e))
+                    chan.write(error_response(e.status, str(e), True))
+                    return
+                if head is None:
+                    return
+                waiting.pop(chan, None)
+                keep = await self._fwd.handle(head, reader, chan, peer_b, self._proto, trusted)
+                if not keep or self._closing:
+                    return
+                waiting[chan] = None
+                if chan.write_backlog > _HIGH_WATER:
+                    await chan.drain(t.body)
+        except HttpError as e:  # a malformed body: nothing was answered yet
+            self.tally.note("bad_request", str(e))
+            chan.write(error_response(e.status, str(e), True))
+        except ClientTimeout:
+            self.tally.note("client_timeout", "request body stalled")
+            chan.write(error_response(408, "request body timed out", True))
+        except TimeoutError:
+            pass  # idle or slow head: closing is the answer
+        except (ClientGone, OSError):
+            pass
+        except asyncio.CancelledError:
+            # Only close() and eviction cancel these tasks; ending normally keeps the
+            # loop from logging a cancelled task's "exception".
+            pass
+        except Exception as e:  # never a traceback per connection: counted, logged once
+            self.tally.note("internal", f"{type(e).__name__}: {e}")
+        finally:
+            waiting.pop(chan, None)
+            self._clients.pop(chan, None)
+            chan.close()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish for up to ``grace`` s, close all."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        with contextlib.suppress(ValueError):
+            self.routes.listeners.remove(self.tunnels.on_switch)
+        self.tunnels.cancel_drains()
+        self.tunnels.close()
+        deadline = time.monotonic() + grace
+        # Idle keep-alive connections close now; busy ones get until the deadline.
+        while True:
+            for chan in list(self._waiting):
+                chan.close()
+            if not self._clients or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        tasks = [t for t in self._clients.values() if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+        self.routes.close()
+        self.tally.flush()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._server.wait_closed()
+            self._server = None
