@@ -1,6 +1,6 @@
 """A newcomer's first minute: ``./scripts/demo`` from a fresh copy to the first full frame.
 
-Copies the repository's tracked files into a temp dir (no ``.venv``), then runs
+Exports the repository's HEAD commit into a temp dir (no ``.venv``), then runs
 ``./scripts/demo`` there in a detached tmux session, twice:
 
 - **cold**: no virtualenv yet, so it creates one and installs bgconsole (pip's download
@@ -90,17 +90,12 @@ class Tmux:
 
 
 def copy_repo(target: Path) -> None:
-    """The tracked files of the working tree (what a fresh clone has), without .venv."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = REPO / name
-        if not source.is_file():
-            continue  # deleted in the working tree
-        destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, destination)
+    """The committed tree (what a fresh clone has): never the working tree's edits."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
 
 
 def clean_env() -> dict[str, str]:
