@@ -22,6 +22,7 @@ from console.core.models import Colour, Event
 from console.core.services import Services
 from console.core.status import StatusReport
 from console.core.switching import SwitchResult, TargetUnhealthy
+from console.core.text import printable
 from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest, DeployScreen
@@ -203,7 +204,8 @@ class DashboardScreen(Screen[None]):
     def say(self, line: str) -> None:
         """Add a time-stamped line to the activity log."""
         now = self.services.clock()
-        self.query_one("#activity", Log).write_line(f"{clock(now)}  {line}")
+        # Lines quote router output, host errors and other people's names: escaped.
+        self.query_one("#activity", Log).write_line(f"{clock(now)}  {printable(line)}")
 
     def on_operation_finished(self, message: OperationFinished) -> None:
         self.say(message.summary)

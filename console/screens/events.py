@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Static
 from console.core.errors import ConsoleError
 from console.core.models import Event
 from console.core.services import Services
+from console.core.text import printable
 from console.widgets.event_strip import OUTCOME_STYLE
 from console.widgets.formatting import stamp
 
@@ -32,14 +33,17 @@ COLUMNS: tuple[tuple[str, int], ...] = (
 
 
 def event_cells(event: Event) -> list[Content]:
-    """The row of one event: time, kind, actor, summary, reason, outcome."""
+    """The row of one event: time, kind, actor, summary, reason, outcome.
+
+    Content, not markup, and every field escaped: the text is someone else's.
+    """
     return [
         Content.styled(stamp(event.at), "$text-muted"),
-        Content.styled(event.kind, "bold"),
-        Content(event.actor),
-        Content(event.summary),
-        Content.styled(event.reason, "italic"),
-        Content.styled(event.outcome, OUTCOME_STYLE.get(event.outcome, "bold")),
+        Content.styled(printable(event.kind), "bold"),
+        Content(printable(event.actor)),
+        Content(printable(event.summary)),
+        Content.styled(printable(event.reason), "italic"),
+        Content.styled(printable(event.outcome), OUTCOME_STYLE.get(event.outcome, "bold")),
     ]
 
 
@@ -96,5 +100,5 @@ class EventsScreen(Screen[None]):
                 async for event in self.services.follow_events(after=after):
                     self.add_event(event)
             except ConsoleError as e:
-                self.notify(f"events: {e}", severity="error")
+                self.notify(f"events: {printable(str(e))}", severity="error", markup=False)
                 await asyncio.sleep(RETRY_SECONDS)

@@ -7,6 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from console.core.models import Event
+from console.core.text import printable
 from console.widgets.formatting import clock
 
 OUTCOME_STYLE: dict[str, str] = {
@@ -20,16 +21,18 @@ OUTCOME_STYLE: dict[str, str] = {
 
 def event_line(event: Event) -> Content:
     """``12:03:04  switch    alice@jump  switch blue -> green (epoch 7) verified  ok``."""
+    # Every field is someone else's text: escaped, so a newline cannot forge a line.
     parts: list[str | tuple[str, str]] = [
         (clock(event.at), "$text-muted"),
         "  ",
-        (f"{event.kind:<9}", "bold"),
-        (f"{event.actor:<22} ", "$text-muted"),
-        event.summary,
+        (f"{printable(event.kind):<9}", "bold"),
+        (f"{printable(event.actor):<22} ", "$text-muted"),
+        printable(event.summary),
     ]
     if event.reason:
-        parts.append((f'  "{event.reason}"', "italic $text-muted"))
-    parts.append((f"  {event.outcome}", OUTCOME_STYLE.get(event.outcome, "bold")))
+        parts.append((f'  "{printable(event.reason)}"', "italic $text-muted"))
+    outcome = printable(event.outcome)
+    parts.append((f"  {outcome}", OUTCOME_STYLE.get(event.outcome, "bold")))
     return Content.assemble(*parts)
 
 

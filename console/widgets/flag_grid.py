@@ -14,6 +14,7 @@ from textual.widgets.data_table import ColumnKey
 
 from console.core.flags import COLOURS, FlagRow, FlagTable, FlagValue
 from console.core.models import Colour
+from console.core.text import printable
 
 COLOUR_COLUMNS: dict[str, Colour] = {c.value: c for c in COLOURS}
 
@@ -41,7 +42,8 @@ def description_cell(row: FlagRow) -> Content:
     if row.declared:
         parts.append(row.description)
     else:
-        parts.append((f"undeclared key {row.key} (read only)", "italic $text-muted"))
+        # An undeclared key was found in Redis: anyone's text, escaped.
+        parts.append((f"undeclared key {printable(row.key)} (read only)", "italic $text-muted"))
     return Content.assemble(*parts)
 
 
@@ -105,7 +107,7 @@ class FlagGrid(DataTable[Content]):
         return ["flag", *(c.value for c in COLOURS), "description"]
 
     def _cells(self, row: FlagRow) -> list[Content]:
-        name = Content.styled(row.name, "bold" if row.declared else "italic $text-muted")
+        name = Content.styled(printable(row.name), "bold" if row.declared else "italic $text-muted")
         return [name, *(flag_cell(row.value(c)) for c in COLOURS), description_cell(row)]
 
     def selected(self) -> tuple[FlagRow, Colour] | None:

@@ -8,6 +8,7 @@ from textual.widget import Widget
 
 from console.core.flags import FlagTable
 from console.core.models import Colour
+from console.core.text import printable
 
 
 def flag_line(table: FlagTable | None, colour: Colour) -> Content:
@@ -24,13 +25,13 @@ def flag_line(table: FlagTable | None, colour: Colour) -> Content:
         value = row.value(colour)
         if value.state == "on":
             parts.append(("● ", "$flag-on"))
-            parts.append((row.name, "bold"))
+            parts.append((printable(row.name), "bold"))
         elif value.state == "off":
             parts.append(("○ ", "$flag-off"))
-            parts.append((row.name, "$flag-off"))
+            parts.append((printable(row.name), "$flag-off"))
         else:
             parts.append(("? ", "$status-degraded"))
-            parts.append((row.name, "$status-degraded"))
+            parts.append((printable(row.name), "$status-degraded"))
         if not row.declared:
             parts.append((" (undeclared)", "italic $text-muted"))
         parts.append("  ")

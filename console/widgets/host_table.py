@@ -6,6 +6,7 @@ from textual.content import Content
 from textual.widgets import DataTable
 
 from console.core.models import HostHealth
+from console.core.text import printable
 
 COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("host", "HOST", 12),
@@ -33,12 +34,13 @@ def host_cells(host: HostHealth) -> dict[str, Content]:
     latency = "-"
     if last is not None and last.latency_ms is not None:
         latency = f"{last.latency_ms:.1f} ms"
-    error = (last.error or "") if last is not None else ""
+    # Errors and versions come from the hosts' answers: escaped, one line each.
+    error = printable(last.error or "") if last is not None else ""
     return {
-        "host": Content(host.host),
+        "host": Content(printable(host.host)),
         "status": status,
         "latency": Content(latency.rjust(8)),
-        "version": Content(host.version or "-"),
+        "version": Content(printable(host.version or "-")),
         "error": Content.styled(error, "$status-down") if error else Content(""),
     }
 

@@ -12,13 +12,20 @@ from textual.reactive import reactive
 from textual.widgets import Log, Static
 
 from console.core.logs import LogLine
+from console.core.text import printable
 
 
 def format_log_line(line: LogLine) -> str:
-    """``blue/app1:access | text``; marker lines as ``-- blue/app1: text --``."""
+    """``blue/app1:access | text``; marker lines as ``-- blue/app1: text --``.
+
+    Log lines are the hosts' text (an access log holds whatever clients sent): escaped,
+    so an ESC sequence in a User-Agent cannot drive the operator's terminal. Tabs are
+    expanded first, as the Log widget would.
+    """
+    text = printable(line.text.expandtabs())
     if line.marker:
-        return f"-- {line.source}:{line.log}: {line.text} --"
-    return f"{line.source}:{line.log} | {line.text}"
+        return f"-- {line.source}:{line.log}: {text} --"
+    return f"{line.source}:{line.log} | {text}"
 
 
 class LogPane(Vertical):

@@ -8,6 +8,7 @@ from textual.content import Content
 from textual.widgets import Label, ProgressBar
 
 from console.core.migrate.plan import Progress
+from console.core.text import printable
 
 
 class ItemProgress(Horizontal):
@@ -37,7 +38,8 @@ class ItemProgress(Horizontal):
         # An unknown total (0) draws an indeterminate bar rather than a full one.
         total = progress.total or None
         self.query_one(ProgressBar).update(total=total, progress=progress.done)
-        text = f"{progress.phase:<8} {progress.amount():>16}  {progress.item}"
+        # Table names come from the hosts' databases: escaped.
+        text = f"{progress.phase:<8} {progress.amount():>16}  {printable(progress.item)}"
         self.query_one(Label).update(Content(text))  # Content: item names are not markup
 
 

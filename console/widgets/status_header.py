@@ -8,6 +8,7 @@ from textual.widget import Widget
 
 from console import __version__
 from console.core.status import StatusReport
+from console.core.text import printable
 from console.widgets.formatting import ago, colour_name
 
 Part = str | Content | tuple[str, str]
@@ -33,10 +34,11 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
         ("LIVE ", "bold"),
         colour_name(active.colour),
         (f"  epoch {active.epoch}", "bold"),
-        (f" · by {active.actor} {ago(active.updated_at, report.at)} ago", "$text-muted"),
+        (f" · by {printable(active.actor)} {ago(active.updated_at, report.at)} ago", "$text-muted"),
     ]
     if active.reason:
-        parts.append((f' · "{active.reason}"', "italic $text-muted"))
+        # Someone else's text: escaped, so it cannot add a line or drive the terminal.
+        parts.append((f' · "{printable(active.reason)}"', "italic $text-muted"))
     return Content.assemble(*parts, *_lock_parts(report))
 
 
@@ -48,7 +50,8 @@ def _lock_parts(report: StatusReport) -> list[Part]:
     parts: list[Part] = []
     for lock in report.locks:
         parts.append(("   IN PROGRESS ", "bold $warning"))
-        parts.append((f"{lock.purpose} by {lock.holder} {ago(lock.since, report.at)}", "$warning"))
+        who = f"{printable(lock.purpose)} by {printable(lock.holder)}"
+        parts.append((f"{who} {ago(lock.since, report.at)}", "$warning"))
     return parts
 
 
@@ -61,7 +64,7 @@ def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind:
     if report.control_error:
         parts.append(("DEGRADED", "bold reverse $status-down"))
         # The error text starts with "control plane ...", which this line already says.
-        detail = report.control_error.removeprefix("control plane ")
+        detail = printable(report.control_error.removeprefix("control plane "))
         parts.append((f" {detail}", "$status-down"))
     else:
         parts.append(("ok", "bold $status-ok"))
@@ -72,14 +75,14 @@ def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind:
     parts.append((f"router {router_kind} ", "$text-muted"))
     if report.router_error:
         parts.append(("ERROR", "bold $status-down"))
-        parts.append((f" {report.router_error}", "$status-down"))
+        parts.append((f" {printable(report.router_error)}", "$status-down"))
     elif report.router is not None:
         parts.append(("→ ", "$text-muted"))
         live = report.router.live
         parts.append(colour_name(live) if live else ("no single colour", "bold $warning"))
     if report.drift:
         parts.append(sep)
-        parts.append((f"DRIFT: {report.drift}", "bold $warning"))
+        parts.append((f"DRIFT: {printable(report.drift)}", "bold $warning"))
     return Content.assemble(*parts)
 
 
@@ -90,7 +93,9 @@ def _agent_parts(report: StatusReport, failover_enabled: bool) -> list[Part]:
     parts: list[Part] = []
     if leaders:
         agent = leaders[0]
-        parts.append((f"agent {agent.actor} ♥ {ago(agent.at, report.at)} ago", "$text-muted"))
+        parts.append(
+            (f"agent {printable(agent.actor)} ♥ {ago(agent.at, report.at)} ago", "$text-muted")
+        )
     elif report.agents:
         parts.append(("agents: none leads yet", "bold $warning"))
     else:
