@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from console.core.errors import (
     VerificationFailed,
 )
 from console.core.failover import describe_host
+from console.core.locks import HeldLock
 from console.core.models import ActiveState, Colour, HealthSnapshot
 from console.core.router.base import Router, RouterState
 from console.core.router_sync import apply_live
@@ -221,10 +223,69 @@ async def perform_switch(
     say = on_progress or (lambda _line: None)
     active = await current_active(control, router)
     before = active.colour
-    if before is to:
-        return await _repair_drift(config, control, router, active, reason, say)
+    health: dict[str, str] = {}
+    if before is not to:
+        health = await _check_target(health_checker, control, before, to, force, reason, say)
+    details = {"forced": str(force).lower(), **{f"target {k}": v for k, v in health.items()}}
+    purpose = f"switch {before} -> {to}"
 
-    say(f"probing {to} ({len(config.env(to).hosts)} hosts)")
+    async def locked(waited: bool) -> SwitchResult:
+        # Whatever this switch saw must still hold: a switch that started while another
+        # one was in progress never goes on to undo it, it is told what happened.
+        now = await control.active()
+        if now is None or now.epoch != active.epoch:
+            raise await _overtaken(control, to, active, now)
+        if waited and now.colour is not to:
+            raise await _overtaken(control, to, active, now, in_progress=True)
+        if before is to:
+            return await _repair_drift(config, control, router, active, reason, say)
+        return await _switch_locked(
+            config, control, router, active, to, force, reason, health, details, say
+        )
+
+    if before is to and await control.lock_info(SWITCH_LOCK) is None:
+        # Nobody is switching: "already live" needs no lock, and must not hold one that
+        # a real switch starting at the same moment would then have to wait for.
+        with contextlib.suppress(RouterError, TimeoutError):
+            async with asyncio.timeout(_VERIFY_TIMEOUT):
+                if (await router.state()).live is to:
+                    say(f"{to} is already live (epoch {active.epoch})")
+                    return SwitchResult(to, to, active.epoch, changed=False)
+    entered = False
+    try:
+        async with _switch_lock(control, purpose, wait=0.0):
+            entered = True
+            return await locked(waited=False)
+    except LockHeld:
+        if entered:
+            raise
+    say("another switch is in progress: waiting for it to finish")
+    try:
+        async with _switch_lock(control, purpose, wait=config.router.confirm_timeout + 20.0):
+            return await locked(waited=True)
+    except LockHeld as e:
+        raise ConflictError(f"switch to {to} refused: {e}") from None
+
+
+def _switch_lock(
+    control: ControlPlane, purpose: str, wait: float
+) -> contextlib.AbstractAsyncContextManager[HeldLock]:
+    return control.holding(
+        SWITCH_LOCK, purpose, ttl=_SWITCH_LOCK_TTL, renew_every=_SWITCH_LOCK_TTL / 3, wait=wait
+    )
+
+
+async def _check_target(
+    health_checker: HealthSource,
+    control: ControlPlane,
+    before: Colour,
+    to: Colour,
+    force: bool,
+    reason: str,
+    say: Progress,
+) -> dict[str, str]:
+    """Probe the target once; refuse it with failing hosts unless ``force``."""
+    say(f"probing {to}")
     snapshot = await health_checker.check_all()
     health, failing = _target_health(snapshot, to)
     if failing and not force:
@@ -244,23 +305,7 @@ async def perform_switch(
         say(f"{to} is not healthy ({'; '.join(failing[:3])}); switching anyway (--force)")
     else:
         say(f"{to} healthy: {len(health)}/{len(health)} hosts answered")
-
-    details = {"forced": str(force).lower(), **{f"target {k}": v for k, v in health.items()}}
-    wait = config.router.confirm_timeout + _VERIFY_TIMEOUT + 5.0
-    try:
-        lock = control.holding(
-            SWITCH_LOCK, f"switch {before} -> {to}", ttl=_SWITCH_LOCK_TTL,
-            renew_every=_SWITCH_LOCK_TTL / 3, wait=wait,
-        )  # fmt: skip
-        async with lock:
-            now = await control.active()
-            if now is None or now.epoch != active.epoch:
-                raise await _overtaken(control, to, active, now)
-            return await _switch_locked(
-                config, control, router, active, to, force, reason, health, details, say
-            )
-    except LockHeld as e:
-        raise ConflictError(f"switch to {to} refused: {e}") from None
+    return health
 
 
 async def _switch_locked(
@@ -333,9 +378,18 @@ async def _switch_locked(
 
 
 async def _overtaken(
-    control: ControlPlane, to: Colour, seen: ActiveState, now: ActiveState | None
+    control: ControlPlane,
+    to: Colour,
+    seen: ActiveState,
+    now: ActiveState | None,
+    *,
+    in_progress: bool = False,
 ) -> ConflictError:
-    """The error for a switch whose epoch moved while it waited: who won, where traffic is."""
+    """The error for a switch that lost a race: who won, and where traffic now is.
+
+    ``in_progress``: the other switch was already running when this one started (the
+    epoch this one read may already be the other's).
+    """
     if now is None:
         return ConflictError(
             f"switch to {to} refused: the control plane lost its live colour meanwhile; "
@@ -343,6 +397,8 @@ async def _overtaken(
         )
     how = {"failover": "failed over", "failback": "failed back"}.get(now.kind, "switched")
     same = " (the colour you asked for)" if now.colour is to else ""
+    if in_progress:
+        seen = dataclasses.replace(seen, epoch=now.epoch - 1)
     with contextlib.suppress(ConsoleError):
         await control.record(
             "switch",
