@@ -22,6 +22,7 @@ from console.core.errors import UsageError
 from console.core.logs import LogBatch, LogFollower
 from console.core.models import Colour
 from console.core.ssh import SshPool
+from console.core.text import printable
 
 
 def register(subparsers: SubParsers) -> None:
@@ -78,11 +79,15 @@ def _hosts(
 def format_batch(batch: LogBatch, with_log: bool) -> str:
     """The batch as printed: ``blue/app1 | text`` per line (``blue/app1:app | text`` when
     ``with_log``), markers as ``-- text --``, every line ending in a newline."""
+    # Log lines are the hosts' text (an access log holds whatever clients sent): control
+    # characters escaped so an ESC sequence cannot drive the terminal; tabs kept, since
+    # lines are already split at newlines. --json carries the exact text.
+    lines = [printable(text, multiline=True) for text in batch.lines]
     if batch.marker:
-        return "".join(f"-- {text} --\n" for text in batch.lines)
+        return "".join(f"-- {text} --\n" for text in lines)
     source = f"{batch.source}:{batch.log}" if with_log else batch.source
     prefix = f"{source} | "
-    return prefix + f"\n{prefix}".join(batch.lines) + "\n"
+    return prefix + f"\n{prefix}".join(lines) + "\n"
 
 
 def batch_as_json(batch: LogBatch) -> str:

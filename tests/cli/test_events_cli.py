@@ -148,3 +148,16 @@ async def test_status_escapes_the_live_reason_and_actor(
     assert len(live) == 1
     assert "eve\\x1b[8m@jump" in live[0]
     assert "\\n2026-01-01 00:00:00  switch" in live[0]
+
+
+def test_log_lines_printed_by_logs_are_escaped() -> None:
+    # `bgconsole logs` prints what the hosts' log commands emit: an access log holds
+    # whatever a client sent, e.g. an OSC title sequence in a User-Agent.
+    from console.cli.logs import format_batch
+    from console.core.logs import LogBatch
+
+    batch = LogBatch(
+        Colour.GREEN, "app1", "access", ('GET / "\x1b]0;pwned\x07"\tUA', "next\r"), 0.0
+    )
+    shown = format_batch(batch, with_log=False)
+    assert shown == 'green/app1 | GET / "\\x1b]0;pwned\\x07"\tUA\ngreen/app1 | next\\r\n'
