@@ -178,6 +178,7 @@ class RequestReader:
         "_loop_time",
         "_max_head",
         "_parser",
+        "_raw_head",
         "tunnel_data",
     )
 
@@ -188,6 +189,7 @@ class RequestReader:
         self._cur = RequestHead()
         self._in_head = False
         self._head_bytes = 0
+        self._raw_head = 0
         self._max_head = max_head
         self._began = 0.0
         self._loop_time = loop_time
@@ -200,14 +202,25 @@ class RequestReader:
         self._cur = RequestHead()
         self._in_head = True
         self._head_bytes = 0
+        self._raw_head = 0
         self._began = self._loop_time()
 
     def on_url(self, url: bytes) -> None:
         self._cur.target += url
+        self._grow(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer after a chunked body: dropped, never forwarded
+        self._grow(len(name) + len(value) + 4)
         # llhttp strips leading whitespace of a value but keeps trailing tabs/spaces.
         self._cur.fields.append((name, value.rstrip(b" \t")))
+
+    def _grow(self, size: int) -> None:
+        """Count a head's bytes as llhttp hands them over (it has no limit of its own)."""
+        self._head_bytes += size
+        if self._head_bytes > self._max_head:
+            raise HttpError(431, "request head too large")
 
     def on_headers_complete(self) -> None:
         cur = self._cur
@@ -234,13 +247,17 @@ class RequestReader:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
             self.tunnel_data = data[e.args[0] :]
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, HttpError):
+                raise e.__context__ from None
+            raise HttpError(400, f"malformed request: {e}") from None
         except httptools.HttpParserError as e:
             raise HttpError(400, f"malformed request: {e}") from None
-        if self._in_head:
-            # A head that is still incomplete counts the bytes read while it lasted (an
-            # over-estimate by at most one read when it began mid-read).
-            self._head_bytes += len(data) if began else min(len(data), self._max_head)
-            if self._head_bytes > self._max_head:
+        if self._in_head and began:
+            # A head still incomplete after a whole read: llhttp keeps a partial header
+            # to itself, so count what was read while it lasted.
+            self._raw_head += len(data)
+            if self._raw_head > self._max_head:
                 raise HttpError(431, "request head too large")
 
     async def head(self, idle_timeout: float, head_timeout: float) -> RequestHead | None:
