@@ -24,6 +24,7 @@ from console.core.control import ControlPlane
 from console.core.errors import ConsoleError, ControlPlaneUnavailable, UsageError
 from console.core.flags import COLOURS, CopyResult, FlagChange, FlagStore, FlagTable, FlagValue
 from console.core.models import Colour
+from console.core.text import printable
 
 Action = Callable[[argparse.Namespace, Config, FlagStore, ControlPlane], Awaitable[int]]
 
@@ -291,7 +292,8 @@ def _change_line(change: FlagChange) -> str:
     arrow = f"{change.before} -> {change.after}"
     suffix = "" if change.changed else " (unchanged)"
     recorded = " [recorded]" if change.event_id else " [NOT recorded]"
-    return f"{change.colour}: {change.name} {arrow}{suffix}{recorded}"
+    # Before/after are what Redis held (anyone's text): escaped.
+    return printable(f"{change.colour}: {change.name} {arrow}{suffix}{recorded}")
 
 
 def _change_json(change: FlagChange) -> dict[str, Any]:

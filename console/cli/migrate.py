@@ -36,6 +36,7 @@ from console.core.migrate.plan import (
 from console.core.migrate.runner import MigrationRunner
 from console.core.models import Colour
 from console.core.ssh import SshPool
+from console.core.text import printable
 
 _BAR = 30
 _REDRAW = 0.1
@@ -124,7 +125,8 @@ class ProgressPrinter:
         if not self.tty:
             if key != self.last_key:
                 self.last_key = key
-                print(f"{progress.phase}: {progress.item}", file=self.out, flush=True)
+                # Item names are the hosts' table names: escaped.
+                print(f"{progress.phase}: {printable(progress.item)}", file=self.out, flush=True)
             return
         now = time.monotonic()
         finished = progress.total and progress.done >= progress.total
@@ -135,7 +137,8 @@ class ProgressPrinter:
         filled = int(_BAR * share)
         bar = "#" * filled + "-" * (_BAR - filled)
         amount = progress.amount()
-        line = f"\r{progress.phase:<8} [{bar}] {share:4.0%} {amount}  {progress.item}"
+        item = printable(progress.item)
+        line = f"\r{progress.phase:<8} [{bar}] {share:4.0%} {amount}  {item}"
         print(line[:200].ljust(80), end="", file=self.out, flush=True)
 
     def end(self) -> None:
@@ -249,7 +252,7 @@ async def _mirror(
             f"mirror {request.source} -> {request.target}: {status.copied} copied, "
             f"{status.behind} behind, lag {status.lag:.1f} s"
             + (f", {status.conflicts} conflicting" if status.conflicts else "")
-            + (f"  [error: {status.error}]" if status.error else "")
+            + (f"  [error: {printable(status.error)}]" if status.error else "")
         )
         if out.isatty():
             print(f"\r{text}".ljust(100), end="", file=out, flush=True)
