@@ -104,6 +104,8 @@ class Recorder:
     requests: list[Received] = field(default_factory=list)
     raw: list[bytearray] = field(default_factory=list)
     connections: int = 0
+    die: bool = False
+    """Crash on every request: read it, close without answering."""
     port: int = 0
     server: asyncio.Server | None = None
 
@@ -165,7 +167,7 @@ class Recorder:
     ) -> bool:  # fmt: skip
         """Answer one request; False when the connection is over."""
         path, _, query = req.target.partition("?")
-        if path == "/die":
+        if path == "/die" or self.die:
             writer.transport.abort()
             return False
         if path == "/slow":

@@ -40,11 +40,12 @@ _HIGH_WATER = 256 * 1024
 
 def default_max_connections(pool_size: int = 0) -> int:
     """Client connections the descriptor limit allows: two descriptors each (client and
-    upstream), after the reserve and the idle upstream pool."""
+    upstream), after the reserve and the idle upstream pool (at most a quarter)."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 65536
-    return max(16, (soft - FD_RESERVE - pool_size) // 2)
+    usable = soft - FD_RESERVE
+    return max(16, (usable - min(pool_size, usable // 4)) // 2)
 
 
 @dataclass(frozen=True, slots=True)
