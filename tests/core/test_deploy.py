@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from deploy_support import APP, commit_file, control_step, deploy_config, make_app_repo
 from procscan import appears, describe, gone, kill_leftovers, processes_with, unique_marker
-from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer
+from servers import HttpBackend, HttpBackendFactory, RedisServer, SshServer, descendants
 
 from console.core.config import Config, parse_config, parse_ssh_target
 from console.core.control import ControlPlane
@@ -630,3 +633,59 @@ async def test_a_cancelled_deploy_leaves_nothing_running_on_the_host(
     finally:
         kill_leftovers(marker)
     assert (await control.events())[-1].outcome == "cancelled"
+
+
+@pytest.mark.integration
+async def test_a_hung_ssh_host_is_unknown_and_stopped_once_it_wakes(
+    ssh_server: SshServer,
+    backend: HttpBackend,
+    make_harness: MakeHarness,
+    control: ControlPlane,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    """The host's sshd freezes mid-step (SIGSTOP): the deploy ends at its timeout with an
+    unknown outcome; when the host wakes, the step is stopped, not left running."""
+    marker = unique_marker()
+    config = deploy_config(
+        ssh_server,
+        tmp_path,
+        redis_server.url,
+        backend,
+        steps=[f"echo working; sh -c 'sleep 30' {marker}"],
+        deploy_timeout=2.0,
+    )
+    harness = make_harness(config)
+    working = asyncio.Event()
+
+    def on_line(line: OutputLine) -> None:
+        if line.text == "working":
+            working.set()
+
+    task = asyncio.create_task(harness.runner.deploy(Colour.BLUE, ref="v2", on_line=on_line))
+    frozen: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            await working.wait()
+        frozen = [p for p in descendants(ssh_server.pid or 0) if _comm(p) == "sshd"]
+        assert frozen, "no per-connection sshd to freeze"
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        result = await task
+        assert result.outcome == "unknown", result.failure()
+        assert (await control.events())[-1].outcome == "unknown"
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    try:
+        assert await gone(marker, within=10), describe(marker)
+    finally:
+        kill_leftovers(marker)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
