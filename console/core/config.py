@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -173,6 +174,27 @@ class RouterConfig:
     confirm_timeout: float = 10.0
     retry_on_5xx: bool = False
     """builtin: retry idempotent requests that got a 5xx on the stand-by (opt-in)."""
+    head_timeout: float = 10.0
+    """builtin: seconds a request head may take from its first byte (slow clients)."""
+    body_timeout: float = 30.0
+    """builtin: seconds one read of a request body may wait."""
+    idle_timeout: float = 75.0
+    """builtin: seconds a keep-alive client connection may sit idle."""
+    connect_timeout: float = 2.0
+    """builtin: seconds to connect to an upstream before it counts as down."""
+    first_byte_timeout: float = 60.0
+    """builtin: seconds to wait for a response's first byte (then 504)."""
+    max_connections: int = 0
+    """builtin: client connections at once; 0 derives it from the file-descriptor limit."""
+    max_head: int = 65536
+    """builtin: bytes a request head may have (431 beyond)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """builtin: addresses or networks whose X-Forwarded-* headers are kept."""
+    tls_cert: str | None = None
+    """builtin: PEM certificate chain; with tls_key the listener speaks TLS."""
+    tls_key: str | None = None
+    ws_drain: float = 10.0
+    """builtin: seconds WebSocket connections stay on a colour after a switch away."""
     socket: str | None = None
     """haproxy: runtime API, a unix socket path or ``tcp://host:port``."""
     backend: str = "app"
@@ -621,6 +643,19 @@ def _env(table: _Table, colour: Colour) -> EnvConfig:
     return env
 
 
+def _networks(table: _Table, key: str) -> tuple[str, ...]:
+    """A list of IP addresses or networks (``10.0.0.0/8``), each checked."""
+    entries = table.str_list(key)
+    for i, entry in enumerate(entries):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{table.key_path(key)}[{i}]: not an IP address or network: {entry!r}"
+            ) from None
+    return entries
+
+
 def _router(table: _Table) -> RouterConfig:
     kind = table.string("kind")
     if kind not in ROUTER_KINDS:
@@ -636,6 +671,17 @@ def _router(table: _Table) -> RouterConfig:
         verify_requests=table.integer("verify_requests", 5, minimum=0, maximum=1000),
         confirm_timeout=table.seconds("confirm_timeout", 10.0, maximum=3600),
         retry_on_5xx=table.boolean("retry_on_5xx", False),
+        head_timeout=table.seconds("head_timeout", 10.0, maximum=3600),
+        body_timeout=table.seconds("body_timeout", 30.0, maximum=3600),
+        idle_timeout=table.seconds("idle_timeout", 75.0, maximum=86400),
+        connect_timeout=table.seconds("connect_timeout", 2.0, maximum=600),
+        first_byte_timeout=table.seconds("first_byte_timeout", 60.0, maximum=86400),
+        max_connections=table.integer("max_connections", 0, minimum=0, maximum=1_000_000),
+        max_head=table.integer("max_head", 65536, minimum=1024, maximum=1024 * 1024),
+        trusted_proxies=_networks(table, "trusted_proxies"),
+        tls_cert=table.string("tls_cert", None),
+        tls_key=table.string("tls_key", None),
+        ws_drain=table.seconds("ws_drain", 10.0, positive=False, maximum=86400),
         socket=table.string("socket", None),
         backend=table.string("backend", "app"),
         state_file=table.string("state_file", None),
@@ -651,6 +697,9 @@ def _router(table: _Table) -> RouterConfig:
         parse_listen(router.listen)
     except ValueError as e:
         raise table.error("listen", str(e)) from None
+    if (router.tls_cert is None) != (router.tls_key is None):
+        missing = "tls_key" if router.tls_key is None else "tls_cert"
+        raise table.error(missing, "missing (tls_cert and tls_key go together)")
     required = {"haproxy": ("socket",), "nginx": ("upstream_file",), "command": ("switch_command",)}
     for key in required.get(kind, ()):
         if getattr(router, key) is None:
