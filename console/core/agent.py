@@ -85,11 +85,27 @@ class Agent:
         self.proxy: Proxy | None = None
         if self.builtin:
             self.routes = route_table_from_hosts((c, h.name, h.url) for c, h in config.all_hosts())
+            router = config.router
             self.proxy = Proxy(
                 self.routes,
-                listen or config.router.listen,
-                retry_on_5xx=config.router.retry_on_5xx,
+                listen or router.listen,
+                retry_on_5xx=router.retry_on_5xx,
+                connect_timeout=router.connect_timeout,
+                response_timeout=router.first_byte_timeout,
+                idle_timeout=router.idle_timeout,
+                head_timeout=router.head_timeout,
+                body_timeout=router.body_timeout,
+                max_connections=router.max_connections or None,
+                max_head=router.max_head,
+                trusted_proxies=router.trusted_proxies,
+                tls_cert=router.tls_cert,
+                tls_key=router.tls_key,
+                ws_drain=router.ws_drain,
                 on_passive_down=self._passive_down,
+                # Floods of bad clients are counted, one line per kind per minute at most.
+                on_error=lambda kind, count, detail: self.log.warning(
+                    "proxy_errors", kind=kind, count=count, detail=detail
+                ),
             )
         self.health = HealthChecker(config)
         self.active: ActiveState | None = None
