@@ -413,6 +413,7 @@ class Agent:
             self._apply(ActiveState(colour, epoch, time.time(), actor, "", kind=note.kind))
         elif note.kind == "armed":
             armed = bool(note.data.get("armed", True))
+            self.armed_choice = armed
             if armed != self.armed:
                 self.armed = armed
                 self.log.info("armed" if armed else "disarmed")
@@ -522,10 +523,19 @@ class Agent:
             async with self._deciding:
                 await self._decide(snapshot, self.active)
 
-    def _restart_grace_left(self, snapshot: HealthSnapshot, live: Colour) -> float:
-        """Seconds of ``restart_grace`` left for a live colour a deploy is restarting."""
+    async def _restart_grace_left(self, snapshot: HealthSnapshot, live: Colour) -> float:
+        """Seconds of ``restart_grace`` left for a live colour a deploy is restarting.
+
+        Asked only while every live host refuses connections; the deploy lock is read
+        then and there (a deploy may have taken it since the last heartbeat).
+        """
         grace = self.config.failover.restart_grace
-        if not (self._live_deploy and grace > 0 and refusing_only(snapshot.envs.get(live))):
+        if grace <= 0 or not refusing_only(snapshot.envs.get(live)):
+            self._restart_started = None
+            return 0.0
+        with contextlib.suppress(ControlPlaneUnavailable):
+            self._live_deploy = await self.control.lock_info(f"deploy:{live}") is not None
+        if not self._live_deploy:
             self._restart_started = None
             return 0.0
         now = time.monotonic()
@@ -544,7 +554,7 @@ class Agent:
             now=now,
             last_switch_at=last_switch_at(active),
             last_failover_from=self._last_failover_from,
-            restart_grace_left=self._restart_grace_left(snapshot, active.colour),
+            restart_grace_left=await self._restart_grace_left(snapshot, active.colour),
         )
         if not decision.switches or decision.to is None:
             await self._record_held(snapshot, active, decision)
