@@ -8,10 +8,12 @@ from typing import ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from console.commands import OpsCommands
 from console.core.services import Services
+from console.core.text import printable
 from console.demo.tour import SandboxInfo
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
@@ -62,6 +64,29 @@ class ConsoleApp(App[None]):
         self._dashboard = dashboard or (lambda s: DashboardScreen(s))
         self.close_services = close_services
         self.tour = tour
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification as plain text, whatever ``markup`` says (screens pass True).
+
+        Messages quote other people's text (a lock holder, a reason, a host's error): as
+        markup, ``[/]`` in one crashed the console and ``[console]`` vanished; control
+        characters are escaped as everywhere else on the terminal.
+        """
+        super().notify(
+            printable(message, multiline=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     def get_default_screen(self) -> Screen[None]:
         return self._dashboard(self.services)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+from ui_support import fixed_app
 
 from console.core.logs import LogLine
 from console.core.models import Colour, Event, HostHealth, Probe
@@ -50,3 +53,19 @@ def test_log_lines_are_escaped_tabs_expanded() -> None:
     shown = format_log_line(line)
     assert not RAW.search(shown), repr(shown)
     assert "\\x1b]0;pwned\\x07" in shown
+
+
+async def test_notifications_are_plain_text(tmp_path: Path) -> None:
+    # Error messages quote other people's text (a lock holder, a reason, a host's
+    # answer). As markup, "[/]" crashed the console and "[console]" vanished.
+    app = fixed_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.notify("held by eve[/] since [console] \x1b[2J", title="lock \x1b]0;x\x07")
+        app.screen.notify("switch refused [link=http://evil]x[/link]", severity="error")
+        await pilot.pause()
+        shown = [(n.title, n.message) for n in app._notifications]
+        assert ("lock \\x1b]0;x\\x07", "held by eve[/] since [console] \\x1b[2J") in shown
+        assert ("", "switch refused [link=http://evil]x[/link]") in shown
+        assert all(not n.markup for n in app._notifications)
+        await pilot.pause()
+        assert app.is_running
