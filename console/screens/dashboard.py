@@ -286,7 +286,7 @@ class DashboardScreen(Screen[None]):
             if force or not await self.app.push_screen_wait(
                 ConfirmScreen(
                     Content(f"{to} is not healthy. Switch anyway?"),
-                    Content(str(e)),
+                    Content(printable(str(e))),  # quotes the hosts' errors
                     yes_label="Force switch",
                 )
             ):

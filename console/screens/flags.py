@@ -17,6 +17,7 @@ from console.core.errors import ConsoleError
 from console.core.flags import FlagTable
 from console.core.models import Colour
 from console.core.services import Services
+from console.core.text import printable
 from console.screens.confirm import ConfirmScreen
 from console.widgets.flag_grid import FlagGrid
 
@@ -59,7 +60,11 @@ class FlagsScreen(Screen[None]):
     def show(self, table: FlagTable, live: Colour | None) -> None:
         """Put a flag table (and the live colour) on screen."""
         self.query_one(FlagGrid).show(table, live)
-        errors = [f"{colour}: {error} (shown as unknown)" for colour, error in table.errors.items()]
+        # Redis errors quote the server's text: escaped, one line per colour.
+        errors = [
+            f"{colour}: {printable(error)} (shown as unknown)"
+            for colour, error in table.errors.items()
+        ]
         if live is None:
             errors.append("live colour unknown: both colours count as live (toggles ask first)")
         self.query_one(".flag-errors", Static).update(Content("\n".join(errors)))
