@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Literal, TextIO
 
 from console.core.config import redact_url
+from console.core.text import printable
 
 LogFormat = Literal["logfmt", "json"]
 Value = str | int | float | bool | None
@@ -38,9 +39,12 @@ def _logfmt_value(value: Value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    shown = printable(text)
+    if text and shown == text and not any(c in text for c in ' ="\\'):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # Backslashes and quotes first; then every control character (newline, CR, ESC) as a
+    # visible escape, so a reason cannot split the line or drive the terminal.
+    escaped = printable(text.replace("\\", "\\\\").replace('"', '\\"'))
     return f'"{escaped}"'
 
 

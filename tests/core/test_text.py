@@ -43,3 +43,14 @@ def test_nothing_unprintable_survives() -> None:
     # No-break space and soft hyphen are not "printable" to Python but cannot move text.
     left = [c for c in shown if not c.isprintable() and c not in "\xa0\xad"]
     assert left == []
+
+
+def test_agent_logfmt_lines_escape_controls() -> None:
+    # `bgconsole serve` writes these to stderr, often a terminal: a reason with ESC or CR
+    # must not rewrite the operator's screen or split the line.
+    from console.core.agent_log import AgentLog
+
+    line = AgentLog("logfmt").format("info", "switch", {"reason": "a\rb\x1b[2J"}, 0.0)
+    assert line.endswith('reason="a\\rb\\x1b[2J"')
+    plain = AgentLog("logfmt").format("info", "switch", {"reason": "tab\tand\nnewline"}, 0.0)
+    assert plain.endswith('reason="tab\\tand\\nnewline"')
