@@ -37,7 +37,7 @@ def _run(root: Path) -> list[str]:
 
 def test_installs_once_then_again_only_when_pyproject_changes(tmp_path: Path) -> None:
     root = _scratch(tmp_path)
-    install = "python -m pip install -q -e .[demo]"
+    install = "python -m pip install -q --no-compile -e .[demo]"
     assert _run(root) == [install, "bgconsole demo --no-console"]
     assert _run(root) == ["bgconsole demo --no-console"]  # warm: no pip at all
 
