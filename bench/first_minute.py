@@ -153,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if shutil.which("tmux") is None:
         sys.exit("bench: tmux not installed (apt-get install tmux)")
 
+    load_before = _load()
     root = Path(tempfile.mkdtemp(prefix="bgfm"))
     tmux = Tmux(f"bgfm{os.getpid()}")
     cold: Run | None = None
@@ -171,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     median = statistics.median(r.seconds for r in warm)
     print(f"first minute: ./scripts/demo to the first complete dashboard ({args.size[0]}x"
           f"{args.size[1]}, tmux)")  # fmt: skip
+    print(
+        f"load average before / after: {load_before} / {_load()} (2 cores shared: figures grow with it)"
+    )
     print("| start | measured | target | result |")
     print("|---|---|---|---|")
     if cold is not None:
@@ -178,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = ", ".join(f"{r.seconds:.2f}" for r in warm)
     print(_row(f"warm, median of {len(warm)} ({runs})", median, WARM_TARGET))
     return 0
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def _row(what: str, seconds: float, target: float) -> str:
