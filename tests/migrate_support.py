@@ -53,6 +53,8 @@ def config_data(
 
     return {
         "console": {"name": APP},
+        # Each test's own work directory on the (loopback) host, beside its databases.
+        "migrate": {"work_dir": str(blue_db.parent.parent / "work")},
         "control": {"redis": control_url, "timeout": 2.0},
         "router": {"kind": "builtin"},
         "ssh": {

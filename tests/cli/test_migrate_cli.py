@@ -113,7 +113,7 @@ async def test_conflict_exit_status(setup: tuple[Path, Path, Path]) -> None:
         db.execute("INSERT INTO uploads (id, name, colour) VALUES (2, 'mine', 'blue')")
     code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "-c", str(path))
     assert code == 1
-    assert "conflicts in blue:" in out
+    assert "conflicts in blue:" in out, err
     assert "[2]" in out
     assert "left as they are" in err
     assert count(blue_db, "uploads") == 4  # 3 and 4 copied; 2 kept as blue's
@@ -141,8 +141,16 @@ async def test_ctrl_c_mid_migration(setup: tuple[Path, Path, Path]) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 130
     assert "migration cancelled" in err.decode()
+    # Committed slices stay; nothing is committed once the client has gone.
+    partial = count(blue_db, "notes")
     await asyncio.sleep(1.0)
-    assert count(blue_db, "notes") == 0
+    assert count(blue_db, "notes") == partial < 3000
+    code, out, err2 = await bgconsole("migrate", "--from", "green", "--to", "blue", "--table",
+                                      "notes", "--json", "-c", str(path))  # fmt: skip
+    assert code == 0, err2
+    report = json.loads(out)
+    assert report["copied"] == 3000 - partial  # whole-row identity: each row exactly once
+    assert count(blue_db, "notes") == 3000
 
 
 async def test_demo_sandbox_uploads_on_green_come_back_to_blue(tmp_path: Path) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
+import fcntl
 import sqlite3
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -130,73 +129,99 @@ async def test_table_without_primary_key_uses_rowid(env: Env) -> None:
     assert rows(env.blue_db, "notes") == [(1, "x", 1), (2, "y", 1), (3, "z", 1)]
 
 
-async def test_interrupted_apply_leaves_the_table_as_it_was(env: Env) -> None:
-    make_db(env.blue_db, [])
-    make_db(env.green_db, [(i, f"f{i}", "green") for i in range(1, 801)])
+async def _until_applying(env: Env, request: MigrationRequest) -> asyncio.Task[object]:
     applying = asyncio.Event()
 
     def on_progress(p: Progress) -> None:
-        if p.phase == "apply" and 0 < p.done < p.total:
+        # Some slices in: the cancel lands mid-table, with commits behind it.
+        if p.phase == "apply" and 50 <= p.done < p.total:
             applying.set()
 
-    request = MigrationRequest(GREEN, BLUE, tables=("uploads",), row_delay=0.01)
-    task = asyncio.create_task(env.runner.migrate(request, on_progress))
+    task: asyncio.Task[object] = asyncio.create_task(env.runner.migrate(request, on_progress))
     await asyncio.wait_for(applying.wait(), 20)
+    return task
+
+
+async def _settled(db: Path, table: str) -> int:
+    """The row count once it stops moving: nothing may commit after the client is gone."""
+    first = count(db, table)
+    await asyncio.sleep(1.0)
+    second = count(db, table)
+    assert second == first, "the host side kept committing after its client went away"
+    return second
+
+
+async def test_cancelled_apply_stops_and_the_rerun_copies_the_rest_once(env: Env) -> None:
+    make_db(env.blue_db, [])
+    make_db(env.green_db, [(i, f"f{i}", "green") for i in range(1, 801)])
+    request = MigrationRequest(GREEN, BLUE, tables=("uploads",), row_delay=0.01)
+    task = await _until_applying(env, request)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    # Mid-transaction rows are invisible; once the host process is gone they are rolled back.
-    assert count(env.blue_db, "uploads") == 0
-    await asyncio.sleep(1.0)
-    assert count(env.blue_db, "uploads") == 0
+    partial = await _settled(env.blue_db, "uploads")
+    assert 50 <= partial < 800
     with contextlib.closing(sqlite3.connect(env.blue_db, timeout=5)) as db, db:
         db.execute("INSERT INTO uploads (id, name, colour) VALUES (9999, 'w', 'blue')")  # unlocked
     assert (await env.control.events())[-1].outcome == "cancelled"
     assert await env.control.lock_info("migrate") is None
     finished = await env.runner.migrate(MigrationRequest(GREEN, BLUE, tables=("uploads",)))
-    assert finished.copied == 800
+    assert finished.ok, finished.problems
+    assert finished.copied == 800 - partial  # each row exactly once
     assert count(env.blue_db, "uploads") == 801
+    # The next run says what the interrupted one had really committed.
+    # (Both colours are this machine: whichever host name swept it first reports it.)
+    assert len(finished.previous) == 1
+    assert finished.previous[0].endswith(
+        f"died after committing: uploads {partial} inserted (unfinished)"
+    )
+    kinds = [e.outcome for e in await env.control.events()]
+    assert "interrupted" in kinds
 
 
-async def test_ssh_drop_mid_apply_leaves_target_unchanged(env: Env, ssh_server: SshServer) -> None:
+async def test_ssh_drop_mid_apply_then_the_rerun_sweeps_only_dead_runs(
+    env: Env, ssh_server: SshServer
+) -> None:
     make_db(env.blue_db, [])
     make_db(env.green_db, [(i, f"f{i}", "green") for i in range(1, 801)])
-    applying = asyncio.Event()
-
-    def on_progress(p: Progress) -> None:
-        if p.phase == "apply" and 0 < p.done < p.total:
-            applying.set()
-
     request = MigrationRequest(GREEN, BLUE, tables=("uploads",), row_delay=0.01)
-    task = asyncio.create_task(env.runner.migrate(request, on_progress))
-    await asyncio.wait_for(applying.wait(), 20)
+    task = await _until_applying(env, request)
     ssh_server.stop()
     with pytest.raises(ConsoleError) as caught:
         await asyncio.wait_for(task, 30)
     assert "\n" not in str(caught.value)
     assert (await env.control.events())[-1].outcome == "failed"
-    await asyncio.sleep(1.0)
-    assert count(env.blue_db, "uploads") == 0
-    # The drop left the run's temp files on the host; the next run sweeps them, then
-    # finishes the job and cleans up after itself.
-    assert leftovers(), "an SSH drop mid-run should have left temp files to sweep"
+    partial = await _settled(env.blue_db, "uploads")
+    with contextlib.closing(sqlite3.connect(env.blue_db)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    work = env.blue_db.parent.parent / "work"
+    assert leftovers(work), "an SSH drop mid-run should have left files to sweep"
+    # Another run in flight (another console, even with the same app name): its lock is
+    # held by a live process, so the sweep must leave its files alone.
+    other = "0123456789ab"
+    lock = (work / f"bgconsole-migrate-{other}.lock").open("a+")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    in_flight = work / f"bgconsole-migrate-{other}-{APP}-x.rows.jsonl"
+    in_flight.write_text("another run's transfer, in flight\n")
     ssh_server.start()
-    other_app = Path(tempfile.gettempdir()) / "bgconsole-migrate-otherapp-x.rows.jsonl"
-    other_app.write_text("another application's migration, in flight\n")
     try:
         result = await env.runner.migrate(MigrationRequest(GREEN, BLUE, tables=("uploads",)))
-        assert result.ok
+        assert result.ok, result.problems
+        assert result.copied == 800 - partial
         assert count(env.blue_db, "uploads") == 800
-        assert leftovers() == []
-        assert other_app.exists()  # the sweep takes only this application's files
+        assert in_flight.exists()
+        assert sorted(leftovers(work)) == sorted(
+            [in_flight.name, f"bgconsole-migrate-{other}.lock"]
+        )
     finally:
-        other_app.unlink(missing_ok=True)
+        lock.close()
 
 
-def leftovers() -> list[str]:
-    """This application's migration temp files on the (loopback) host."""
-    prefix = f"bgconsole-migrate-{APP}-"
-    return [name for name in os.listdir(tempfile.gettempdir()) if name.startswith(prefix)]
+def leftovers(work: Path) -> list[str]:
+    """Migration files in the host's work directory (backups aside)."""
+    if not work.exists():
+        return []
+    return [p.name for p in work.iterdir() if p.name.startswith("bgconsole-migrate-")]
 
 
 async def test_lock_conflict_names_the_holder(env: Env) -> None:

@@ -11,26 +11,42 @@ Usage: ``python3 -c SOURCE COMMAND JSON``; every command prints JSON lines on st
 and bulky data goes through files (fetched or sent by SFTP), because SSH output lines
 are capped in length. Errors print ``error: ...`` on stderr and exit with status 3.
 
+Every file a run makes lives in the work directory (``dir``) and is named
+``bgconsole-migrate-<run>-...``; the run's ``hold`` command keeps an exclusive lock on
+``bgconsole-migrate-<run>.lock`` for as long as the run's client is connected. A sweep
+removes a run's files only once it can take that lock itself: the kernel drops a lock
+when its holder dies, so a run is provably dead then, whatever application or console
+name it belongs to.
+
+Row identity (never rowid: two databases number their rows independently): the declared
+primary key; else the narrowest unique index over NOT NULL columns; else the whole row,
+as a multiset (the key is the row's hash and a row may be present several times).
+
 Commands:
-    inspect  {db, tables?}            -> file of every row's key and content hash
-    export   {db, request}            -> JSON-lines file of the requested rows
-    apply    {db, rows, overwrite, delay} -> one transaction per table; progress lines
-    tail     {db, marks, limit}       -> rows above per-table rowid marks (mirror)
-    backup   {db}                     -> a consistent copy (backup API) in a temp file
-    install  {db, new}                -> keep the old db as a backup, restore the new one
-    check    {db}                     -> integrity_check and row counts
-    cleanup  {paths}                  -> remove transfer files
+    hold     {dir, run}                  -> keeps the run's lock until the client is gone
+    sweep    {dir, dbs}                  -> removes the files of dead runs, returns journals
+    finish   {dir, run}                  -> a run that ended normally drops journal and lock
+    inspect  {db, tables?}               -> file of every row's key and content hash
+    export   {db, request}               -> JSON-lines file of the requested rows and ops
+    apply    {db, rows, slice, delay}    -> short transactions; progress lines; journal
+    tail     {db, marks, limit}          -> rows above per-table rowid marks (mirror)
+    backup   {db}                        -> a consistent copy (backup API) in a temp file
+    install  {db, new}                   -> keep the old db as a backup, restore the new one
+    check    {db}                        -> integrity_check and row counts
+    cleanup  {paths}                     -> remove transfer files
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,10 +56,30 @@ BUSY_MS = 10000
 PROGRESS_EVERY = 0.2
 SAMPLE = 20
 """Conflicting keys listed by name; the rest are only counted."""
+PREFIX = "bgconsole-migrate-"
+RUN_ID_LEN = 12
+"""Run ids are 12 hex digits (the client's secrets.token_hex(6))."""
+EXIT_CLIENT_GONE = 4
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
 
 
 class Failure(Exception):
     """An error with a message for the operator."""
+
+
+class ClientGone(Exception):
+    """The client that started this command is gone: stop, and commit nothing more."""
+
+
+class Context:
+    """Where this run keeps its files."""
+
+    dir = "/var/tmp/bgconsole-migrate"
+    run = "000000000000"
+
+    @classmethod
+    def name(cls, suffix: str) -> str:
+        return os.path.join(cls.dir, PREFIX + cls.run + "-" + suffix)
 
 
 def encode(value: Any) -> Any:
@@ -60,7 +96,7 @@ def decode(value: Any) -> Any:
 
 
 def row_hash(values: Any) -> str:
-    text = json.dumps([encode(v) for v in values], separators=(",", ":"), sort_keys=True)
+    text = json.dumps([encode(v) for v in values], separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -83,12 +119,67 @@ def connect(db: str, readonly: bool) -> sqlite3.Connection:
     return conn
 
 
+def emit(data: Any) -> None:
+    """One JSON line to the client. A closed channel makes this raise ClientGone."""
+    try:
+        sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError) as e:
+        raise ClientGone(str(e)) from None
+
+
+def work_file(suffix: str) -> str:
+    os.makedirs(Context.dir, mode=0o700, exist_ok=True)
+    return Context.name(suffix)
+
+
+# -- schema and identity -------------------------------------------------------------------
+
+
+def identity(conn: sqlite3.Connection, name: str, info: list[Any]) -> dict[str, Any]:
+    """How rows of a table are told apart: pk, unique (non-null) or the whole row."""
+    pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5] > 0]
+    if pk:
+        return {"kind": "pk", "columns": pk}
+    notnull = {r[1] for r in info if r[3]}
+    best: list[str] | None = None
+    for index in conn.execute("PRAGMA index_list(" + quote(name) + ")").fetchall():
+        unique, partial = index[2], index[4] if len(index) > 4 else 0
+        if not unique or partial:
+            continue  # a partial index is unique only where its WHERE holds
+        cols = [r[2] for r in conn.execute("PRAGMA index_info(" + quote(index[1]) + ")")]
+        # NULLs never collide in a UNIQUE index, so only NOT NULL columns identify a row.
+        if None in cols or not all(c in notnull for c in cols):
+            continue
+        if best is None or (len(cols), cols) < (len(best), best):
+            best = cols
+    if best is not None:
+        return {"kind": "unique", "columns": best}
+    return {"kind": "row", "columns": [r[1] for r in info]}
+
+
+def has_rowid(conn: sqlite3.Connection, name: str) -> bool:
+    try:
+        conn.execute("SELECT rowid FROM " + quote(name) + " LIMIT 0")
+    except sqlite3.OperationalError:
+        return False  # WITHOUT ROWID
+    return True
+
+
+def id_column(info: list[Any]) -> str | None:
+    """The rowid alias (``INTEGER PRIMARY KEY``): the column that ids are handed out in."""
+    pk = [r for r in info if r[5] > 0]
+    if len(pk) == 1 and str(pk[0][2]).upper() == "INTEGER":
+        return str(pk[0][1])
+    return None
+
+
 def tables(conn: sqlite3.Connection, wanted: list[str] | None = None) -> dict[str, Any]:
-    """Ordinary tables: name -> {sql, columns, pk, rowid}."""
+    """Ordinary tables: name -> {sql, columns, identity, rowid, id_column}."""
     found: dict[str, Any] = {}
     rows = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
+        "AND name NOT LIKE '\\_bgconsole\\_%' ESCAPE '\\' ORDER BY name"
     ).fetchall()
     for name, sql in rows:
         if wanted and name not in wanted:
@@ -96,9 +187,13 @@ def tables(conn: sqlite3.Connection, wanted: list[str] | None = None) -> dict[st
         if (sql or "").upper().startswith("CREATE VIRTUAL"):
             continue  # virtual tables hold no rows of their own
         info = conn.execute("PRAGMA table_info(" + quote(name) + ")").fetchall()
-        columns = [r[1] for r in info]
-        pk = [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5] > 0]
-        found[name] = {"sql": sql, "columns": columns, "pk": pk, "rowid": not pk}
+        found[name] = {
+            "sql": sql,
+            "columns": [r[1] for r in info],
+            "identity": identity(conn, name, info),
+            "rowid": has_rowid(conn, name),
+            "id_column": id_column(info),
+        }
     if wanted:
         missing = [t for t in wanted if t not in found]
         if missing:
@@ -106,36 +201,130 @@ def tables(conn: sqlite3.Connection, wanted: list[str] | None = None) -> dict[st
     return found
 
 
-def key_select(name: str, meta: dict[str, Any]) -> tuple[str, int]:
-    """SELECT of key columns then every column, and the number of key columns."""
-    cols = ", ".join(quote(c) for c in meta["columns"])
-    if meta["rowid"]:
-        return "SELECT rowid, " + cols + " FROM " + quote(name), 1
-    keys = ", ".join(quote(c) for c in meta["pk"])
-    return "SELECT " + keys + ", " + cols + " FROM " + quote(name), len(meta["pk"])
+def key_of(meta: dict[str, Any], row: Any) -> str:
+    """A row's identity as text: its key columns as JSON, or its hash (whole-row identity)."""
+    ident = meta["identity"]
+    if ident["kind"] == "row":
+        return row_hash(row)
+    positions = meta.get("_positions")
+    if positions is None:
+        positions = [meta["columns"].index(c) for c in ident["columns"]]
+        meta["_positions"] = positions
+    return json.dumps([encode(row[i]) for i in positions], separators=(",", ":"))
 
 
-def key_of(row: Any, width: int) -> str:
-    return json.dumps([encode(v) for v in row[:width]], separators=(",", ":"))
+def select_all(name: str, meta: dict[str, Any]) -> str:
+    return "SELECT " + ", ".join(quote(c) for c in meta["columns"]) + " FROM " + quote(name)
 
 
-PREFIX = "bgconsole-migrate-"
-"""Temp files are named PREFIX + the application's tag, so a sweep finds only its own."""
+def id_range(conn: sqlite3.Connection, name: str, meta: dict[str, Any]) -> dict[str, Any] | None:
+    col = meta["id_column"]
+    if col is None:
+        return None
+    low, high = conn.execute(
+        "SELECT min(" + quote(col) + "), max(" + quote(col) + ") FROM " + quote(name)
+    ).fetchone()
+    seq = None
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).fetchone()
+        seq = found[0] if found else None
+    return {"column": col, "min": low, "max": high, "seq": seq}
 
 
-def temp_path(near: str | None, suffix: str) -> str:
-    handle, path = tempfile.mkstemp(prefix=PREFIX, suffix=suffix, dir=near)
-    os.close(handle)
-    return path
+# -- commands ------------------------------------------------------------------------------
 
 
-def emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+def cmd_hold(args: dict[str, Any]) -> None:
+    """Hold the run's lock while the client is connected (see the module docstring)."""
+    work_file("lock")  # makes the directory
+    path = os.path.join(Context.dir, PREFIX + Context.run + ".lock")
+    handle = open(path, "a+")  # noqa: SIM115 (held open until this process ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shared = False
+    except OSError:
+        # Run ids are random: the holder can only be this run's other holder (two host
+        # names for one machine), which keeps the run alive as well as this one would.
+        shared = True
+    parent = os.getppid()
+    emit({"held": path, "shared": shared, "pid": os.getpid(), "pgid": os.getpgrp()})
+    while os.getppid() == parent:
+        time.sleep(0.5)
+        emit({"alive": time.time()})  # raises ClientGone once the channel is closed
+
+
+def _run_of(name: str) -> str | None:
+    if not name.startswith(PREFIX):
+        return None
+    run = name[len(PREFIX) : len(PREFIX) + RUN_ID_LEN]
+    if len(run) != RUN_ID_LEN or any(c not in "0123456789abcdef" for c in run):
+        return None
+    return run
+
+
+def _journal(path: str) -> list[Any]:
+    entries: list[Any] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    break  # a line cut short by the crash
+    except OSError:
+        pass
+    return entries
+
+
+def cmd_sweep(args: dict[str, Any]) -> None:
+    """Remove the files of runs that are provably dead; return what their journals say."""
+    try:
+        names = os.listdir(Context.dir)
+    except OSError:
+        names = []
+    runs = {r for r in (_run_of(n) for n in names) if r and r != Context.run}
+    places = [Context.dir, *sorted({os.path.dirname(os.path.abspath(d)) for d in args["dbs"]})]
+    dead: list[dict[str, Any]] = []
+    removed = 0
+    for run in sorted(runs):
+        lock = os.path.join(Context.dir, PREFIX + run + ".lock")
+        try:
+            handle = open(lock)  # noqa: SIM115
+        except OSError:
+            continue  # no lock file: nothing proves this run is over; leave it alone
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its holder lives: the run is in flight
+            journal = _journal(os.path.join(Context.dir, PREFIX + run + "-journal.jsonl"))
+            dead.append({"run": run, "journal": journal})
+            for place in places:
+                try:
+                    here = os.listdir(place)
+                except OSError:
+                    continue
+                for name in here:
+                    if PREFIX + run in name and not name.endswith(".lock"):
+                        try:
+                            os.remove(os.path.join(place, name))
+                            removed += 1
+                        except OSError:
+                            pass
+            os.remove(lock)  # last: until now a crash of this sweep leaves the run findable
+    emit({"removed": removed, "dead": dead})
+
+
+def cmd_finish(args: dict[str, Any]) -> None:
+    """A run that ended normally: its journal and lock file go (nothing to report later)."""
+    for suffix in ("-journal.jsonl", ".lock"):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(Context.dir, PREFIX + Context.run + suffix))
+    emit({"ok": True})
 
 
 def cmd_inspect(args: dict[str, Any]) -> None:
-    out = temp_path(None, ".inspect.json")
+    out = work_file("inspect.json")
     if args.get("missing_ok") and not os.path.exists(args["db"]):
         # A target that does not exist yet is an empty one: apply creates it.
         with open(out, "w", encoding="utf-8") as f:
@@ -146,9 +335,19 @@ def cmd_inspect(args: dict[str, Any]) -> None:
     conn.execute("BEGIN")  # one read transaction: every table from the same moment
     result: dict[str, Any] = {}
     for name, meta in tables(conn, args.get("tables")).items():
-        select, width = key_select(name, meta)
-        rows = [[key_of(r, width), row_hash(r[width:])] for r in conn.execute(select)]
-        result[name] = dict(meta, rows=rows)
+        keyed = meta["identity"]["kind"] != "row"
+        rows: dict[str, Any] = {}
+        for row in conn.execute(select_all(name, meta)):
+            if keyed:
+                rows[key_of(meta, row)] = row_hash(row)
+            else:
+                h = row_hash(row)
+                rows[h] = rows.get(h, 0) + 1
+        max_rowid = None
+        if meta["rowid"]:
+            max_rowid = conn.execute("SELECT max(rowid) FROM " + quote(name)).fetchone()[0] or 0
+        meta.pop("_positions", None)
+        result[name] = dict(meta, rows=rows, ids=id_range(conn, name, meta), max_rowid=max_rowid)
     conn.execute("COMMIT")
     with open(out, "w", encoding="utf-8") as f:
         json.dump({"tables": result}, f, separators=(",", ":"))
@@ -156,31 +355,35 @@ def cmd_inspect(args: dict[str, Any]) -> None:
 
 
 def cmd_export(args: dict[str, Any]) -> None:
+    """The rows a plan asks for, by identity: ``{table: {insert: {key: n}, update: [key]}}``.
+
+    One scan per table (a full scan beats a point query per key at these sizes, and the
+    whole-row identity has no index to look up anyway).
+    """
     conn = connect(args["db"], readonly=True)
     with open(args["request"], encoding="utf-8") as f:
         request = json.load(f)
-    out = temp_path(None, ".rows.jsonl")
+    out = work_file("rows.jsonl")
     total = 0
     conn.execute("BEGIN")
     all_tables = tables(conn, list(request))
     with open(out, "w", encoding="utf-8") as f:
-        for name, keys in request.items():
+        for name, wanted in request.items():
             meta = all_tables[name]
-            select, width = key_select(name, meta)
-            where = (
-                "rowid = ?"
-                if meta["rowid"]
-                else " AND ".join(quote(c) + " = ?" for c in meta["pk"])
-            )
-            f.write(json.dumps({"table": name, **meta}) + "\n")
-            for key in keys:
-                params = [decode(v) for v in json.loads(key)]
-                row = conn.execute(select + " WHERE " + where, params).fetchone()
-                if row is None:
-                    continue  # deleted on the source since the plan; nothing to copy
-                values = ([row[0]] if meta["rowid"] else []) + list(row[width:])
-                f.write(json.dumps([encode(v) for v in values], separators=(",", ":")) + "\n")
-                total += 1
+            insert = dict(wanted.get("insert", {}))
+            update = set(wanted.get("update", ()))
+            header = {k: v for k, v in meta.items() if not k.startswith("_")}
+            f.write(json.dumps({"table": name, **header}) + "\n")
+            for row in conn.execute(select_all(name, meta)):
+                key = key_of(meta, row)
+                values = [encode(v) for v in row]
+                if insert.get(key, 0) > 0:
+                    insert[key] -= 1
+                    f.write(json.dumps(["i", values], separators=(",", ":")) + "\n")
+                    total += 1
+                elif key in update:
+                    f.write(json.dumps(["u", values], separators=(",", ":")) + "\n")
+                    total += 1
     conn.execute("COMMIT")
     emit({"path": out, "rows": total})
 
@@ -188,11 +391,13 @@ def cmd_export(args: dict[str, Any]) -> None:
 def cmd_tail(args: dict[str, Any]) -> None:
     """Rows above each table's rowid mark, oldest first, at most ``limit`` per table.
 
-    A mark of null starts at the table's current end (nothing exported). Reports, per
-    table, the last rowid exported (the next mark) and how many rows were above the mark.
+    Marks are rowids on both ends (the mark comes from inspect's ``max_rowid``): comparing
+    a rowid with a primary-key value skipped rows when the key was not the rowid alias.
+    A mark of null starts at the table's current end. Reports, per table, the last rowid
+    exported (the next mark) and how many rows were above the mark.
     """
     conn = connect(args["db"], readonly=True)
-    out = temp_path(None, ".rows.jsonl")
+    out = work_file("tail.jsonl")
     marks = args["marks"]
     limit = int(args.get("limit", 1000))
     last: dict[str, int] = {}
@@ -203,29 +408,35 @@ def cmd_tail(args: dict[str, Any]) -> None:
     with open(out, "w", encoding="utf-8") as f:
         for name, mark in marks.items():
             meta = all_tables[name]
-            cols = ", ".join(quote(c) for c in meta["columns"])
+            if not meta["rowid"]:
+                continue  # WITHOUT ROWID: no append order to follow
             if mark is None:
                 mark = conn.execute("SELECT max(rowid) FROM " + quote(name)).fetchone()[0] or 0
             last[name] = int(mark)
             pending[name] = conn.execute(
                 "SELECT count(*) FROM " + quote(name) + " WHERE rowid > ?", (int(mark),)
             ).fetchone()[0]
-            f.write(json.dumps({"table": name, **meta}) + "\n")
-            select = "SELECT rowid, " + cols + " FROM " + quote(name)
-            rows = conn.execute(select + " WHERE rowid > ? ORDER BY rowid LIMIT ?", (mark, limit))
+            header = {k: v for k, v in meta.items() if not k.startswith("_")}
+            f.write(json.dumps({"table": name, **header}) + "\n")
+            cols = ", ".join(quote(c) for c in meta["columns"])
+            rows = conn.execute(
+                "SELECT rowid, " + cols + " FROM " + quote(name) + " WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (mark, limit),
+            )
             for row in rows:
-                values = ([row[0]] if meta["rowid"] else []) + list(row[1:])
-                f.write(json.dumps([encode(v) for v in values], separators=(",", ":")) + "\n")
+                values = [encode(v) for v in row[1:]]
+                f.write(json.dumps(["i", values], separators=(",", ":")) + "\n")
                 last[name] = row[0]
                 total += 1
     conn.execute("COMMIT")
     emit({"path": out, "rows": total, "last": last, "pending": pending})
 
 
-def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[list[Any]]]]:
-    """(header, rows) per table of an exported JSON-lines file."""
+def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, list[Any]]]]]:
+    """(header, [(op, values)]) per table of an exported JSON-lines file."""
     header: dict[str, Any] | None = None
-    rows: list[list[Any]] = []
+    rows: list[tuple[str, list[Any]]] = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             item = json.loads(line)
@@ -234,75 +445,136 @@ def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[list[Any]]]]:
                     yield header, rows
                 header, rows = item, []
             else:
-                rows.append([decode(v) for v in item])
+                rows.append((item[0], [decode(v) for v in item[1]]))
     if header is not None:
         yield header, rows
 
 
-def cmd_apply(args: dict[str, Any]) -> None:
-    conn = connect(args["db"], readonly=False)
-    verb = "INSERT OR REPLACE" if args.get("overwrite") else "INSERT"
-    delay = float(args.get("delay") or 0)
-    for header, rows in _blocks(args["rows"]):
+class Applier:
+    """Applies one table's ops in transactions of at most ``slice`` seconds of write lock.
+
+    Before each COMMIT it makes sure its client is still there (the parent process is
+    the same, and a progress line can still be written: a closed channel fails the
+    write); if not, it rolls back and stops, so nothing is committed after the client
+    went away. Every commit is appended to the run's journal, so the next run can tell
+    what an interrupted one really did.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, slice_s: float, delay: float) -> None:
+        self.conn = conn
+        self.slice = slice_s
+        self.delay = delay
+        self.parent = os.getppid()
+        self.journal = work_file("journal.jsonl")
+
+    def _alive(self) -> None:
+        if os.getppid() != self.parent:
+            raise ClientGone("parent process gone")
+
+    def _note(self, entry: dict[str, Any]) -> None:
+        with open(self.journal, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def table(self, header: dict[str, Any], rows: list[tuple[str, list[Any]]]) -> dict[str, Any]:
         name = header["table"]
         cols = list(header["columns"])
-        if header["rowid"]:
-            cols = ["rowid", *cols]
-        sql = (
-            verb
-            + " INTO "
-            + quote(name)
-            + " ("
-            + ", ".join(quote(c) for c in cols)
-            + ") VALUES ("
-            + ", ".join("?" for _ in cols)
-            + ")"
-        )
-        width = 1 if header["rowid"] else len(header["pk"])
-        key_positions = (
-            [0] if header["rowid"] else [header["columns"].index(c) for c in header["pk"]]
-        )
-        # IMMEDIATE takes the write lock now, so the app's writers wait instead of failing
-        # halfway; everything below commits together or not at all.
-        conn.execute("BEGIN IMMEDIATE")
-        created = False
-        if (
-            conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-            ).fetchone()
-            is None
-        ):
-            conn.execute(header["sql"])
-            created = True
-        inserted = 0
-        conflicts = 0
-        sample: list[dict[str, str]] = []
-        last = time.monotonic()
-        for done, row in enumerate(rows, 1):
+        ident = header["identity"]
+        insert = (
+            "INSERT INTO " + quote(name) + " (" + ", ".join(quote(c) for c in cols) + ") VALUES ("
+            + ", ".join("?" for _ in cols) + ")"
+        )  # fmt: skip
+        key_cols = list(ident["columns"]) if ident["kind"] != "row" else []
+        key_pos = [cols.index(c) for c in key_cols]
+        set_pos = [i for i, c in enumerate(cols) if c not in key_cols]
+        # Only the non-key columns change: the key is what found the row. A table whose
+        # every column is in the key cannot conflict (same key, same content).
+        update = (
+            "UPDATE " + quote(name) + " SET "
+            + ", ".join(quote(cols[i]) + " = ?" for i in set_pos)
+            + " WHERE " + " AND ".join(quote(c) + " IS ?" for c in key_cols)
+        )  # fmt: skip
+        outcome: dict[str, Any] = {"table": name, "inserted": 0, "updated": 0, "created": False}
+        done = 0
+        last_progress = time.monotonic()
+        # IMMEDIATE takes the write lock now, so the app's writers wait (at most one
+        # slice) instead of failing halfway.
+        self.conn.execute("BEGIN IMMEDIATE")
+        if not self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone():
+            self.conn.execute(header["sql"])
+            outcome["created"] = True
+        began = time.monotonic()
+        pending = {"inserted": 0, "updated": 0}
+        for op, values in rows:
+            key = key_of(header, values)
             try:
-                conn.execute(sql, row)
-                inserted += 1
+                if op == "u":
+                    cur = self.conn.execute(
+                        update, [values[i] for i in set_pos] + [values[i] for i in key_pos]
+                    )
+                    if cur.rowcount == 0:
+                        emit({"vanished": name, "key": key})  # the app deleted it meanwhile
+                    else:
+                        pending["updated"] += 1
+                        emit({"changed": name, "key": key})
+                else:
+                    self.conn.execute(insert, values)
+                    pending["inserted"] += 1
             except sqlite3.IntegrityError as e:
-                conflicts += 1
-                if len(sample) < SAMPLE:
-                    key = [encode(row[i]) for i in key_positions]
-                    sample.append({"key": json.dumps(key[:width]), "error": str(e)})
-            if delay:
-                time.sleep(delay)
+                # Never resolved by deleting: the row that blocks it stays, this one waits.
+                emit({"refused": name, "key": key, "hash": row_hash(values), "error": str(e)})
+            done += 1
+            if self.delay:
+                time.sleep(self.delay)
             now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                last = now
+            if now - began >= self.slice:
+                self._commit(name, done, len(rows), pending, outcome)
+                self.conn.execute("BEGIN IMMEDIATE")
+                began = time.monotonic()
+            if now - last_progress >= PROGRESS_EVERY:
+                last_progress = now
                 emit({"progress": name, "done": done, "total": len(rows)})
-        conn.execute("COMMIT")
-        emit(
-            {
-                "table": name,
-                "inserted": inserted,
-                "conflicts": conflicts,
-                "sample": sample,
-                "created": created,
-            }
-        )
+        self._commit(name, done, len(rows), pending, outcome)
+        self._note({"table": name, "finished": True, "at": time.time()})
+        return outcome
+
+    def _commit(
+        self,
+        name: str,
+        done: int,
+        total: int,
+        pending: dict[str, int],
+        outcome: dict[str, Any],
+    ) -> None:
+        # The stop signals wait until the commit and its journal line are both done: the
+        # journal must say exactly what was committed, never one slice less.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            try:
+                self._alive()
+                emit({"progress": name, "done": done, "total": total})
+            except ClientGone:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+            outcome["inserted"] += pending["inserted"]
+            outcome["updated"] += pending["updated"]
+            self._note({"table": name, "inserted": pending["inserted"],
+                        "updated": pending["updated"], "at": time.time()})  # fmt: skip
+            pending["inserted"] = pending["updated"] = 0
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def cmd_apply(args: dict[str, Any]) -> None:
+    conn = connect(args["db"], readonly=False)
+    applier = Applier(conn, float(args.get("slice") or 0.05), float(args.get("delay") or 0))
+    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
+    for header, rows in _blocks(args["rows"]):
+        emit(applier.table(header, rows))
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -314,7 +586,7 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def cmd_backup(args: dict[str, Any]) -> None:
     src = connect(args["db"], readonly=True)
-    out = temp_path(None, ".snapshot.db")
+    out = work_file("snapshot.db")
     dst = sqlite3.connect(out)
     # The backup API copies a consistent state even while the application writes.
     src.backup(dst)
@@ -332,7 +604,12 @@ def cmd_install(args: dict[str, Any]) -> None:
         raise Failure("the transferred snapshot is damaged: " + str(check))
     backup = None
     if os.path.exists(db):
-        backup = db + ".bak-" + time.strftime("%Y%m%d-%H%M%S")
+        # Backups go to the work directory, never beside the database: that is often
+        # inside the application's git checkout, where a stray file is a problem.
+        backups = os.path.join(Context.dir, "backups")
+        os.makedirs(backups, mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = os.path.join(backups, os.path.basename(db) + ".bak-" + stamp + "-" + Context.run)
         old = connect(db, readonly=False)
         keep = sqlite3.connect(backup)
         old.backup(keep)
@@ -347,7 +624,14 @@ def cmd_install(args: dict[str, Any]) -> None:
         os.remove(new)
     else:
         fresh.close()
-        os.replace(new, db)  # atomic: the db appears complete or not at all
+        staged = db + "." + PREFIX + Context.run + "-new"
+        fresh_copy = sqlite3.connect(new)
+        into = sqlite3.connect(staged)
+        fresh_copy.backup(into)  # the work dir may be on another filesystem than the db
+        into.close()
+        fresh_copy.close()
+        os.replace(staged, db)  # atomic: the db appears complete or not at all
+        os.remove(new)
         conn = connect(db, readonly=True)
         result = {"backup": None, "counts": counts(conn), "replaced": False}
     conn = connect(db, readonly=True)
@@ -366,37 +650,15 @@ def cmd_check(args: dict[str, Any]) -> None:
 
 def cmd_cleanup(args: dict[str, Any]) -> None:
     for path in args["paths"]:
-        if os.path.basename(path).startswith("bgconsole-migrate-") and os.path.exists(path):
+        if PREFIX in os.path.basename(path) and os.path.exists(path):
             os.remove(path)
     emit({"ok": True})
 
 
-def cmd_sweep(args: dict[str, Any]) -> None:
-    """Remove what an interrupted run of this application left: its temp files, in the
-    temp dir and beside the database (``<db>.<PREFIX>...``)."""
-    beside = os.path.basename(args["db"]) + "." + PREFIX
-    places = {
-        tempfile.gettempdir(): (PREFIX,),
-        os.path.dirname(os.path.abspath(args["db"])): (PREFIX, beside),
-    }
-    removed = 0
-    for place, prefixes in places.items():
-        try:
-            names = os.listdir(place)
-        except OSError:
-            continue
-        for name in names:
-            if name.startswith(prefixes):
-                try:
-                    os.remove(os.path.join(place, name))
-                    removed += 1
-                except OSError:
-                    pass
-    emit({"removed": removed})
-
-
 COMMANDS: dict[str, Any] = {
+    "hold": cmd_hold,
     "sweep": cmd_sweep,
+    "finish": cmd_finish,
     "inspect": cmd_inspect,
     "export": cmd_export,
     "tail": cmd_tail,
@@ -409,12 +671,13 @@ COMMANDS: dict[str, Any] = {
 
 
 def main(argv: list[str]) -> int:
-    global PREFIX
     try:
         args = json.loads(argv[2])
-        if args.get("tag"):
-            PREFIX = "bgconsole-migrate-" + args["tag"] + "-"
+        Context.dir = str(args.get("dir") or Context.dir)
+        Context.run = str(args.get("run") or Context.run)
         COMMANDS[argv[1]](args)
+    except ClientGone:
+        return EXIT_CLIENT_GONE
     except Failure as e:
         sys.stderr.write("error: " + str(e) + "\n")
         return 3

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 from console.core.errors import ConsoleError
 from console.core.migrate.plan import Progress, ProgressCallback
 from console.core.migrate.remote import RemoteSqlite
-from console.core.migrate.rows import TableState
+from console.core.migrate.tables import TableState
 
 BATCH = 1000
 """Rows per table per cycle; a backlog drains over several cycles without pausing."""
@@ -62,26 +61,10 @@ StatusCallback = Callable[[MirrorStatus], None]
 
 
 def initial_marks(states: dict[str, TableState]) -> dict[str, int | None]:
-    """Per table, the highest rowid the catch-up saw (None: start at the table's end).
-
-    Known only for tables keyed by rowid or by a single integer primary key (a rowid
-    alias in SQLite); for others the mirror starts at the end of the table.
-    """
-    marks: dict[str, int | None] = {}
-    for name, state in states.items():
-        ints = []
-        if state.rowid or len(state.pk) == 1:
-            for key in state.rows:
-                value = json.loads(key)[0]
-                if isinstance(value, int):
-                    ints.append(value)
-                else:
-                    ints = []
-                    break
-        marks[name] = max(ints) if ints and len(ints) == len(state.rows) else None
-        if not state.rows and (state.rowid or len(state.pk) == 1):
-            marks[name] = 0
-    return marks
+    """Per table, the highest rowid the catch-up saw: the tail compares rowids, so the
+    marks must be rowids too (a ``BIGINT PRIMARY KEY`` is not the rowid: marks taken from
+    it skipped rows). WITHOUT ROWID tables (max_rowid None) are not tailed."""
+    return {name: state.max_rowid for name, state in states.items() if state.max_rowid is not None}
 
 
 class Mirror:
@@ -93,9 +76,11 @@ class Mirror:
         *,
         interval: float = 1.0,
         batch: int = BATCH,
+        slice_seconds: float = 0.05,
         on_progress: ProgressCallback,
     ) -> None:
         self.pairs = pairs
+        self.slice = slice_seconds
         self.interval = interval
         self.batch = batch
         self.on_progress = on_progress
@@ -155,14 +140,15 @@ class Mirror:
             remote = await target.send(local)
 
             def on_item(item: dict[str, Any]) -> None:
-                if "table" in item:
+                if "refused" in item:
+                    self.conflicts += 1
+                elif "table" in item:
                     self.copied += int(item["inserted"])
-                    self.conflicts += int(item["conflicts"])
                     self.on_progress(
                         Progress("apply", f"{target.name} {item['table']}", self.copied, 0)
                     )
 
-            await target.stream("apply", on_item, rows=remote, overwrite=False, delay=0)
+            await target.stream("apply", on_item, rows=remote, slice=self.slice, delay=0)
         # Only now, with the rows committed on the target, may the marks move on.
         marks.update(last)
         return pending - rows

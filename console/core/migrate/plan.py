@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from console.core.migrate.tables import TablePlan
 from console.core.models import Colour
 
 Strategy = Literal["rows", "snapshot", "mirror", "redis"]
@@ -59,7 +60,8 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    "item", "source", "target", "missing", "conflicts", "copied", "verified",
+    "item", "identity", "source", "target", "missing", "conflicts", "target only", "copied",
+    "updated", "verified",
 )  # fmt: skip
 """Column names of :meth:`ItemResult.cells`, for the CLI's and the console's result tables."""
 
@@ -85,19 +87,33 @@ class ItemResult:
     """None for a dry run or an item not verified."""
     conflict_sample: tuple[str, ...] = ()
     checksum: str = ""
-    """Order-independent checksum of the migrated keys (source side)."""
+    """Order-independent digest of the whole target table after the run (for a dry run:
+    the digest the plan promises)."""
     note: str = ""
+    identity: str = ""
+    """How rows are told apart: ``pk(id)``, ``unique(email)``, ``whole row``; or empty."""
+    only_on_target: int = 0
+    """Rows the target has and the source lacks: kept by rows, dropped by snapshot."""
+    updated: int = 0
+    """Rows overwritten with the source's version (dry run: to be overwritten)."""
+    changed: tuple[str, ...] = ()
+    """The identity of every row overwritten."""
+    expected: str = ""
+    """What the plan promised for the whole target table (count and digest)."""
 
     def cells(self) -> tuple[str, ...]:
         """This item as text cells, in :data:`RESULT_COLUMNS` order."""
         verified = {True: "yes", False: "NO", None: "-"}[self.verified]
         return (
             self.item,
+            self.identity or "-",
             str(self.source_count),
             str(self.target_count),
             str(self.missing),
             str(self.conflicts),
+            str(self.only_on_target),
             str(self.copied),
+            str(self.updated),
             verified,
         )
 
@@ -114,6 +130,11 @@ class ItemResult:
             "conflict_sample": list(self.conflict_sample),
             "checksum": self.checksum,
             "note": self.note,
+            "identity": self.identity,
+            "only_on_target": self.only_on_target,
+            "updated": self.updated,
+            "changed": list(self.changed),
+            "expected": self.expected,
         }
 
 
@@ -131,6 +152,13 @@ class MigrationResult:
     """Why the migration is not a success (verification failed, conflicts left)."""
     backups: tuple[str, ...] = field(default=())
     """``host:path`` of the files a snapshot kept before replacing them."""
+    plans: tuple[TablePlan, ...] = ()
+    """The plan the dry run showed or the run executed (rows): the same object type, so
+    a dry run's plan can be compared with what the run then did."""
+    run: str = ""
+    """This run's id, in its temp files on the hosts and in its events."""
+    previous: tuple[str, ...] = ()
+    """What interrupted earlier runs had committed before they died (found by this run)."""
 
     @property
     def ok(self) -> bool:
@@ -152,14 +180,26 @@ class MigrationResult:
         """Conflicting rows or keys in total."""
         return sum(item.conflicts for item in self.items)
 
+    @property
+    def only_on_target(self) -> int:
+        """Target rows the source lacks, in total."""
+        return sum(item.only_on_target for item in self.items)
+
     def notes(self) -> list[str]:
-        """Lines to show below the table: conflicting keys found, backups kept."""
-        lines = [
-            f"conflicts in {item.item}: {', '.join(item.conflict_sample)}"
-            for item in self.items
-            if item.conflict_sample
-        ]
+        """Lines below the table: conflicts, rows changed, warnings, backups, dead runs."""
+        lines = []
+        for item in self.items:
+            if item.conflict_sample:
+                lines.append(f"conflicts in {item.item}: {', '.join(item.conflict_sample)}")
+            if item.changed:
+                lines.append(f"updated in {item.item}: {', '.join(item.changed)}")
+            if item.note:
+                lines.append(f"{item.item}: {item.note}")
+            if item.verified is False:
+                lines.append(f"NOT VERIFIED {item.item}: expected {item.expected}, found digest "
+                             f"{item.checksum}")  # fmt: skip
         lines.extend(f"backup kept: {backup}" for backup in self.backups)
+        lines.extend(f"previous run: {text}" for text in self.previous)
         return lines
 
     def summary(self) -> str:
@@ -170,6 +210,14 @@ class MigrationResult:
             counts = f"{self.missing} to copy, {self.conflicts} conflicting"
         else:
             counts = f"{self.copied} copied, {self.conflicts} conflicting"
+        updated = sum(item.updated for item in self.items)
+        if updated:
+            counts += f", {updated} {'to update' if self.dry_run else 'updated'}"
+        if self.only_on_target:
+            fate = "kept" if self.strategy == "rows" else "dropped (kept in the backup)"
+            if self.strategy == "snapshot" and self.dry_run:
+                fate = "would be dropped (kept only in the backup)"
+            counts += f", {self.only_on_target} only on the target {fate}"
         return (
             f"{self.strategy} {what} {self.source} -> {self.target}: {verdict}; {counts} "
             f"in {self.duration:.1f} s"
@@ -189,5 +237,8 @@ class MigrationResult:
             "duration": round(self.duration, 3),
             "problems": list(self.problems),
             "backups": list(self.backups),
+            "only_on_target": self.only_on_target,
+            "run": self.run,
+            "previous": list(self.previous),
             "items": [item.as_dict() for item in self.items],
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -25,18 +26,33 @@ class MigrationError(BackendError):
     """A migration step failed on a host; the message names the host, step and cause."""
 
 
+def new_run_id() -> str:
+    """A run's id: in every file name it makes on the hosts and in its events."""
+    return secrets.token_hex(6)
+
+
 class RemoteSqlite:
     """One SQLite database on one host, driven by the host-side script."""
 
     def __init__(
-        self, pool: SshPool, host: HostConfig, db: str, timeout: float, tag: str = ""
+        self,
+        pool: SshPool,
+        host: HostConfig,
+        db: str,
+        timeout: float,
+        tag: str = "",
+        *,
+        run: str = "",
+        work_dir: str = "/var/tmp/bgconsole-migrate",
     ) -> None:
         self.pool = pool
         self.host = host
         self.db = db
         self.timeout = timeout
         self.tag = tag
-        """The application's name in temp-file names, so a sweep removes only its own."""
+        """The application's name, for people reading the host's work directory."""
+        self.run = run or new_run_id()
+        self.work_dir = work_dir
         self.temp_files: list[str] = []
 
     @property
@@ -44,8 +60,11 @@ class RemoteSqlite:
         """``host:path``, how messages name this database."""
         return f"{self.host.name}:{self.db}"
 
-    def _command(self, command: str, args: dict[str, Any]) -> str:
-        payload = json.dumps({"db": self.db, "tag": self.tag, **args})
+    def command_line(self, command: str, args: dict[str, Any]) -> str:
+        """The shell command that runs the host-side ``command`` with ``args``."""
+        payload = json.dumps(
+            {"db": self.db, "tag": self.tag, "run": self.run, "dir": self.work_dir, **args}
+        )
         return shlex.join([PYTHON, "-c", _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
@@ -60,7 +79,9 @@ class RemoteSqlite:
 
     async def call(self, command: str, **args: Any) -> dict[str, Any]:
         """Run one command and return its (last) JSON line."""
-        result = await self.pool.run(self.host, self._command(command, args), timeout=self.timeout)
+        result = await self.pool.run(
+            self.host, self.command_line(command, args), timeout=self.timeout
+        )
         if not result.ok:
             raise self._error(command, result.exit_status, result.stderr)
         return _last_json(result.stdout, self.name, command)
@@ -68,20 +89,45 @@ class RemoteSqlite:
     async def stream(
         self, command: str, on_item: Callable[[dict[str, Any]], None], **args: Any
     ) -> None:
-        """Run one command, handing each JSON line to ``on_item`` as it arrives."""
+        """Run one command, handing each JSON line to ``on_item`` as it arrives.
+
+        Stopped early (cancelled, or the connection failed), the command's whole process
+        group on the host is sent SIGTERM as soon as the host is reachable, besides the
+        channel close that already stops it: a host-side apply must commit nothing more
+        once its client has given up on it.
+        """
         stderr: list[str] = []
         status: int | None = None
-        async for item in self.pool.stream(
-            self.host, self._command(command, args), timeout=self.timeout
-        ):
-            if isinstance(item, CommandExit):
-                status = item.exit_status
-            elif item.stream == "stderr":
-                stderr.append(item.text)
-            elif item.text.startswith("{"):
-                on_item(json.loads(item.text))
+        pgid: int | None = None
+        finished = False
+        try:
+            async for item in self.pool.stream(
+                self.host, self.command_line(command, args), timeout=self.timeout
+            ):
+                if isinstance(item, CommandExit):
+                    status = item.exit_status
+                elif item.stream == "stderr":
+                    stderr.append(item.text)
+                elif item.text.startswith("{"):
+                    data = json.loads(item.text)
+                    if "pgid" in data and pgid is None:
+                        pgid = int(data["pgid"])
+                    on_item(data)
+            finished = True
+        finally:
+            if not finished and pgid is not None:
+                await asyncio.shield(self._kill_group(pgid))
         if status != 0:
             raise self._error(command, status, "\n".join(stderr))
+
+    async def _kill_group(self, pgid: int) -> None:
+        """SIGTERM a host process group; best effort (the host may be unreachable)."""
+        if pgid <= 1:
+            return
+        # dash (Debian's /bin/sh) rejects "kill -TERM -- -PGID"; "-TERM -PGID" works in
+        # every POSIX shell.
+        with contextlib.suppress(ConsoleError, OSError, TimeoutError):
+            await self.pool.run(self.host, f"kill -TERM -{pgid}", timeout=_CLEANUP_TIMEOUT)
 
     def track(self, path: str) -> str:
         """Remember a host temp file for :meth:`cleanup`; returns it."""
@@ -92,32 +138,14 @@ class RemoteSqlite:
         """SFTP a host file to the local machine."""
         await self.pool.get(self.host, remote, local, progress)
 
-    async def send(
-        self, local: Path, progress: Progress | None = None, *, beside_db: bool = False
-    ) -> str:
-        """SFTP a local file to a new temp path on the host; returns that path.
-
-        Args:
-            beside_db: put it next to the database (same filesystem, so it can be renamed
-                into place atomically) instead of in /tmp.
-        """
+    async def send(self, local: Path, progress: Progress | None = None) -> str:
+        """SFTP a local file to a new file of this run in the host's work directory."""
         tag = f"{self.tag}-" if self.tag else ""
-        unique = f"bgconsole-migrate-{tag}{secrets.token_hex(6)}-{local.name}"
-        remote = f"{self.db}.{unique}" if beside_db else f"/tmp/{unique}"
+        unique = f"bgconsole-migrate-{self.run}-{tag}{secrets.token_hex(4)}-{local.name}"
+        remote = f"{self.work_dir}/{unique}"
         self.track(remote)
         await self.pool.put(self.host, local, remote, progress)
         return remote
-
-    async def sweep(self) -> int:
-        """Remove temp files an interrupted earlier run left on the host; how many.
-
-        Only call it while holding the application's ``migrate`` lock: then no run of
-        this application is using them. Best effort: a failure here never stops a run.
-        """
-        with contextlib.suppress(ConsoleError):
-            result = await self.call("sweep")
-            return int(result.get("removed", 0))
-        return 0
 
     async def cleanup(self) -> None:
         """Remove the temp files this migration left on the host; best effort."""

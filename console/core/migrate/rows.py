@@ -1,67 +1,51 @@
-"""The ``rows`` strategy: copy the rows the target lacks, one transaction per table, verify.
+"""The ``rows`` strategy: copy the rows the target lacks, by row identity, then verify.
 
-Rows are matched by primary key (rowid for tables without one). A source row whose key
-the target lacks is copied; a key both have with different content is a conflict,
-reported and left alone unless ``overwrite``. The flow per database pair:
+The flow per database pair:
 
-1. inspect both sides (every row's key and a content hash, from one read transaction);
-2. plan: missing and conflicting keys per table (a dry run stops here);
-3. export the wanted rows on the source to a file, SFTP it over, apply on the target
-   in ONE transaction per table (``BEGIN IMMEDIATE`` ... ``COMMIT``): killed midway, a
-   table has all of its new rows or none;
-4. verify: inspect the target again; every migrated key must carry the source's hash
-   (an order-independent checksum of the migrated keys is reported).
+1. inspect both sides (every row's identity and a content hash, one read transaction);
+2. plan (tables.py): rows to insert, conflicts, rows only on the target, and the target
+   table's promised content; a dry run stops here and shows exactly this plan;
+3. export the planned rows on the source, SFTP them over, apply on the target in short
+   transactions (``[migrate] slice`` seconds of write lock each, so the live app's
+   writers wait at most that long). Conflicts are never resolved by deleting: a plain
+   INSERT or UPDATE that hits a constraint is refused and reported, and ``--overwrite``
+   UPDATEs the conflicting row by its identity; no other row is touched;
+4. verify the whole table: the target's row count and order-independent digest must
+   equal what the plan promised (less the rows the target refused, which are reported).
 
-Running it again is safe: it only copies what is still missing.
+Killed midway, each committed slice stays and the run's journal on the host says how
+far it got; running again copies what is still missing, each row exactly once.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from console.core.migrate.plan import ItemResult, Progress, ProgressCallback
 from console.core.migrate.remote import MigrationError, RemoteSqlite
+from console.core.migrate.tables import (
+    SAMPLE,
+    TablePlan,
+    TableState,
+    checksum,
+    digest,
+    plan_table,
+    state_from,
+)
 
-_SAMPLE = 5
-"""Conflicting keys named in results (the rest are counted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TableState:
-    """One table as inspected: its shape and each row's key -> content hash."""
-
-    name: str
-    columns: tuple[str, ...]
-    pk: tuple[str, ...]
-    rowid: bool
-    sql: str
-    rows: dict[str, str]
+__all__ = ["PairPlan", "RowsMigration", "checksum", "inspect", "plan_pair"]
 
 
 @dataclass(frozen=True, slots=True)
-class TablePlan:
-    """What the rows strategy would do to one table of one database pair."""
+class PairPlan:
+    """The plan for one (source, target) database pair."""
 
-    item: str
-    table: str
-    source: TableState
-    target_count: int
-    missing: tuple[str, ...]
-    conflicts: tuple[str, ...]
-
-    def keys_to_copy(self, overwrite: bool) -> tuple[str, ...]:
-        """Missing keys, plus the conflicting ones when overwriting."""
-        return self.missing + self.conflicts if overwrite else self.missing
-
-
-def checksum(hashes: Iterable[str]) -> str:
-    """Order-independent checksum of row hashes: their sum modulo 2**64, in hex."""
-    return f"{sum(int(h, 16) for h in hashes) % (1 << 64):016x}"
+    source: str
+    target: str
+    tables: tuple[TablePlan, ...]
 
 
 async def inspect(
@@ -72,7 +56,7 @@ async def inspect(
     missing_ok: bool = False,
     on_progress: ProgressCallback | None = None,
 ) -> dict[str, TableState]:
-    """Every row's key and hash of ``db`` (only ``tables`` if given)."""
+    """Every row's identity and hash of ``db`` (only ``tables`` if given)."""
     args: dict[str, Any] = {"missing_ok": missing_ok}
     if tables:
         args["tables"] = list(tables)
@@ -89,33 +73,36 @@ async def inspect(
         data = json.loads(local.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise MigrationError(f"{db.name}: inspection unreadable: {e}") from e
-    return {
-        name: TableState(
-            name=name,
-            columns=tuple(meta["columns"]),
-            pk=tuple(meta["pk"]),
-            rowid=bool(meta["rowid"]),
-            sql=str(meta["sql"]),
-            rows=dict(meta["rows"]),
-        )
-        for name, meta in data["tables"].items()
-    }
+    finally:
+        local.unlink(missing_ok=True)
+    return {name: state_from(name, meta) for name, meta in data["tables"].items()}
 
 
-def plan_tables(
-    item_prefix: str, source: dict[str, TableState], target: dict[str, TableState]
-) -> list[TablePlan]:
-    """Missing and conflicting keys per source table."""
-    plans = []
-    for name, state in sorted(source.items()):
-        other = target.get(name)
-        theirs = other.rows if other is not None else {}
-        missing = tuple(k for k in state.rows if k not in theirs)
-        conflicts = tuple(k for k, h in state.rows.items() if k in theirs and theirs[k] != h)
-        plans.append(
-            TablePlan(f"{item_prefix} {name}", name, state, len(theirs), missing, conflicts)
-        )
-    return plans
+def plan_pair(
+    target_name: str,
+    source: dict[str, TableState],
+    target: dict[str, TableState],
+    *,
+    overwrite: bool,
+) -> tuple[TablePlan, ...]:
+    """One plan per source table, by the source's row identity."""
+    return tuple(
+        plan_table(f"{target_name} {name}", state, target.get(name), overwrite=overwrite)
+        for name, state in sorted(source.items())
+    )
+
+
+@dataclass
+class _Applied:
+    """What the host reported for one table."""
+
+    inserted: int = 0
+    updated: int = 0
+    created: bool = False
+    changed: tuple[str, ...] = ()
+    refused: dict[str, str] | None = None
+    refusal_reasons: tuple[str, ...] = ()
+    vanished: tuple[str, ...] = ()
 
 
 class RowsMigration:
@@ -128,51 +115,46 @@ class RowsMigration:
         tables: tuple[str, ...] = (),
         overwrite: bool = False,
         row_delay: float = 0.0,
+        slice_seconds: float = 0.05,
         on_progress: ProgressCallback,
     ) -> None:
         self.pairs = pairs
         self.tables = tables
         self.overwrite = overwrite
         self.row_delay = row_delay
+        self.slice_seconds = slice_seconds
         self.on_progress = on_progress
         self.source_states: list[dict[str, TableState]] = []
         """Each pair's source inspection, as the plan saw it (the mirror starts from it)."""
 
-    async def plan(self, workdir: Path) -> list[tuple[RemoteSqlite, RemoteSqlite, list[TablePlan]]]:
-        """Inspect every pair and compute what is missing (writes nothing)."""
+    async def plan(self, workdir: Path) -> list[PairPlan]:
+        """Inspect every pair and compute exactly what a run would do (writes nothing)."""
         planned = []
+        self.source_states = []
         for source, target in self.pairs:
             src = await inspect(source, workdir, self.tables, on_progress=self.on_progress)
             dst = await inspect(target, workdir, missing_ok=True, on_progress=self.on_progress)
             self.source_states.append(src)
-            planned.append((source, target, plan_tables(_prefix(source, target), src, dst)))
+            tables = plan_pair(target.name, src, dst, overwrite=self.overwrite)
+            planned.append(PairPlan(source.name, target.name, tables))
         return planned
 
-    async def run(self, *, dry_run: bool) -> tuple[list[ItemResult], list[str]]:
-        """Plan, and unless ``dry_run`` copy, apply and verify; returns items and problems."""
+    async def execute(
+        self, plans: list[PairPlan], workdir: Path
+    ) -> tuple[list[ItemResult], list[str]]:
+        """Carry out ``plans`` (from :meth:`plan`) and verify every table against them."""
         items: list[ItemResult] = []
         problems: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="bgconsole-migrate-") as tmp:
-            workdir = Path(tmp)
-            try:
-                for source, target, plans in await self.plan(workdir):
-                    if dry_run:
-                        items.extend(_planned(p) for p in plans)
-                        continue
-                    done, found = await self._copy(source, target, plans, workdir)
-                    items.extend(done)
-                    problems.extend(found)
-            finally:
-                for source, target in self.pairs:
-                    await source.cleanup()
-                    await target.cleanup()
-        if dry_run:
-            return items, problems
+        for (source, target), pair in zip(self.pairs, plans, strict=True):
+            done, found = await self._copy(source, target, pair.tables, workdir)
+            items.extend(done)
+            problems.extend(found)
         conflicts = sum(i.conflicts for i in items)
-        if conflicts and not self.overwrite:
+        if conflicts:
             problems.append(
                 f"{conflicts} row(s) differ between the colours and were left as they are on "
-                "the target (see the conflicts; --overwrite takes the source's version)"
+                "the target (see the conflicts; --overwrite updates them to the source's "
+                "version, where no other row's constraint stands in the way)"
             )
         return items, problems
 
@@ -180,25 +162,26 @@ class RowsMigration:
         self,
         source: RemoteSqlite,
         target: RemoteSqlite,
-        plans: list[TablePlan],
+        plans: tuple[TablePlan, ...],
         workdir: Path,
     ) -> tuple[list[ItemResult], list[str]]:
-        request = {p.table: list(p.keys_to_copy(self.overwrite)) for p in plans}
-        request = {table: keys for table, keys in request.items() if keys}
-        if not request:
-            return [_planned(p, verified=True, copied=0) for p in plans], []
-        applied = await self._transfer_and_apply(source, target, request, plans, workdir)
-        after = await inspect(target, workdir, tuple(request), on_progress=self.on_progress)
+        request = {p.table: p.request() for p in plans if p.insert or p.update}
+        applied: dict[str, _Applied] = {}
+        if request:
+            applied = await self._transfer_and_apply(source, target, request, plans, workdir)
+        after = await inspect(
+            target, workdir, tuple(p.table for p in plans), on_progress=self.on_progress
+        )
         return self._verify(plans, applied, after)
 
     async def _transfer_and_apply(
         self,
         source: RemoteSqlite,
         target: RemoteSqlite,
-        request: dict[str, list[str]],
-        plans: list[TablePlan],
+        request: dict[str, dict[str, Any]],
+        plans: tuple[TablePlan, ...],
         workdir: Path,
-    ) -> dict[str, dict[str, Any]]:
+    ) -> dict[str, _Applied]:
         request_file = workdir / "request.json"
         request_file.write_text(json.dumps(request), encoding="utf-8")
         remote_request = await source.send(request_file)
@@ -207,71 +190,102 @@ class RowsMigration:
         local_rows = workdir / f"rows-{len(source.temp_files)}.jsonl"
         await source.fetch(rows_path, local_rows, self._bytes("export", source.name))
         remote_rows = await target.send(local_rows, self._bytes("transfer", target.name))
+        local_rows.unlink(missing_ok=True)
         by_table = {p.table: p for p in plans}
-        applied: dict[str, dict[str, Any]] = {}
+        applied: dict[str, _Applied] = {}
+        refused: dict[str, dict[str, str]] = {}
+        reasons: dict[str, list[str]] = {}
+        changed: dict[str, list[str]] = {}
+        vanished: dict[str, list[str]] = {}
 
         def on_item(item: dict[str, Any]) -> None:
             if "progress" in item:
                 plan = by_table.get(str(item["progress"]))
                 name = plan.item if plan else str(item["progress"])
                 self.on_progress(Progress("apply", name, int(item["done"]), int(item["total"])))
+            elif "refused" in item:
+                table = str(item["refused"])
+                refused.setdefault(table, {})[str(item["key"])] = str(item["hash"])
+                if len(reasons.setdefault(table, [])) < SAMPLE:
+                    reasons[table].append(f"{item['key']}: {item['error']}")
+            elif "changed" in item:
+                changed.setdefault(str(item["changed"]), []).append(str(item["key"]))
+            elif "vanished" in item:
+                vanished.setdefault(str(item["vanished"]), []).append(str(item["key"]))
             elif "table" in item:
-                applied[str(item["table"])] = item
-                plan = by_table.get(str(item["table"]))
+                table = str(item["table"])
+                applied[table] = _Applied(
+                    inserted=int(item["inserted"]),
+                    updated=int(item["updated"]),
+                    created=bool(item["created"]),
+                    changed=tuple(changed.get(table, ())),
+                    refused=refused.get(table, {}),
+                    refusal_reasons=tuple(reasons.get(table, ())),
+                    vanished=tuple(vanished.get(table, ())),
+                )
+                plan = by_table.get(table)
                 if plan is not None:
-                    total = len(request.get(plan.table, ()))
+                    total = len(request.get(plan.table, {}).get("update", ())) + plan.missing
                     self.on_progress(Progress("apply", plan.item, total, total))
 
         await target.stream(
-            "apply",
-            on_item,
-            rows=remote_rows,
-            overwrite=self.overwrite,
-            delay=self.row_delay,
+            "apply", on_item, rows=remote_rows, slice=self.slice_seconds, delay=self.row_delay
         )
         return applied
 
     def _verify(
         self,
-        plans: list[TablePlan],
-        applied: dict[str, dict[str, Any]],
+        plans: tuple[TablePlan, ...],
+        applied: dict[str, _Applied],
         after: dict[str, TableState],
     ) -> tuple[list[ItemResult], list[str]]:
         items: list[ItemResult] = []
         problems: list[str] = []
         for plan in plans:
-            wanted = plan.keys_to_copy(self.overwrite)
-            outcome = applied.get(plan.table, {})
-            late_conflicts = int(outcome.get("conflicts", 0))
+            outcome = applied.get(plan.table, _Applied())
+            refused = outcome.refused or {}
+            expected = plan.allowing(refused, outcome.vanished)
             now = after.get(plan.table)
             rows = now.rows if now is not None else {}
-            # Keys that hit a row the application wrote since the plan are conflicts too
-            # (the apply reported them); any other mismatch is a failed verification.
-            mismatched = [k for k in wanted if rows.get(k) != plan.source.rows[k]]
-            late = [str(s.get("key")) for s in outcome.get("sample", ())]
-            unexplained = [k for k in mismatched if k not in late]
-            verified = len(mismatched) <= late_conflicts
+            kind = plan.identity.kind
+            want_count = _count(kind, expected)
+            want_digest = digest(kind, expected)
+            got_count = now.count if now is not None else 0
+            got_digest = digest(kind, rows) if now is not None else digest(kind, {})
+            verified = (want_count, want_digest) == (got_count, got_digest)
             if not verified:
                 problems.append(
-                    f"verification failed for {plan.item}: {len(unexplained)} migrated row(s) "
-                    f"do not match the source (e.g. key {(unexplained or mismatched)[0]})"
+                    f"verification failed for {plan.item}: expected {want_count} row(s) "
+                    f"(digest {want_digest}), found {got_count} (digest {got_digest}); the "
+                    "table changed during the run, or the apply was incomplete"
                 )
-            conflicts = plan.conflicts if not self.overwrite else ()
-            sample = [*conflicts[:_SAMPLE], *late[: max(0, _SAMPLE - len(conflicts))]]
-            copied = int(outcome.get("inserted", 0))
-            good = [k for k in wanted if k not in mismatched]
+            refusals = [k for k in refused if k not in plan.update]
+            unresolved = plan.conflicts if not self.overwrite else ()
+            failed_updates = [k for k in refused if k in plan.update]
+            conflicts = len(unresolved) + len(refusals) + len(failed_updates)
+            sample = [*unresolved, *refusals, *failed_updates][:SAMPLE]
+            notes = [*plan.warnings, *outcome.refusal_reasons]
+            if outcome.created:
+                notes.insert(0, "table created on the target")
+            if outcome.vanished:
+                notes.append(f"{len(outcome.vanished)} row(s) deleted on the target meanwhile")
             items.append(
                 ItemResult(
                     item=plan.item,
-                    source_count=len(plan.source.rows),
+                    source_count=plan.source_count,
                     target_count=plan.target_count,
-                    missing=len(plan.missing),
-                    conflicts=len(conflicts) + late_conflicts,
-                    copied=copied,
+                    missing=plan.missing,
+                    conflicts=conflicts,
+                    copied=outcome.inserted,
                     verified=verified,
                     conflict_sample=tuple(sample),
-                    checksum=checksum(plan.source.rows[k] for k in good),
-                    note="table created on the target" if outcome.get("created") else "",
+                    checksum=got_digest,
+                    note="; ".join(notes),
+                    identity=plan.identity.describe(),
+                    only_on_target=plan.only_on_target,
+                    updated=outcome.updated,
+                    changed=outcome.changed,
+                    expected=f"{want_count} rows, digest {want_digest}",
                 )
             )
         return items, problems
@@ -283,19 +297,25 @@ class RowsMigration:
         return report
 
 
-def _prefix(source: RemoteSqlite, target: RemoteSqlite) -> str:
-    """How items name a database pair: by the target's ``host:path``."""
-    return target.name
+def _count(kind: str, rows: dict[str, Any]) -> int:
+    if kind == "row":
+        return sum(int(n) for n in rows.values())
+    return len(rows)
 
 
-def _planned(plan: TablePlan, *, verified: bool | None = None, copied: int = 0) -> ItemResult:
+def planned_item(plan: TablePlan) -> ItemResult:
+    """A dry run's row for one table: exactly what the run would do."""
     return ItemResult(
         item=plan.item,
-        source_count=len(plan.source.rows),
+        source_count=plan.source_count,
         target_count=plan.target_count,
-        missing=len(plan.missing),
+        missing=plan.missing,
         conflicts=len(plan.conflicts),
-        copied=copied,
-        verified=verified,
-        conflict_sample=plan.conflicts[:_SAMPLE],
+        conflict_sample=plan.conflicts[:SAMPLE],
+        checksum=plan.expected_digest(),
+        note="; ".join(plan.warnings),
+        identity=plan.identity.describe(),
+        only_on_target=plan.only_on_target,
+        updated=len(plan.update),
+        expected=f"{plan.expected_count} rows, digest {plan.expected_digest()}",
     )

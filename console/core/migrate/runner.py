@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from console.core.config import Config, EnvConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
 from console.core.locks import HeldLock
+from console.core.migrate.hostrun import HostRun
 from console.core.migrate.mirror import Mirror, MirrorStatus, StatusCallback, initial_marks
 from console.core.migrate.plan import (
     LOCK_NAME,
@@ -21,9 +24,10 @@ from console.core.migrate.plan import (
     no_progress,
 )
 from console.core.migrate.redis_keys import RedisKeysMigration
-from console.core.migrate.remote import RemoteSqlite
-from console.core.migrate.rows import RowsMigration
+from console.core.migrate.remote import RemoteSqlite, new_run_id
+from console.core.migrate.rows import RowsMigration, planned_item
 from console.core.migrate.snapshot import SnapshotMigration
+from console.core.migrate.tables import TablePlan
 from console.core.models import Colour
 from console.core.ssh import SshPool
 
@@ -58,7 +62,7 @@ class MigrationRunner:
     # -- what goes where -------------------------------------------------------------------
 
     def database_pairs(
-        self, source: Colour, target: Colour
+        self, source: Colour, target: Colour, run: str = ""
     ) -> list[tuple[RemoteSqlite, RemoteSqlite]]:
         """(source db, target db) pairs: hosts matched in order, then their sqlite paths.
 
@@ -79,6 +83,8 @@ class MigrationRunner:
             )
         timeout = self.config.ssh.command_timeout
         tag = self.config.console.name
+        run = run or new_run_id()
+        work_dir = self.config.migrate.work_dir
         pairs = []
         for src_host, dst_host in zip(src_hosts, dst_hosts, strict=True):
             if len(src_host.data.sqlite) != len(dst_host.data.sqlite):
@@ -89,8 +95,12 @@ class MigrationRunner:
             for src_db, dst_db in zip(src_host.data.sqlite, dst_host.data.sqlite, strict=True):
                 pairs.append(
                     (
-                        RemoteSqlite(self.pool, src_host, src_db, timeout, tag),
-                        RemoteSqlite(self.pool, dst_host, dst_db, timeout, tag),
+                        RemoteSqlite(
+                            self.pool, src_host, src_db, timeout, tag, run=run, work_dir=work_dir
+                        ),
+                        RemoteSqlite(
+                            self.pool, dst_host, dst_db, timeout, tag, run=run, work_dir=work_dir
+                        ),
                     )
                 )
         return pairs
@@ -160,56 +170,62 @@ class MigrationRunner:
         await self._refuse_live(request)
         purpose = _purpose(request)
         started = time.monotonic()
+        run = new_run_id()
         async with self._locked(purpose):
             if not request.dry_run:
-                await self._record(request, f"{purpose} started", "started")
+                await self._record(request, f"{purpose} started", "started", run=run)
             try:
-                result = await self._execute(request, on_progress)
+                result = await self._execute(request, on_progress, run)
             except asyncio.CancelledError:
                 if not request.dry_run:
                     with contextlib.suppress(ConsoleError):
-                        await self._record(request, f"{purpose} cancelled", "cancelled")
+                        await self._record(request, f"{purpose} cancelled", "cancelled", run=run)
                 raise
             except ConsoleError as e:
                 if not request.dry_run:
                     with contextlib.suppress(ConsoleError):
-                        await self._record(request, f"{purpose} failed", "failed", reason=str(e))
+                        await self._record(
+                            request, f"{purpose} failed", "failed", reason=str(e), run=run
+                        )
                 raise
-            result = replace(result, duration=time.monotonic() - started)
+            result = replace(result, duration=time.monotonic() - started, run=run)
             if not request.dry_run:
                 await self._record_result(request, result)
             return result
 
-    async def _sweep(self, pairs: list[tuple[RemoteSqlite, RemoteSqlite]]) -> None:
-        """Clear what an interrupted run left on the hosts (we hold the migrate lock)."""
-        seen: set[tuple[str, str]] = set()
-        for remote in (r for pair in pairs for r in pair):
-            key = (remote.host.name, remote.db)
-            if key not in seen:
-                seen.add(key)
-                await remote.sweep()
+    async def _report_dead(self, request: MigrationRequest, hold: HostRun) -> tuple[str, ...]:
+        """Record what interrupted runs had really committed (their journals), once."""
+        found = tuple(dead.describe() for dead in hold.dead)
+        for text in found:
+            with contextlib.suppress(ConsoleError):
+                await self.control.record(
+                    "migrate",
+                    f"interrupted migration found: {text}",
+                    before=request.source.value,
+                    after=request.target.value,
+                    outcome="interrupted",
+                    details={"strategy": request.strategy, "found_by": "next run"},
+                )
+        return found
 
     async def _execute(
-        self, request: MigrationRequest, on_progress: ProgressCallback
+        self, request: MigrationRequest, on_progress: ProgressCallback, run: str
     ) -> MigrationResult:
         items: list[ItemResult]
         backups: list[str] = []
-        if request.strategy in ("rows", "snapshot") and not request.dry_run:
-            await self._sweep(self.database_pairs(request.source, request.target))
-        if request.strategy == "rows":
-            rows = RowsMigration(
-                self.database_pairs(request.source, request.target),
-                tables=request.tables,
-                overwrite=request.overwrite,
-                row_delay=request.row_delay,
-                on_progress=on_progress,
-            )
-            items, problems = await rows.run(dry_run=request.dry_run)
-        elif request.strategy == "snapshot":
-            snap = SnapshotMigration(
-                self.database_pairs(request.source, request.target), on_progress=on_progress
-            )
-            items, problems, backups = await snap.run(dry_run=request.dry_run)
+        plans: tuple[TablePlan, ...] = ()
+        previous: tuple[str, ...] = ()
+        if request.strategy in ("rows", "snapshot"):
+            pairs = self.database_pairs(request.source, request.target, run)
+            hold = HostRun([r for pair in pairs for r in pair])
+            async with hold.held(sweep=not request.dry_run):
+                if not request.dry_run:
+                    previous = await self._report_dead(request, hold)
+                if request.strategy == "rows":
+                    items, problems, plans = await self._rows(request, pairs, on_progress)
+                else:
+                    snap = SnapshotMigration(pairs, on_progress=on_progress)
+                    items, problems, backups = await snap.run(dry_run=request.dry_run)
         else:
             src_url, dst_url, patterns = self.redis_endpoints(request.source, request.target)
             keys = RedisKeysMigration(
@@ -229,6 +245,46 @@ class MigrationRunner:
             tuple(items),
             problems=tuple(problems),
             backups=tuple(backups),
+            plans=plans,
+            run=run,
+            previous=previous,
+        )
+
+    async def _rows(
+        self,
+        request: MigrationRequest,
+        pairs: list[tuple[RemoteSqlite, RemoteSqlite]],
+        on_progress: ProgressCallback,
+        rows: RowsMigration | None = None,
+    ) -> tuple[list[ItemResult], list[str], tuple[TablePlan, ...]]:
+        """Plan; a dry run returns the plan, a run executes exactly that plan."""
+        rows = rows or self._rows_migration(request, pairs, on_progress)
+        with tempfile.TemporaryDirectory(prefix="bgconsole-migrate-") as tmp:
+            try:
+                planned = await rows.plan(Path(tmp))
+                plans = tuple(t for pair in planned for t in pair.tables)
+                if request.dry_run:
+                    return [planned_item(p) for p in plans], [], plans
+                items, problems = await rows.execute(planned, Path(tmp))
+                return items, problems, plans
+            finally:
+                for source, target in pairs:
+                    await source.cleanup()
+                    await target.cleanup()
+
+    def _rows_migration(
+        self,
+        request: MigrationRequest,
+        pairs: list[tuple[RemoteSqlite, RemoteSqlite]],
+        on_progress: ProgressCallback,
+    ) -> RowsMigration:
+        return RowsMigration(
+            pairs,
+            tables=request.tables,
+            overwrite=request.overwrite,
+            row_delay=request.row_delay,
+            slice_seconds=self.config.migrate.slice,
+            on_progress=on_progress,
         )
 
     async def mirror(
@@ -252,23 +308,35 @@ class MigrationRunner:
         await self._refuse_live(request)
         purpose = _purpose(request)
         status = MirrorStatus(0, 0, 0, 0.0)
+        run = new_run_id()
         async with self._locked(purpose):
-            await self._record(request, f"{purpose} started", "started")
+            await self._record(request, f"{purpose} started", "started", run=run)
             try:
-                pairs = self.database_pairs(request.source, request.target)
-                rows = RowsMigration(pairs, tables=request.tables, on_progress=on_progress)
-                items, problems = await rows.run(dry_run=False)
-                catch_up = MigrationResult(
-                    "rows", request.source, request.target, False, tuple(items), 0.0,
-                    tuple(problems),
-                )  # fmt: skip
-                # Marks from the catch-up's own inspection: rows written since are above them.
-                mirrored = [
-                    (source, target, initial_marks(states))
-                    for (source, target), states in zip(pairs, rows.source_states, strict=True)
-                ]
-                mirror = Mirror(mirrored, interval=interval, on_progress=on_progress)
-                status = await mirror.run(on_status, stop)
+                pairs = self.database_pairs(request.source, request.target, run)
+                hold = HostRun([r for pair in pairs for r in pair])
+                async with hold.held(sweep=True):
+                    previous = await self._report_dead(request, hold)
+                    rows = self._rows_migration(
+                        replace(request, overwrite=False), pairs, on_progress
+                    )
+                    items, problems, plans = await self._rows(request, pairs, on_progress, rows)
+                    catch_up = MigrationResult(
+                        "rows", request.source, request.target, False, tuple(items), 0.0,
+                        tuple(problems), plans=plans, run=run, previous=previous,
+                    )  # fmt: skip
+                    # Marks from the catch-up's own inspection (rowids, as the tail compares):
+                    # rows written since are above them.
+                    mirrored = [
+                        (source, target, initial_marks(states))
+                        for (source, target), states in zip(pairs, rows.source_states, strict=True)
+                    ]
+                    mirror = Mirror(
+                        mirrored,
+                        interval=interval,
+                        slice_seconds=self.config.migrate.slice,
+                        on_progress=on_progress,
+                    )
+                    status = await mirror.run(on_status, stop)
             except asyncio.CancelledError:
                 with contextlib.suppress(ConsoleError):
                     await self._record(request, f"{purpose} cancelled", "cancelled")
@@ -295,7 +363,13 @@ class MigrationRunner:
             return catch_up, status
 
     async def _record(
-        self, request: MigrationRequest, summary: str, outcome: str, *, reason: str = ""
+        self,
+        request: MigrationRequest,
+        summary: str,
+        outcome: str,
+        *,
+        reason: str = "",
+        run: str = "",
     ) -> None:
         await self.control.record(
             "migrate",
@@ -304,7 +378,11 @@ class MigrationRunner:
             after=request.target.value,
             reason=reason or request.reason,
             outcome=outcome,
-            details={"strategy": request.strategy, "tables": ",".join(request.tables)},
+            details={
+                "strategy": request.strategy,
+                "tables": ",".join(request.tables),
+                "run": run,
+            },
         )
 
     async def _record_result(self, request: MigrationRequest, result: MigrationResult) -> None:
@@ -326,6 +404,10 @@ class MigrationRunner:
                 "items": str(len(result.items)),
                 "duration": f"{result.duration:.1f}",
                 "backups": ",".join(result.backups),
+                "run": result.run,
+                "updated": str(sum(item.updated for item in result.items)),
+                "only_on_target": str(result.only_on_target),
+                "unverified": ",".join(i.item for i in result.items if i.verified is False),
             },
         )
 

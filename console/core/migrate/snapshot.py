@@ -2,8 +2,10 @@
 
 Per database pair: the source makes a consistent copy with SQLite's backup API (safe
 while the application writes), the copy travels source -> this machine -> target by
-SFTP, and the target keeps its old database as ``<db>.bak-<timestamp>`` before the new
-content goes in. An existing target is restored in place with the backup API, one write
+SFTP, and the target keeps its old database as ``<work_dir>/backups/<db>.bak-<time>-<run>``
+(outside the application's checkout) before the new content goes in. The dry run says
+how many rows only the target has: a snapshot drops them (they survive in the backup).
+An existing target is restored in place with the backup API, one write
 transaction, rather than renamed over: renaming a file under an application that has the
 database open in WAL mode corrupts it. A target that does not exist yet is renamed into
 place (atomic). Verified by ``PRAGMA integrity_check`` and equal row counts per table.
@@ -17,6 +19,7 @@ from typing import Any
 
 from console.core.migrate.plan import ItemResult, Progress, ProgressCallback
 from console.core.migrate.remote import RemoteSqlite
+from console.core.migrate.rows import inspect, plan_pair
 
 
 class SnapshotMigration:
@@ -37,7 +40,7 @@ class SnapshotMigration:
             for index, (source, target) in enumerate(self.pairs):
                 try:
                     if dry_run:
-                        items.extend(await self._plan(source, target))
+                        items.extend(await self._plan(source, target, Path(tmp)))
                         continue
                     done, found, backup = await self._copy(source, target, Path(tmp), index)
                     items.extend(done)
@@ -49,10 +52,46 @@ class SnapshotMigration:
                     await target.cleanup()
         return items, problems, backups
 
-    async def _plan(self, source: RemoteSqlite, target: RemoteSqlite) -> list[ItemResult]:
-        src = await source.call("check")
-        dst = await target.call("check", missing_ok=True)
-        return _items(target, src["counts"], dst["counts"], None)
+    async def _plan(
+        self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path
+    ) -> list[ItemResult]:
+        """What replacing the target loses: rows only it has, and its differing versions.
+
+        Compared by row identity as the rows strategy does, so the count is exact.
+        """
+        src = await inspect(source, workdir, on_progress=self.on_progress)
+        dst = await inspect(target, workdir, missing_ok=True, on_progress=self.on_progress)
+        plans = {p.table: p for p in plan_pair(target.name, src, dst, overwrite=True)}
+        items = []
+        for name in sorted(set(src) | set(dst)):
+            plan = plans.get(name)
+            if plan is None:  # a table only the target has: all of it goes
+                lost, differing = dst[name].count, 0
+                source_count, target_count = 0, dst[name].count
+                identity = dst[name].identity.describe()
+            else:
+                lost, differing = plan.only_on_target, len(plan.conflicts)
+                source_count, target_count = plan.source_count, plan.target_count
+                identity = plan.identity.describe()
+            note = "would replace the table"
+            if lost or differing:
+                note += (
+                    f"; drops {lost} row(s) only on the target and {differing} target "
+                    "version(s) that differ (kept only in the backup)"
+                )
+            items.append(
+                ItemResult(
+                    item=f"{target.name} {name}",
+                    source_count=source_count,
+                    target_count=target_count,
+                    missing=plan.missing if plan is not None else 0,
+                    conflicts=differing,
+                    note=note,
+                    identity=identity,
+                    only_on_target=lost,
+                )
+            )
+        return items
 
     async def _copy(
         self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path, index: int
@@ -62,7 +101,7 @@ class SnapshotMigration:
         remote_copy = source.track(str(copy["path"]))
         local = workdir / f"snapshot-{index}.db"
         await source.fetch(remote_copy, local, self._bytes("backup", source.name))
-        staged = await target.send(local, self._bytes("transfer", target.name), beside_db=True)
+        staged = await target.send(local, self._bytes("transfer", target.name))
         installed = await target.call("install", new=staged)
         self.on_progress(Progress("install", target.name, 1, 1, "files"))
         expected: dict[str, int] = copy["counts"]

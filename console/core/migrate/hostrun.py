@@ -1,0 +1,132 @@
+"""A run's presence on its hosts: a lock held while it lives, and the sweep of dead runs.
+
+Every file a run makes on a host carries its run id. While the run lives, a ``hold``
+command on each host keeps an exclusive lock on the run's lock file; it dies with the SSH
+channel (client killed, connection dropped), and the kernel then drops the lock. A sweep
+removes a run's files only when it can take that lock: the run is provably dead, which a
+name (two consoles both called ``demo`` on one machine) or an age cannot prove.
+
+The sweep also returns what each dead run's journal says it committed, so the next run
+(and its event) can say what an interrupted run really did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from console.core.errors import ConsoleError
+from console.core.migrate.remote import MigrationError, RemoteSqlite
+from console.core.ssh import CommandExit
+
+HOLD_TIMEOUT = 15.0
+"""Seconds to wait for a host to confirm the run's lock before giving up on the run."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRun:
+    """What an interrupted run had committed on one host before it died."""
+
+    host: str
+    run: str
+    tables: dict[str, tuple[int, int, bool]]
+    """table -> (rows inserted, rows updated, finished)."""
+
+    def describe(self) -> str:
+        """``run 1a2b3c4d5e6f on blue: uploads 120 inserted (unfinished)``."""
+        if not self.tables:
+            return f"run {self.run} on {self.host} died before committing anything"
+        parts = []
+        for table, (inserted, updated, finished) in sorted(self.tables.items()):
+            text = f"{table} {inserted} inserted"
+            if updated:
+                text += f", {updated} updated"
+            parts.append(text + ("" if finished else " (unfinished)"))
+        return f"run {self.run} on {self.host} died after committing: " + "; ".join(parts)
+
+
+def summarise(host: str, run: str, journal: list[Any]) -> DeadRun:
+    """A dead run's journal lines, added up per table."""
+    tables: dict[str, tuple[int, int, bool]] = {}
+    for entry in journal:
+        if not isinstance(entry, dict) or "table" not in entry:
+            continue
+        name = str(entry["table"])
+        inserted, updated, finished = tables.get(name, (0, 0, False))
+        tables[name] = (
+            inserted + int(entry.get("inserted", 0)),
+            updated + int(entry.get("updated", 0)),
+            finished or bool(entry.get("finished")),
+        )
+    return DeadRun(host, run, tables)
+
+
+class HostRun:
+    """Holds a run's lock on each host for the run's lifetime (``async with``)."""
+
+    def __init__(self, remotes: list[RemoteSqlite]) -> None:
+        by_host: dict[str, list[RemoteSqlite]] = {}
+        for remote in remotes:
+            by_host.setdefault(remote.host.name, []).append(remote)
+        self.by_host = by_host
+        self.tasks: list[asyncio.Task[None]] = []
+        self.dead: list[DeadRun] = []
+
+    @contextlib.asynccontextmanager
+    async def held(self, *, sweep: bool) -> AsyncIterator[HostRun]:
+        """Hold the lock on every host (and sweep what dead runs left), then release."""
+        try:
+            for remotes in self.by_host.values():
+                await self._hold(remotes[0])
+            if sweep:
+                for remotes in self.by_host.values():
+                    await self._sweep(remotes)
+            yield self
+            # Ended normally: nothing for the next run to report. An interrupted run's
+            # journal stays (its holder dies with the channel) for the next sweep.
+            for remotes in self.by_host.values():
+                with contextlib.suppress(ConsoleError):
+                    await remotes[0].call("finish")
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            for task in self.tasks:
+                with contextlib.suppress(asyncio.CancelledError, ConsoleError):
+                    await task
+
+    async def _hold(self, remote: RemoteSqlite) -> None:
+        held = asyncio.Event()
+        failure: list[str] = []
+
+        async def hold() -> None:
+            command = remote.command_line("hold", {})
+            stderr: list[str] = []
+            try:
+                async for item in remote.pool.stream(remote.host, command, timeout=None):
+                    if isinstance(item, CommandExit):
+                        break
+                    if item.stream == "stderr":
+                        stderr.append(item.text)
+                    elif item.text.startswith('{"held"'):
+                        held.set()
+            except ConsoleError as e:
+                stderr.append(str(e))
+            failure.append(stderr[-1] if stderr else "the run's lock holder ended")
+            held.set()
+
+        self.tasks.append(asyncio.create_task(hold()))
+        async with asyncio.timeout(HOLD_TIMEOUT):
+            await held.wait()
+        if failure:
+            raise MigrationError(f"{remote.host.name}: cannot hold the run's lock: {failure[0]}")
+
+    async def _sweep(self, remotes: list[RemoteSqlite]) -> None:
+        """Best effort: a failed sweep never stops a run (nothing of a live run is touched)."""
+        with contextlib.suppress(ConsoleError):
+            result = await remotes[0].call("sweep", dbs=[r.db for r in remotes])
+            for dead in result.get("dead", []):
+                journal = dead.get("journal", [])
+                self.dead.append(summarise(remotes[0].host.name, str(dead["run"]), journal))
