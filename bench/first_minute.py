@@ -172,9 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     median = statistics.median(r.seconds for r in warm)
     print(f"first minute: ./scripts/demo to the first complete dashboard ({args.size[0]}x"
           f"{args.size[1]}, tmux)")  # fmt: skip
-    print(
-        f"load average before / after: {load_before} / {_load()} (2 cores shared: figures grow with it)"
-    )
+    print(f"load average before / after: {load_before} / {_load()} (figures grow with the load)")
     print("| start | measured | target | result |")
     print("|---|---|---|---|")
     if cold is not None:
