@@ -142,6 +142,8 @@ class Recorder:
                         return
         except (ConnectionError, httptools.HttpParserError):
             pass
+        except asyncio.CancelledError:
+            pass  # the test's loop is ending; asyncio logs a cancelled handler otherwise
         finally:
             writer.close()
 
