@@ -114,3 +114,40 @@ class Env:
     runner: MigrationRunner
     blue_db: Path
     green_db: Path
+
+
+APP_SCHEMA = (
+    # No key at all, as many real schemas have: whole-row identity, duplicates allowed.
+    "CREATE TABLE files (name TEXT, size INTEGER, data BLOB)",
+    # A key that is not the rowid alias.
+    "CREATE TABLE events (id BIGINT PRIMARY KEY, body TEXT)",
+    # Composite key, no rowid.
+    "CREATE TABLE tags (item INTEGER NOT NULL, tag TEXT NOT NULL, weight REAL, "
+    "PRIMARY KEY (item, tag)) WITHOUT ROWID",
+    # Rowid alias plus a UNIQUE column.
+    "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE)",
+    # No primary key but a unique NOT NULL column: that is the identity.
+    "CREATE TABLE accounts (email TEXT NOT NULL UNIQUE, plan TEXT)",
+    # Foreign key and NULLs.
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users(id), "
+    "note TEXT, paid INTEGER)",
+)
+
+
+def make_app_db(path: Path, rows_by_table: dict[str, list[tuple[Any, ...]]]) -> None:
+    """A database with :data:`APP_SCHEMA` holding ``rows_by_table`` (full rows)."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for sql in APP_SCHEMA:
+            db.execute(sql)
+        for table, values in rows_by_table.items():
+            if values:
+                marks = ", ".join("?" for _ in values[0])
+                db.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+
+
+def content(path: Path, table: str) -> list[tuple[Any, ...]]:
+    """A table's rows without rowids, sorted (a multiset compare)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        found = db.execute(f"SELECT * FROM {table}").fetchall()
+    return sorted((tuple(r) for r in found), key=repr)

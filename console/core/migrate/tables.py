@@ -143,6 +143,8 @@ class TablePlan:
     expected: dict[str, Any] = field(repr=False, compare=True)
     """The target table's rows as the plan promises them after the run."""
     warnings: tuple[str, ...] = ()
+    replaced: dict[str, str] = field(default_factory=dict, repr=False)
+    """The target's own content hash of each row to update (kept if the update fails)."""
 
     @property
     def missing(self) -> int:
@@ -175,8 +177,8 @@ class TablePlan:
                     expected[key] = left
                 else:
                     expected.pop(key, None)
-            elif key in self.update:
-                pass  # an update that failed left the target's own version: put it back
+            elif key in self.replaced:
+                expected[key] = self.replaced[key]  # a refused update kept the target's row
             elif expected.get(key) == sent:
                 expected.pop(key, None)
         for key in vanished:
@@ -226,6 +228,7 @@ def plan_table(
         only_on_target=only,
         expected=expected,
         warnings=warnings,
+        replaced={k: theirs[k] for k in update},
     )
 
 
