@@ -29,6 +29,7 @@ class Channel(asyncio.Protocol):
         "_write_paused",
         "idle_since",
         "lost",
+        "response",
         "transport",
     )
 
@@ -45,6 +46,8 @@ class Channel(asyncio.Protocol):
         self._write_paused = False
         self.idle_since = 0.0
         """When this connection was last returned to an idle pool (monotonic)."""
+        self.response: object | None = None
+        """An upstream connection's response reader, kept between responses."""
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 

@@ -246,12 +246,13 @@ class Forwarder:
                 client.write(_CONTINUE)
             await self._stream_body(head, reader, chan)
         t = self.timeouts
+        resp = Response.on(chan, head.method)
         while True:
-            resp = Response(chan)
             await resp.read_head(self.max_head, t.first_byte, t.first_byte)
             if resp.status >= 200 or resp.status == 101:
                 return resp
             # 100 Continue (the proxy sent its own) and 103 Early Hints are dropped.
+            resp.reset()
 
     async def _stream_body(self, head: RequestHead, reader: RequestReader, chan: Channel) -> None:
         """Copy a large or chunked request body upstream, re-framed."""

@@ -80,7 +80,8 @@ class RequestHead:
         self.method = b""
         self.target = b""
         self.version = "1.1"
-        self.fields: list[tuple[bytes, bytes]] = []
+        self.fields: list[tuple[bytes, bytes, bytes]] = []
+        """(name, lower-case name, value) as received."""
         self.keep_alive = True
         self.upgrade: bytes | None = None
         """The Upgrade header of an upgrade request (WebSocket), else None."""
@@ -137,8 +138,7 @@ def _scan(head: RequestHead) -> tuple[int, list[bytes], bytes | None]:
     te: list[bytes] = []
     drop: list[bytes] = []
     upgrade = None
-    for name, value in head.fields:
-        lname = name.lower()
+    for _name, lname, value in head.fields:
         if lname == b"host":
             hosts += 1
             head.host = value
@@ -214,7 +214,7 @@ class RequestReader:
             return  # a trailer after a chunked body: dropped, never forwarded
         self._grow(len(name) + len(value) + 4)
         # llhttp strips leading whitespace of a value but keeps trailing tabs/spaces.
-        self._cur.fields.append((name, value.rstrip(b" \t")))
+        self._cur.fields.append((name, name.lower(), value.rstrip(b" \t")))
 
     def _grow(self, size: int) -> None:
         """Count a head's bytes as llhttp hands them over (it has no limit of its own)."""
@@ -345,9 +345,8 @@ def upstream_head(
     """
     lines = [head.method + b" " + head.target + b" HTTP/1.1"]
     drop = head.drop
-    for name, value in head.fields:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname in _FORWARDED or lname in drop:
+    for name, lname, value in head.fields:
+        if lname in HOP_BY_HOP or lname in _FORWARDED or (drop and lname in drop):
             continue
         lines.append(name + b": " + value)
     if head.host is None:

@@ -41,6 +41,7 @@ class Response:
     __slots__ = (
         "_chan",
         "_done",
+        "_drop",
         "_parser",
         "_pieces",
         "chunked",
@@ -57,14 +58,43 @@ class Response:
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = b""
-        self.fields: list[tuple[bytes, bytes]] = []
+        self.fields: list[tuple[bytes, bytes, bytes]] = []
+        """(name, lower-case name, value) as received."""
         self.length: int | None = None
         self.chunked = False
         self.keep_alive = True
+        self._drop: list[bytes] = []
         self._pieces: list[bytes] = []
         self._done = False
         self.trailing = False
         """Bytes came after the message: the connection cannot be reused."""
+
+    @classmethod
+    def on(cls, chan: Channel, method: bytes) -> Response:
+        """The response reader of ``chan``. Its llhttp parser is kept for the connection's
+        next response (making one costs more than parsing a small head), except after
+        HEAD: llhttp cannot be told that such an answer has no body."""
+        resp = chan.response
+        if method == b"HEAD":
+            chan.response = None
+            return cls(chan)
+        if isinstance(resp, Response):
+            resp.reset()
+            return resp
+        resp = chan.response = cls(chan)
+        return resp
+
+    def reset(self) -> None:
+        """Ready for the next message on the same connection."""
+        self.status = 0
+        self.reason = b""
+        self.fields = []
+        self.length = None
+        self.chunked = False
+        self.keep_alive = True
+        self._drop = []
+        self._pieces = []
+        self._done = False
 
     # -- httptools callbacks ---------------------------------------------------------------
 
@@ -72,7 +102,15 @@ class Response:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.fields.append((name, value.rstrip(b" \t")))
+        lname = name.lower()
+        value = value.rstrip(b" \t")
+        self.fields.append((name, lname, value))
+        if lname == b"content-length":
+            self.length = int(value)  # llhttp let digits only through, once
+        elif lname == b"transfer-encoding":
+            self.chunked = value.lower().endswith(b"chunked")
+        elif lname == b"connection":
+            self._drop.extend(t.strip().lower() for t in value.split(b","))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -80,7 +118,7 @@ class Response:
         self.keep_alive = parser.should_keep_alive()
 
     def on_message_begin(self) -> None:
-        if self.status:
+        if self._done:
             self.trailing = True
 
     def on_body(self, body: bytes) -> None:
@@ -121,12 +159,6 @@ class Response:
             pass  # 101 Switching Protocols: what follows is the tunnel
         except httptools.HttpParserError as e:
             raise UpstreamFailed(f"malformed response head: {e}") from None
-        for name, value in self.fields:
-            lname = name.lower()
-            if lname == b"content-length":
-                self.length = int(value)
-            elif lname == b"transfer-encoding":
-                self.chunked = value.lower().endswith(b"chunked")
 
     def framing(self, method: bytes, http10: bool) -> int:
         """How the body is sent on: NO_BODY, LENGTH, CHUNKED or UNTIL_CLOSE."""
@@ -142,13 +174,9 @@ class Response:
     def client_head(self, colour_header: bytes, mode: int, keep_alive: bool, http10: bool) -> bytes:
         """The head sent to the client: hop-by-hop headers gone, framing remade."""
         lines = [b"HTTP/1.1 %d %s" % (self.status, self.reason)]
-        drop: set[bytes] = set()
-        for name, value in self.fields:
-            if name.lower() == b"connection":
-                drop.update(t.strip().lower() for t in value.split(b","))
-        for name, value in self.fields:
-            lname = name.lower()
-            if lname in HOP_BY_HOP or lname in drop:
+        drop = self._drop
+        for name, lname, value in self.fields:
+            if lname in HOP_BY_HOP or (drop and lname in drop):
                 continue
             lines.append(name + b": " + value)
         lines.append(colour_header)
@@ -168,7 +196,7 @@ class Response:
     def tunnel_head(self, colour_header: bytes) -> bytes:
         """The head of a 101 answer: passed on whole (its Connection and Upgrade too)."""
         lines = [b"HTTP/1.1 101 %s" % self.reason]
-        lines.extend(n + b": " + v for n, v in self.fields if n.lower() != b"x-bg-env")
+        lines.extend(n + b": " + v for n, ln, v in self.fields if ln != b"x-bg-env")
         lines.append(colour_header)
         lines.append(b"\r\n")
         return b"\r\n".join(lines)
