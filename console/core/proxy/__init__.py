@@ -15,6 +15,7 @@ Modules, each readable alone:
 - ``tally``: repeated errors reported once with a count.
 """
 
+from console.core.proxy import fastloop
 from console.core.proxy.forward import Timeouts
 from console.core.proxy.pool import RouteTable, Upstream, route_table_from_hosts
 from console.core.proxy.request import IDEMPOTENT
@@ -28,5 +29,6 @@ __all__ = [
     "Timeouts",
     "Upstream",
     "default_max_connections",
+    "fastloop",
     "route_table_from_hosts",
 ]
