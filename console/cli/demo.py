@@ -59,21 +59,15 @@ async def run(args: argparse.Namespace) -> int:
     """Run the demo and open the console on it (``--no-console``: the sandbox only)."""
     if args.no_console:
         return await run_demo(args, None)
-    # Loading the UI's code takes about as long as starting the sandbox, and the sandbox
-    # mostly waits on its child processes: load it in a thread meanwhile. (--no-console,
-    # and every other verb, never loads Textual.)
-    loading = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "console.app"))
+    return await run_demo(args, _run_console, preload=_load_ui)
 
-    async def open_console(info: SandboxInfo) -> None:
-        await loading
-        await _run_console(info)
 
-    try:
-        return await run_demo(args, open_console)
-    finally:
-        # A failed start must not leave the thread's import behind (it finishes quickly).
-        with contextlib.suppress(Exception):
-            await loading
+def _load_ui() -> None:
+    """Import the UI's code while the agent's process imports its own (two cores busy
+    instead of one). Not in a thread: a first import compiles the modules, holding the
+    GIL long enough to starve the event loop's Redis calls into timeouts. --no-console,
+    and every other verb, never loads Textual."""
+    importlib.import_module("console.app")
 
 
 async def _run_console(info: SandboxInfo) -> None:
@@ -89,13 +83,18 @@ async def _run_console(info: SandboxInfo) -> None:
         await services.aclose()
 
 
-async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -> int:
+async def run_demo(
+    args: argparse.Namespace,
+    open_console: OpenConsole | None,
+    preload: Callable[[], object] | None = None,
+) -> int:
     """Start the sandbox, then open the console on it or wait for Ctrl+C / SIGTERM.
 
     Args:
         args: the parsed ``demo`` arguments (dir, keep, no_console, no_traffic).
-        open_console: opens the UI on the config path and returns when it is quit; None
+        open_console: opens the UI on the sandbox and returns when it is quit; None
             (or ``--no-console``) prints the guided tour and waits for a signal instead.
+        preload: run while the agent's process loads (see :meth:`Sandbox.start`).
 
     Returns:
         0 once everything is stopped (and removed unless --keep).
@@ -107,7 +106,7 @@ async def run_demo(args: argparse.Namespace, open_console: OpenConsole | None) -
     sandbox = Sandbox(args.dir, keep=args.keep, traffic=not args.no_traffic)
     stop_wait = asyncio.create_task(stopping.wait())
     try:
-        starting = asyncio.create_task(sandbox.start())
+        starting = asyncio.create_task(sandbox.start(while_agent_loads=preload))
         await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             # Interrupted while starting: stop whatever had started, quietly.

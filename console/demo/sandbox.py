@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -118,7 +119,7 @@ class Sandbox:
             self._created_dir = True
         self.directory = directory
 
-    async def start(self) -> SandboxInfo:
+    async def start(self, *, while_agent_loads: Callable[[], object] | None = None) -> SandboxInfo:
         """Build the sandbox and start everything; on failure call :meth:`stop`.
 
         What depends on what decides the order; everything else runs at once: the agent
@@ -126,6 +127,11 @@ class Sandbox:
         :mod:`console.demo.agent_runner`), then Redis and both SSH servers together, then
         the config, the control plane's first colour, the flags and both apps together,
         and last the agent is released and its router awaited.
+
+        Args:
+            while_agent_loads: work for this process while the agent's process loads its
+                code, before anything time-sensitive runs here (``bgconsole demo`` imports
+                the UI): it may block the event loop, as no Redis call is in flight yet.
 
         Raises:
             ConsoleError: a binary is missing (the message says what to install), or a
@@ -137,6 +143,8 @@ class Sandbox:
         self.router_port = free_port()
         if agent_available():
             await self._spawn_agent()
+        if while_agent_loads is not None:
+            while_agent_loads()
         client_key = generate_key()
         identity = self.directory / "keys" / "id_ed25519"
         write_private_key(client_key, identity)
