@@ -15,6 +15,7 @@ from console.app import ConsoleApp
 from console.core.config import load_config
 from console.core.control import ControlPlane
 from console.core.migrate.plan import (
+    RESULT_COLUMNS,
     MigrationRequest,
     MigrationResult,
     Progress,
@@ -89,7 +90,7 @@ async def test_dry_run_then_for_real_carries_an_upload_from_green_to_blue(
             assert table.row_count == 1
             row = table.get_row_at(0)
             assert "uploads" in row[0]
-            assert row[3] == "1"  # missing
+            assert row[RESULT_COLUMNS.index("missing")] == "1"
             assert "1 to copy" in _result_line(run)
             assert "r runs it for real" in _result_line(run)
 
@@ -105,7 +106,9 @@ async def test_dry_run_then_for_real_carries_an_upload_from_green_to_blue(
             )
             assert run.result.ok, run.result.problems
             assert run.result.copied == 1
-            assert table.get_row_at(0)[5:] == ["1", "yes"]  # copied, verified
+            cells = table.get_row_at(0)
+            assert cells[RESULT_COLUMNS.index("copied")] == "1"
+            assert cells[RESULT_COLUMNS.index("verified")] == "yes"
             assert "1 copied" in _result_line(run)
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.screen is dash, what="back on the dashboard")
