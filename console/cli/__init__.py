@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from console import __version__
 from console.cli import check, demo, deploy, events, failover, flag, init, serve, status, switch, ui
+from console.cli import doctor as doctor_verb
 from console.cli import logs as logs_verb
 from console.cli import migrate as migrate_verb
 from console.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail
@@ -30,6 +31,7 @@ VERBS: tuple[ModuleType, ...] = (
     logs_verb,
     migrate_verb,
     check,
+    doctor_verb,
     init,
     demo,
     serve,

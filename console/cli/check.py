@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from console.cli import doctor
 from console.cli.common import EXIT_OK, SubParsers, add_config_option, add_json_option, print_json
 from console.core.config import Config, find_config, load_config, redact_url
 from console.core.models import Colour
@@ -13,11 +14,17 @@ def register(subparsers: SubParsers) -> None:
     """Add the ``check`` verb."""
     parser = subparsers.add_parser(
         "check",
-        help="validate the configuration and print a summary",
-        description="Validate the configuration file (exit 2 naming the bad key) and summarise it.",
+        help="validate the configuration (static; doctor checks it live)",
+        description="Validate the configuration file (exit 2 naming the bad key) and summarise "
+        "it. Static: nothing is contacted, so a file with unreachable hosts passes; "
+        "`bgconsole doctor` (or check --connect) checks it against the real setup.",
     )
     add_config_option(parser)
     add_json_option(parser)
+    parser.add_argument(
+        "--connect", action="store_true", help="also check it live (= bgconsole doctor)"
+    )
+    doctor.add_strict_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -49,11 +56,13 @@ def summary(config: Config) -> dict[str, object]:
 
 async def run(args: argparse.Namespace) -> int:
     """Load, validate and summarise; ConfigError (exit 2) propagates to main()."""
+    if args.connect:
+        return await doctor.run(args)
     config = load_config(find_config(getattr(args, "config", None)))
     if args.json:
-        print_json({"ok": True, **summary(config)})
+        print_json({"ok": True, "static": True, **summary(config)})
         return EXIT_OK
-    print(f"{config.path}: ok")
+    print(f"{config.path}: ok (static: the file is valid; nothing was contacted)")
     print(f"  app {config.console.name}, control plane {redact_url(config.control.redis)}")
     print(f"  router {config.router.kind}, front door {config.router.front_door}")
     f = config.failover
@@ -67,4 +76,5 @@ async def run(args: argparse.Namespace) -> int:
         names = ", ".join(h.name for h in hosts)
         print(f"  {colour}: {len(hosts)} host{'s' if len(hosts) != 1 else ''} ({names})")
     print(f"  flags: {', '.join(sorted(config.flags)) or 'none'}")
+    print(f"next: bgconsole doctor -c {config.path} checks it against the real setup")
     return EXIT_OK

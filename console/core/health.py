@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from console import __version__
 from console.core.config import Config, HostConfig
 from console.core.models import Colour, EnvHealth, HealthSnapshot, HostHealth, Probe, Verdict
 
@@ -22,6 +23,12 @@ SnapshotCallback = Callable[[HealthSnapshot], Awaitable[None] | None]
 # probe and then every so many, since versions change only on deploys.
 _VERSION_PATH_EVERY = 10
 _MAX_VERSION_LEN = 64
+
+PROBE_USER_AGENT = f"bgconsole-probe/{__version__}"
+"""Sent with every health probe, so an app's access log can tell probes from users
+(``bgconsole logs`` hides lines holding ``PROBE_MARK``; ``--all`` shows them)."""
+PROBE_MARK = "bgconsole-probe/"
+PROBE_HEADERS = {"User-Agent": PROBE_USER_AGENT, "X-BG-Probe": "1"}
 
 
 @dataclass(slots=True)
@@ -129,7 +136,7 @@ class HealthChecker:
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(self.policy.timeout),
             follow_redirects=False,
-            headers={"User-Agent": "bgconsole-health"},
+            headers=PROBE_HEADERS,
             limits=httpx.Limits(max_keepalive_connections=concurrency),
         )
         self._envs = {colour: _Env(colour) for colour in Colour}

@@ -1,0 +1,104 @@
+"""``bgconsole doctor`` and ``check`` from the command line: lines, exit codes, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+import tomli_w
+from doctor_support import setup_data
+from servers import HttpBackendFactory, RedisServer, SshServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bgconsole(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "console", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def test_the_untouched_init_starter_fails_doctor_and_check_says_it_is_static(
+    tmp_path: Path,
+) -> None:
+    starter = tmp_path / "bgconsole.toml"
+    assert bgconsole("init", str(starter)).returncode == 0
+    check = bgconsole("check", "-c", str(starter))
+    assert check.returncode == 0
+    assert "nothing was contacted" in check.stdout
+    assert f"bgconsole doctor -c {starter}" in check.stdout
+    # Tests stay on 127.0.0.1: the starter's addresses become closed loopback ports, while
+    # its other example values (name, workdir, deploy step) stay to be flagged.
+    text = starter.read_text()
+    for n in (1, 2):
+        text = text.replace(f"deploy@10.0.0.{n}", f"deploy@127.0.0.{n}:9")
+        text = text.replace(f"10.0.0.{n}:", f"127.0.0.{n}:")
+    text = text.replace(":3000", ":9").replace(":6379", ":9")
+    assert "10.0.0." not in text
+    starter.write_text(text)
+    doctor = bgconsole("doctor", "-c", str(starter))
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    lines = doctor.stdout.splitlines()
+    assert lines[0] == f"doctor: {starter}"
+    assert any(
+        line.startswith("warn  config   env.blue.workdir: '/srv/myapp' is the init starter")
+        for line in lines
+    )
+    assert any(line.startswith("FAIL  control  control plane:") for line in lines)
+    assert all(" -> fix: " in line for line in lines if line.startswith(("FAIL", "warn")))
+    assert "failure" in lines[-1]
+    assert doctor.stderr == ""
+    # check --connect is the same checklist.
+    assert bgconsole("check", "--connect", "-c", str(starter)).returncode == 1
+
+
+def test_doctor_json_strict_and_a_bad_config(
+    tmp_path: Path,
+    redis_pair: tuple[RedisServer, RedisServer],
+    ssh_server: SshServer,
+    http_backend_factory: HttpBackendFactory,
+) -> None:
+    control, flags = redis_pair
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    (workdir / "app.log").write_text("x\n")
+    redis.Redis.from_url(flags.url).set("flag:uploads", "OFF")
+    data = setup_data(
+        control,
+        flags,
+        ssh_server,
+        http_backend_factory("blue", "1.0.0"),
+        http_backend_factory("green", "1.0.0"),
+        workdir,
+    )
+    data["router"] = {"kind": "command", "switch_command": "true", "state_command": "echo green"}
+    path = _write(tmp_path / "c.toml", data)
+    result = bgconsole("doctor", "--json", "-c", str(path))
+    assert result.returncode == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    statuses = {(c["area"], c["subject"]): c["status"] for c in report["checks"]}
+    assert statuses[("ssh", "green")] == "ok"
+    assert statuses[("control", "persistence")] == "warn"  # the fixture Redis keeps nothing
+    # Warnings alone pass; --strict makes them fail (for CI).
+    assert bgconsole("doctor", "--strict", "-c", str(path)).returncode == 1
+
+    bad = _write(tmp_path / "bad.toml", {**data, "failover": {"timeot": 1}})
+    broken = bgconsole("doctor", "-c", str(bad))
+    assert broken.returncode == 2
+    assert len(broken.stderr.strip().splitlines()) == 1
+    assert "failover.timeot: unknown key" in broken.stderr
