@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import random
 import signal
 import sqlite3
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from migrate_support import APP, config_data, count, make_db, rows, write_config
+import redis.asyncio as aioredis
+from migrate_support import APP, config_data, content, count, make_db, rows, write_config
 from servers import RedisServer, SshServer
 
 from console.core.control import ControlPlane
@@ -151,6 +155,78 @@ async def test_ctrl_c_mid_migration(setup: tuple[Path, Path, Path]) -> None:
     report = json.loads(out)
     assert report["copied"] == 3000 - partial  # whole-row identity: each row exactly once
     assert count(blue_db, "notes") == 3000
+
+
+def host_processes(marker: str) -> list[int]:
+    """Every process on this machine whose command line mentions ``marker``: a remote
+    command whose wrapper died is re-parented to PID 1, so only a full scan finds it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
+async def no_host_processes(marker: str, within: float = 6.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while host_processes(marker):
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"host-side processes outlived their client: {host_processes(marker)}"
+        )
+        await asyncio.sleep(0.1)
+
+
+async def test_sigkill_at_random_points_then_the_rerun_copies_each_row_once(
+    setup: tuple[Path, Path, Path], redis_server: RedisServer
+) -> None:
+    path, blue_db, green_db = setup
+    with contextlib.closing(sqlite3.connect(green_db)) as db, db:
+        # No key and duplicates (each row three times): the multiset identity.
+        db.executemany("INSERT INTO notes (body, n) VALUES (?, ?)",
+                       [(f"n{i % 400}", i % 400) for i in range(1200)])  # fmt: skip
+    work = str(blue_db.parent.parent / "work")
+    control = ControlPlane(redis_server.url, APP)
+    rng = random.Random(12)
+    try:
+        for _ in range(3):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "console", "migrate", "--from", "green", "--to", "blue",
+                "--throttle", "0.002", "-c", str(path),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=REPO,
+            )  # fmt: skip
+            await asyncio.sleep(rng.uniform(0.5, 4.0))
+            proc.kill()
+            await proc.wait()
+            await no_host_processes(work)
+            with contextlib.closing(sqlite3.connect(blue_db)) as db:
+                assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            # Only rows of the source ever arrive (no half rows, nothing twice).
+            assert Counter(content(blue_db, "notes")) <= Counter(content(green_db, "notes"))
+            # The killed run's lock is visibly stale (holder named) until it expires;
+            # expire it now rather than wait its TTL.
+            lock = await control.lock_info("migrate")
+            if lock is not None:
+                assert lock.holder
+                expiry = aioredis.Redis.from_url(redis_server.url)
+                try:
+                    await expiry.pexpire(f"bg:{APP}:lock:migrate", 1)
+                finally:
+                    await expiry.aclose()
+                await asyncio.sleep(0.05)
+        before = count(blue_db, "notes")
+        code, out, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--json",
+                                         "-c", str(path))  # fmt: skip
+        assert code == 0, err
+        report = json.loads(out)
+        notes = next(i for i in report["items"] if i["item"].endswith(" notes"))
+        assert notes["copied"] == 1200 - before
+        assert content(blue_db, "notes") == content(green_db, "notes")
+        assert rows(blue_db, "uploads", "id")[1:] == rows(green_db, "uploads", "id")[1:]
+    finally:
+        await control.aclose()
 
 
 async def test_demo_sandbox_uploads_on_green_come_back_to_blue(tmp_path: Path) -> None:
