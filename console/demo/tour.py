@@ -79,13 +79,13 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     ),
     TourStep(
         "Repair green and flip back",
-        "d, type good, Enter (green is the stand-by again); then s",
+        "d, type good, Enter (green is the stand-by again); then s, y",
         "GREEN healthy at a new version, then LIVE again.",
         "{c} deploy green --ref good && {c} switch green --yes",
     ),
     TourStep(
         "Turn a feature off without a flip",
-        "f, → to GREEN on the uploads row, Enter, y (green is live asks first); Escape",
+        "f, → to GREEN on the uploads row, Enter, y (green is live, so it asks first); Escape",
         "green's flags show ○ uploads; green's page no longer lists recent uploads.",
         "{c} flag set uploads off --env green --yes",
     ),
