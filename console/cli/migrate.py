@@ -62,6 +62,13 @@ def register(subparsers: SubParsers) -> None:
             "new rows or none; run again to finish)."
         ),
     )
+    parser.add_argument(
+        "strategy_arg",
+        nargs="?",
+        choices=STRATEGIES,
+        metavar="STRATEGY",
+        help="the strategy, as an alternative to --strategy (e.g. 'migrate mirror --setup')",
+    )
     parser.add_argument("--from", dest="source", required=True, metavar="COLOUR")
     parser.add_argument("--to", dest="target", required=True, metavar="COLOUR")
     parser.add_argument(
@@ -97,6 +104,22 @@ def register(subparsers: SubParsers) -> None:
         default=0.0,
         metavar="S",
         help="rows: seconds to pause after each row applied, to spare a busy target",
+    )
+    parser.add_argument(
+        "--setup",
+        action="store_true",
+        help="mirror: install change capture (triggers and a change table) on the source, "
+        "so the mirror carries updates and deletes too; idempotent",
+    )
+    parser.add_argument(
+        "--teardown",
+        action="store_true",
+        help="mirror: remove change capture from the source and the target; idempotent",
+    )
+    parser.add_argument(
+        "--lag",
+        action="store_true",
+        help="mirror: print the changes not yet applied and the oldest one's age, then exit",
     )
     parser.add_argument("--reason", default="", metavar="TEXT", help="recorded with the events")
     add_config_option(parser)
@@ -156,6 +179,13 @@ async def run(args: argparse.Namespace) -> int:
         raise UsageError("--interval must be greater than 0")
     if not 0 <= args.throttle <= 10:
         raise UsageError("--throttle must be between 0 and 10 seconds")
+    if args.strategy_arg:
+        args.strategy = args.strategy_arg
+    mirror_actions = [name for name in ("setup", "teardown", "lag") if getattr(args, name)]
+    if mirror_actions and args.strategy != "mirror":
+        raise UsageError(f"--{mirror_actions[0]} applies to the mirror strategy only")
+    if len(mirror_actions) > 1:
+        raise UsageError("pick one of --setup, --teardown and --lag")
     config = config_from(args)
     out = sys.stderr if args.json else sys.stdout
     control = ControlPlane.from_config(config.control, config.console.name)
@@ -163,7 +193,9 @@ async def run(args: argparse.Namespace) -> int:
     runner = MigrationRunner(config, control, pool)
     printer = ProgressPrinter(out)
     try:
-        live_ok = await _consent(control, target, args)
+        # Change-capture set-up touches no rows (triggers on the source, a cursor table on
+        # the target): no live-colour confirmation.
+        live_ok = True if mirror_actions else await _consent(control, target, args)
         request = MigrationRequest(
             source,
             target,
@@ -175,6 +207,8 @@ async def run(args: argparse.Namespace) -> int:
             reason=args.reason,
             row_delay=args.throttle,
         )
+        if mirror_actions:
+            return await _mirror_action(runner, request, mirror_actions[0], args.json)
         if args.strategy == "mirror" and not args.dry_run:
             return await _mirror(runner, request, args, printer, out)
         try:
@@ -193,6 +227,27 @@ async def run(args: argparse.Namespace) -> int:
         await pool.aclose()
         await control.aclose()
     return _report(result, args.json)
+
+
+async def _mirror_action(
+    runner: MigrationRunner, request: MigrationRequest, action: str, as_json: bool
+) -> int:
+    """``--setup``, ``--teardown`` or ``--lag`` of the mirror's change capture."""
+    if action == "lag":
+        lag = await runner.mirror_lag(request.source, request.target)
+        if as_json:
+            print_json(lag.as_dict())
+        else:
+            print(lag.describe())
+        return EXIT_OK
+    count = await runner.mirror_setup(request, teardown=action == "teardown")
+    if as_json:
+        print_json({"action": action, "count": count})
+    elif action == "setup":
+        print(f"change capture installed on {count} table(s) of {request.source}")
+    else:
+        print(f"change capture removed ({count} object(s))")
+    return EXIT_OK
 
 
 async def _consent(control: ControlPlane, target: Colour, args: argparse.Namespace) -> bool:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from migrate_support import APP, Env, config_data, count, make_db, rows, write_config
+from migrate_support import APP, Env, config_data, content, count, make_db, rows, write_config
 from servers import RedisServer, SshServer
 
 from console.core.control import ControlPlane
@@ -151,6 +151,86 @@ async def test_mirror_catches_up_then_copies_new_rows_with_lag(env: Env) -> None
     events = await env.control.events()
     assert events[-1].details["mirrored"] == "3"
     assert await env.control.lock_info("migrate") is None
+
+
+async def test_mirror_tail_follows_rowids_with_a_bigint_key(env: Env) -> None:
+    """Marks once came from the key but the tail compared rowids: id 1002 was skipped."""
+    schema = "CREATE TABLE events (id BIGINT PRIMARY KEY, body TEXT)"
+    for db in (env.blue_db, env.green_db):
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute(schema)
+    with contextlib.closing(sqlite3.connect(env.green_db)) as conn, conn:
+        conn.executemany("INSERT INTO events VALUES (?, ?)", [(1000, "a"), (1001, "b")])
+    stop = asyncio.Event()
+    statuses: list[MirrorStatus] = []
+    task = asyncio.create_task(
+        env.runner.mirror(
+            MigrationRequest(GREEN, BLUE, "mirror"), statuses.append, stop, interval=0.1
+        )
+    )
+    await _until(lambda: bool(statuses))
+    with contextlib.closing(sqlite3.connect(env.green_db)) as conn, conn:
+        conn.execute("INSERT INTO events VALUES (1002, 'c')")
+    await _until(lambda: count(env.blue_db, "events") == 3)
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    assert rows(env.blue_db, "events", "id") == rows(env.green_db, "events", "id")
+
+
+async def test_mirror_with_change_capture_applies_inserts_updates_deletes(env: Env) -> None:
+    make_db(env.blue_db, [(1, "a", "blue")], ("x",))
+    make_db(env.green_db, [(1, "a", "blue"), (2, "b", "green")], ("x", "x", "y"))
+    request = MigrationRequest(GREEN, BLUE, "mirror")
+    lag = await env.runner.mirror_lag(GREEN, BLUE)
+    assert not lag.captured
+    assert await env.runner.mirror_setup(request) == 2
+    assert await env.runner.mirror_setup(request) == 2  # idempotent
+    stop = asyncio.Event()
+    statuses: list[MirrorStatus] = []
+    task = asyncio.create_task(env.runner.mirror(request, statuses.append, stop, interval=0.1))
+    await _until(lambda: bool(statuses))
+    assert count(env.blue_db, "uploads") == 2  # the catch-up
+    assert sorted(r[1:] for r in rows(env.blue_db, "notes")) == [("x", 1), ("x", 1), ("y", 1)]
+    with contextlib.closing(sqlite3.connect(env.green_db)) as db, db:
+        db.execute("INSERT INTO uploads (id, name, colour, data) VALUES (3, 'c', 'green', ?)",
+                   (bytes(range(256)),))  # fmt: skip
+        db.execute("UPDATE uploads SET name = 'renamed', id = 20 WHERE id = 2")
+        db.execute("DELETE FROM uploads WHERE id = 1")
+        db.execute("DELETE FROM notes WHERE rowid = (SELECT min(rowid) FROM notes)")  # one x
+        db.execute("INSERT INTO notes VALUES (NULL, 2.5)")
+    await _until(lambda: statuses[-1].behind == 0 and content(env.blue_db, "uploads")
+                 == content(env.green_db, "uploads"))  # fmt: skip
+    await _until(lambda: content(env.blue_db, "notes") == content(env.green_db, "notes"))
+    lag = await env.runner.mirror_lag(GREEN, BLUE)
+    assert lag.captured
+    assert lag.pending == 0
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    # Stopped: new changes wait, and the lag says so.
+    with contextlib.closing(sqlite3.connect(env.green_db)) as db, db:
+        db.execute("INSERT INTO uploads (id, name, colour) VALUES (4, 'd', 'green')")
+    lag = await env.runner.mirror_lag(GREEN, BLUE)
+    assert lag.pending == 1
+    assert lag.oldest_age < 30
+    # Resumed, the mirror continues from the target's cursor (no catch-up, nothing twice).
+    stop = asyncio.Event()
+    task = asyncio.create_task(env.runner.mirror(request, statuses.append, stop, interval=0.1))
+    await _until(lambda: count(env.blue_db, "uploads") == 3)
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    assert content(env.blue_db, "uploads") == content(env.green_db, "uploads")
+    assert await env.runner.mirror_setup(request, teardown=True) > 0
+    assert await env.runner.mirror_setup(request, teardown=True) == 0  # idempotent
+    with contextlib.closing(sqlite3.connect(env.green_db)) as db:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
+    assert not [n for n in names if n.startswith("_bgconsole")]
+
+
+async def _until(condition: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 # --- redis keys ----------------------------------------------------------------------------

@@ -34,6 +34,10 @@ Commands:
     install  {db, new}                   -> keep the old db as a backup, restore the new one
     check    {db}                        -> integrity_check and row counts
     cleanup  {paths}                     -> remove transfer files
+    capture_setup / capture_teardown {db} -> change-capture triggers (mirror), idempotent
+    changes  {db, after, limit}          -> captured changes after a sequence number, lag
+    cursor   {db, source}                -> the last change applied to a target
+    apply_changes {db, rows, source}     -> apply captured changes in order, exactly once
 """
 
 from __future__ import annotations
@@ -90,8 +94,13 @@ def encode(value: Any) -> Any:
 
 
 def decode(value: Any) -> Any:
-    if isinstance(value, dict) and "$b" in value:
-        return base64.b64decode(value["$b"])
+    if isinstance(value, dict):
+        if "$b" in value:
+            return base64.b64decode(value["$b"])
+        if "$x" in value:  # a BLOB as the change-capture triggers write it (hex)
+            return bytes.fromhex(value["$x"])
+        if "$r" in value:  # a REAL with all 17 digits (SQLite's JSON keeps only 15)
+            return float(value["$r"])
     return value
 
 
@@ -348,9 +357,14 @@ def cmd_inspect(args: dict[str, Any]) -> None:
             max_rowid = conn.execute("SELECT max(rowid) FROM " + quote(name)).fetchone()[0] or 0
         meta.pop("_positions", None)
         result[name] = dict(meta, rows=rows, ids=id_range(conn, name, meta), max_rowid=max_rowid)
+    # The change log's position at this very moment: a mirror's catch-up copies this
+    # state, and the captured changes after it follow.
+    top = None
+    if _captured(conn):
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM " + CHANGES).fetchone()[0]
     conn.execute("COMMIT")
     with open(out, "w", encoding="utf-8") as f:
-        json.dump({"tables": result}, f, separators=(",", ":"))
+        json.dump({"tables": result, "changes_top": top}, f, separators=(",", ":"))
     emit({"path": out, "tables": {t: len(m["rows"]) for t, m in result.items()}})
 
 
@@ -444,6 +458,8 @@ def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, list[An
                 if header is not None:
                     yield header, rows
                 header, rows = item, []
+            elif item[0].startswith("c"):
+                rows.append((item[0], item[1:]))  # a captured change: [seq, old, new]
             else:
                 rows.append((item[0], [decode(v) for v in item[1]]))
     if header is not None:
@@ -577,6 +593,287 @@ def cmd_apply(args: dict[str, Any]) -> None:
         emit(applier.table(header, rows))
 
 
+# -- change capture (mirror) ---------------------------------------------------------------
+
+CHANGES = "_bgconsole_changes"
+CURSOR = "_bgconsole_mirror"
+TRIGGER_PREFIX = "_bgconsole_"
+
+
+def _json_value(ref: str) -> str:
+    """SQL turning one column value into JSON exactly: BLOBs as hex, REALs with 17 digits."""
+    return (
+        "CASE typeof(" + ref + ") WHEN 'blob' THEN json_object('$x', hex(" + ref + ")) "
+        "WHEN 'real' THEN json_object('$r', printf('%!.17g', " + ref + ")) ELSE " + ref + " END"
+    )
+
+
+def _json_row(prefix: str, cols: list[str]) -> str:
+    return "json_array(" + ", ".join(_json_value(prefix + "." + quote(c)) for c in cols) + ")"
+
+
+def cmd_capture_setup(args: dict[str, Any]) -> None:
+    """Install the change table and a trigger per table and operation (idempotent)."""
+    conn = connect(args["db"], readonly=False)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS " + CHANGES + " (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "tbl TEXT NOT NULL, op TEXT NOT NULL, old TEXT, new TEXT, at REAL NOT NULL)"
+    )
+    now = "(julianday('now') - 2440587.5) * 86400.0"
+    installed = []
+    for name, meta in tables(conn, args.get("tables")).items():
+        cols = list(meta["columns"])
+        ident = meta["identity"]
+        key_cols = cols if ident["kind"] == "row" else list(ident["columns"])
+        old_key = _json_row("OLD", key_cols)
+        base = quote(TRIGGER_PREFIX + name)
+        bodies = {
+            "_ins": ("INSERT", "'i', NULL, " + _json_row("NEW", cols)),
+            "_upd": ("UPDATE", "'u', " + old_key + ", " + _json_row("NEW", cols)),
+            "_del": ("DELETE", "'d', " + old_key + ", NULL"),
+        }
+        for suffix, (event, values) in bodies.items():
+            trigger = base[:-1] + suffix + '"'
+            conn.execute(
+                "CREATE TRIGGER IF NOT EXISTS " + trigger + " AFTER " + event + " ON "
+                + quote(name) + " BEGIN INSERT INTO " + CHANGES + " (tbl, op, old, new, at) "
+                "VALUES (" + quote_literal(name) + ", " + values + ", " + now + "); END"
+            )  # fmt: skip
+        installed.append(name)
+    conn.execute("COMMIT")
+    emit({"tables": installed})
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def cmd_capture_teardown(args: dict[str, Any]) -> None:
+    """Remove our triggers, change table and mirror cursor from a database (idempotent)."""
+    if not os.path.exists(args["db"]):
+        emit({"removed": 0})
+        return
+    conn = connect(args["db"], readonly=False)
+    conn.execute("BEGIN IMMEDIATE")
+    found = conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') AND name "
+        "LIKE '\\_bgconsole\\_%' ESCAPE '\\'"
+    ).fetchall()
+    for kind, name in sorted(found, key=lambda r: r[0] != "trigger"):
+        conn.execute("DROP " + kind.upper() + " IF EXISTS " + quote(name))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (CHANGES,))
+    conn.execute("COMMIT")
+    emit({"removed": len(found)})
+
+
+def _captured(conn: sqlite3.Connection) -> bool:
+    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (CHANGES,)).fetchone())
+
+
+def cmd_changes(args: dict[str, Any]) -> None:
+    """Captured changes after ``after`` (oldest first, at most ``limit``) to a file, plus
+    the lag: how many are pending and how old the oldest is."""
+    conn = connect(args["db"], readonly=True)
+    conn.execute("BEGIN")
+    if not _captured(conn):
+        conn.execute("COMMIT")
+        emit({"captured": False})
+        return
+    after = int(args.get("after") or 0)
+    limit = int(args.get("limit", 5000))
+    if args.get("count_only"):
+        pending, oldest = conn.execute(
+            "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ?", (after,)
+        ).fetchone()
+        conn.execute("COMMIT")
+        age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+        emit({"captured": True, "pending": pending, "oldest_age": age})
+        return
+    out = work_file("changes.jsonl")
+    metas = tables(conn)
+    pending, oldest = conn.execute(
+        "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ?", (after,)
+    ).fetchone()
+    top = conn.execute("SELECT max(seq) FROM " + CHANGES).fetchone()[0] or 0
+    last = after
+    total = 0
+    current = None
+    with open(out, "w", encoding="utf-8") as f:
+        for seq, tbl, op, old, new in conn.execute(
+            "SELECT seq, tbl, op, old, new FROM " + CHANGES + " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ):
+            if tbl not in metas:
+                continue  # a table dropped since
+            if tbl != current:
+                current = tbl
+                header = {k: v for k, v in metas[tbl].items() if not k.startswith("_")}
+                f.write(json.dumps({"table": tbl, **header}) + "\n")
+            item = [
+                "c" + op,
+                seq,
+                json.loads(old) if old else None,
+                json.loads(new) if new else None,
+            ]
+            f.write(json.dumps(item, separators=(",", ":")) + "\n")
+            last = seq
+            total += 1
+    conn.execute("COMMIT")
+    age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+    emit({"captured": True, "path": out, "rows": total, "last": last, "top": top,
+          "pending": pending, "oldest_age": age})  # fmt: skip
+
+
+def cmd_cursor(args: dict[str, Any]) -> None:
+    """The last change of ``source`` applied to this (target) database, or 0."""
+    if not os.path.exists(args["db"]):
+        emit({"seq": 0})
+        return
+    conn = connect(args["db"], readonly=True)
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (CURSOR,)).fetchone():
+        emit({"seq": 0})
+        return
+    row = conn.execute(
+        "SELECT seq FROM " + CURSOR + " WHERE source = ?", (args["source"],)
+    ).fetchone()
+    emit({"seq": row[0] if row else 0})
+
+
+def cmd_set_cursor(args: dict[str, Any]) -> None:
+    """Start a target's cursor at ``seq`` (after a catch-up), unless it is already past it."""
+    conn = connect(args["db"], readonly=False)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE IF NOT EXISTS " + CURSOR + " (source TEXT PRIMARY KEY, seq INTEGER)")
+    conn.execute(
+        "INSERT INTO " + CURSOR + " (source, seq) VALUES (?, ?) ON CONFLICT (source) DO "
+        "UPDATE SET seq = max(seq, excluded.seq)",
+        (args["source"], int(args["seq"])),
+    )
+    conn.execute("COMMIT")
+    emit({"ok": True})
+
+
+class ChangeApplier:
+    """Applies captured changes in order, in short transactions, exactly once.
+
+    The target remembers the last change applied (per source) in the same transaction as
+    the changes, so a change re-sent after a crash is skipped, never applied twice.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, source: str, slice_s: float) -> None:
+        self.conn = conn
+        self.source = source
+        self.slice = slice_s
+        self.parent = os.getppid()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS " + CURSOR + " (source TEXT PRIMARY KEY, seq INTEGER)"
+        )
+
+    def cursor(self) -> int:
+        row = self.conn.execute(
+            "SELECT seq FROM " + CURSOR + " WHERE source = ?", (self.source,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def run(self, path: str) -> dict[str, int]:
+        counts = {"inserted": 0, "updated": 0, "deleted": 0, "skipped": 0, "refused": 0}
+        self.conn.execute("BEGIN IMMEDIATE")
+        done = self.cursor()
+        began = time.monotonic()
+        last = done
+        for header, ops in _blocks(path):
+            for op, values in ops:
+                seq = int(values[0])
+                if seq <= done:
+                    counts["skipped"] += 1
+                    continue
+                self._one(header, op, values[1], values[2], counts)
+                last = seq
+                if time.monotonic() - began >= self.slice:
+                    self._commit(last)
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    began = time.monotonic()
+        self._commit(last)
+        return counts
+
+    def _commit(self, last: int) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            if os.getppid() != self.parent:
+                self.conn.execute("ROLLBACK")
+                raise ClientGone("parent process gone")
+            try:
+                emit({"applied": last})
+            except ClientGone:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute(
+                "INSERT INTO " + CURSOR + " (source, seq) VALUES (?, ?) "
+                "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq",
+                (self.source, last),
+            )
+            self.conn.execute("COMMIT")
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def _one(
+        self, header: dict[str, Any], op: str, old: Any, new: Any, counts: dict[str, int]
+    ) -> None:
+        name = quote(header["table"])
+        cols = list(header["columns"])
+        ident = header["identity"]
+        key_cols = cols if ident["kind"] == "row" else list(ident["columns"])
+        where = " AND ".join(quote(c) + " IS ?" for c in key_cols)
+        old_values = [decode(v) for v in old] if old is not None else []
+        new_values = [decode(v) for v in new] if new is not None else []
+        # One row, even when whole-row identity has duplicates (rowid picks one of them).
+        one = (
+            " WHERE rowid IN (SELECT rowid FROM " + name + " WHERE " + where + " LIMIT 1)"
+            if header["rowid"]
+            else " WHERE " + where
+        )
+        try:
+            if op == "ci":
+                self.conn.execute(
+                    "INSERT INTO " + name + " (" + ", ".join(quote(c) for c in cols)
+                    + ") VALUES (" + ", ".join("?" for _ in cols) + ")",
+                    new_values,
+                )  # fmt: skip
+                counts["inserted"] += 1
+            elif op == "cu":
+                cur = self.conn.execute(
+                    "UPDATE " + name + " SET " + ", ".join(quote(c) + " = ?" for c in cols)
+                    + one,
+                    [*new_values, *old_values],
+                )  # fmt: skip
+                counts["updated" if cur.rowcount else "refused"] += 1
+            elif op == "cd":
+                cur = self.conn.execute("DELETE FROM " + name + one, old_values)
+                counts["deleted" if cur.rowcount else "skipped"] += 1
+        except sqlite3.IntegrityError as e:
+            if op == "ci" and self._present(name, cols, new_values):
+                counts["skipped"] += 1  # the catch-up already copied this very row
+                return
+            counts["refused"] += 1
+            emit({"refused": header["table"], "key": json.dumps(old or new), "hash": "",
+                  "error": str(e)})  # fmt: skip
+
+    def _present(self, name: str, cols: list[str], values: Any) -> bool:
+        where = " AND ".join(quote(c) + " IS ?" for c in cols)
+        return bool(
+            self.conn.execute("SELECT 1 FROM " + name + " WHERE " + where, values).fetchone()
+        )
+
+
+def cmd_apply_changes(args: dict[str, Any]) -> None:
+    conn = connect(args["db"], readonly=False)
+    applier = ChangeApplier(conn, str(args["source"]), float(args.get("slice") or 0.05))
+    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
+    emit({"done": applier.run(args["rows"])})
+
+
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {
         name: conn.execute("SELECT count(*) FROM " + quote(name)).fetchone()[0]
@@ -659,6 +956,12 @@ COMMANDS: dict[str, Any] = {
     "hold": cmd_hold,
     "sweep": cmd_sweep,
     "finish": cmd_finish,
+    "capture_setup": cmd_capture_setup,
+    "capture_teardown": cmd_capture_teardown,
+    "changes": cmd_changes,
+    "cursor": cmd_cursor,
+    "set_cursor": cmd_set_cursor,
+    "apply_changes": cmd_apply_changes,
     "inspect": cmd_inspect,
     "export": cmd_export,
     "tail": cmd_tail,

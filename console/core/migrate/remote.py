@@ -54,6 +54,8 @@ class RemoteSqlite:
         self.run = run or new_run_id()
         self.work_dir = work_dir
         self.temp_files: list[str] = []
+        self.changes_top: int | None = None
+        """The change log's position at the last inspection (None: no change capture)."""
 
     @property
     def name(self) -> str:

@@ -75,6 +75,8 @@ async def inspect(
         raise MigrationError(f"{db.name}: inspection unreadable: {e}") from e
     finally:
         local.unlink(missing_ok=True)
+    top = data.get("changes_top")
+    db.changes_top = int(top) if top is not None else None
     return {name: state_from(name, meta) for name, meta in data["tables"].items()}
 
 

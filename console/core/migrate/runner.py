@@ -13,6 +13,7 @@ from console.core.config import Config, EnvConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, UsageError
 from console.core.locks import HeldLock
+from console.core.migrate import capture
 from console.core.migrate.hostrun import HostRun
 from console.core.migrate.mirror import Mirror, MirrorStatus, StatusCallback, initial_marks
 from console.core.migrate.plan import (
@@ -316,27 +317,10 @@ class MigrationRunner:
                 hold = HostRun([r for pair in pairs for r in pair])
                 async with hold.held(sweep=True):
                     previous = await self._report_dead(request, hold)
-                    rows = self._rows_migration(
-                        replace(request, overwrite=False), pairs, on_progress
+                    catch_up, status = await self._mirror_held(
+                        request, pairs, on_status, stop, interval, on_progress
                     )
-                    items, problems, plans = await self._rows(request, pairs, on_progress, rows)
-                    catch_up = MigrationResult(
-                        "rows", request.source, request.target, False, tuple(items), 0.0,
-                        tuple(problems), plans=plans, run=run, previous=previous,
-                    )  # fmt: skip
-                    # Marks from the catch-up's own inspection (rowids, as the tail compares):
-                    # rows written since are above them.
-                    mirrored = [
-                        (source, target, initial_marks(states))
-                        for (source, target), states in zip(pairs, rows.source_states, strict=True)
-                    ]
-                    mirror = Mirror(
-                        mirrored,
-                        interval=interval,
-                        slice_seconds=self.config.migrate.slice,
-                        on_progress=on_progress,
-                    )
-                    status = await mirror.run(on_status, stop)
+                    catch_up = replace(catch_up, run=run, previous=previous)
             except asyncio.CancelledError:
                 with contextlib.suppress(ConsoleError):
                     await self._record(request, f"{purpose} cancelled", "cancelled")
@@ -361,6 +345,89 @@ class MigrationRunner:
                 },
             )
             return catch_up, status
+
+    async def _mirror_held(
+        self,
+        request: MigrationRequest,
+        pairs: list[tuple[RemoteSqlite, RemoteSqlite]],
+        on_status: StatusCallback,
+        stop: asyncio.Event,
+        interval: float,
+        on_progress: ProgressCallback,
+    ) -> tuple[MigrationResult, MirrorStatus]:
+        """Change capture when set up (inserts, updates, deletes), else appends only."""
+        capturing = all([await capture.captured(source) for source, _ in pairs])
+        cursors = [
+            int((await t.call("cursor", source=capture.source_id(s))).get("seq", 0))
+            for s, t in pairs
+        ]
+        empty = MigrationResult("rows", request.source, request.target, False, ())
+        if capturing and all(cursors):
+            # Resuming: the change log since each target's cursor is the whole story; a
+            # catch-up now would copy rows whose insert is still in the log.
+            changes = capture.ChangeMirror(
+                pairs, slice_seconds=self.config.migrate.slice, interval=interval,
+                on_progress=on_progress,
+            )  # fmt: skip
+            return empty, await changes.run(on_status, stop)
+        rows = self._rows_migration(replace(request, overwrite=False), pairs, on_progress)
+        items, problems, plans = await self._rows(request, pairs, on_progress, rows)
+        catch_up = MigrationResult(
+            "rows", request.source, request.target, False, tuple(items), 0.0,
+            tuple(problems), plans=plans,
+        )  # fmt: skip
+        if capturing:
+            # The catch-up copied the state at its inspection; the changes after the log
+            # position of that same read transaction follow.
+            for source, target in pairs:
+                await target.call(
+                    "set_cursor", source=capture.source_id(source), seq=source.changes_top or 0
+                )
+            changes = capture.ChangeMirror(
+                pairs, slice_seconds=self.config.migrate.slice, interval=interval,
+                on_progress=on_progress,
+            )  # fmt: skip
+            return catch_up, await changes.run(on_status, stop)
+        # Marks from the catch-up's own inspection (rowids, as the tail compares): rows
+        # written since are above them.
+        mirrored = [
+            (source, target, initial_marks(states))
+            for (source, target), states in zip(pairs, rows.source_states, strict=True)
+        ]
+        mirror = Mirror(
+            mirrored, interval=interval, slice_seconds=self.config.migrate.slice,
+            on_progress=on_progress,
+        )  # fmt: skip
+        return catch_up, await mirror.run(on_status, stop)
+
+    async def mirror_setup(self, request: MigrationRequest, *, teardown: bool = False) -> int:
+        """Install (or remove) change capture for ``mirror``; idempotent. Returns how many
+        tables were covered (or objects removed). Holds the migrate lock; recorded."""
+        self._check(request)
+        what = "teardown" if teardown else "setup"
+        purpose = f"migrate mirror {what} {request.source} -> {request.target}"
+        async with self._locked(purpose):
+            pairs = self.database_pairs(request.source, request.target)
+            if teardown:
+                count = await capture.teardown(pairs)
+            else:
+                count = await capture.setup(pairs, request.tables)
+            await self.control.record(
+                "migrate",
+                f"{purpose}: {count} {'object(s) removed' if teardown else 'table(s) captured'}",
+                before=request.source.value,
+                after=request.target.value,
+                reason=request.reason,
+                outcome="ok",
+                details={"strategy": "mirror", "action": what},
+            )
+            return count
+
+    async def mirror_lag(self, source: Colour, target: Colour) -> capture.MirrorLag:
+        """Changes captured on ``source`` that ``target`` has not applied, and the oldest's
+        age: the hook for ``status``, the console and the switch's go/no-go (read-only, no
+        lock). Raises ConsoleError when a host cannot be read."""
+        return await capture.mirror_lag(self.database_pairs(source, target))
 
     async def _record(
         self,
