@@ -17,6 +17,7 @@ from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, HostUnreachable, UsageError
 from console.core.git_pipeline import GitPipeline, HostRun
+from console.core.locks import HeldLock
 from console.core.models import ActiveState, Colour, HealthSnapshot
 from console.core.ssh import CommandExit, CommandTimeout, OutputLine, SshPool
 from console.core.text import printable
@@ -103,6 +104,9 @@ class HealthWait:
     """host -> version it reports (None when it reports none)."""
     problems: tuple[str, ...] = ()
     """``host: cause`` for every host still failing when the wait ended."""
+    stale: bool = False
+    """Every host answered, but some still served the version from before the deploy
+    when the wait ended (``problems`` names them): the new release is not serving."""
 
     @property
     def version(self) -> str | None:
@@ -201,6 +205,12 @@ class DeployResult:
         if failed:
             more = f" (and {len(failed) - 1} more host(s))" if len(failed) > 1 else ""
             return f"deploy to {self.colour} failed on {failed[0].describe()}{more}"
+        if self.health is not None and self.health.stale:
+            return (
+                f"deploy to {self.colour} ran, but {'; '.join(self.health.problems)}: the "
+                "restart did not take, or the steps installed the old release "
+                "(bgconsole doctor checks the deploy steps)"
+            )
         if self.health is not None and not self.health.healthy:
             why = "; ".join(self.health.problems) or "not healthy"
             return (
@@ -268,6 +278,33 @@ def _active_dict(active: ActiveState | None) -> dict[str, object] | None:
 def _joined(versions: Mapping[str, str | None]) -> str | None:
     """The colour's version for the record: one, or the mix as a list; None if unknown."""
     return ", ".join(sorted({v for v in versions.values() if v is not None})) or None
+
+
+def _is_new(version: str, was: str | None, targets: set[str]) -> bool:
+    """Whether a host reporting ``version`` (``was`` before the deploy) runs the release
+    named by ``targets`` (the ref, the commit): it says so, or it changed."""
+    if version in targets or was is None or version != was:
+        return True
+    # A short commit id as the version, the full one as the target (or the other way).
+    return len(version) >= 7 and any(
+        t.startswith(version) or version.startswith(t) for t in targets if len(t) >= 7
+    )
+
+
+def _version_warnings(env: EnvConfig, health: HealthWait) -> list[str]:
+    """ "version unknown", said loudly: nothing could tell the new release from the old."""
+    if not health.healthy:
+        return []
+    blind = [h.name for h in env.hosts if h.version is None]
+    if not blind:
+        return []
+    which = "" if len(blind) == len(env.hosts) else f" (host(s) {', '.join(blind)})"
+    return [
+        f"version unknown: {env.colour}{which} reports no version, so this deploy cannot "
+        "tell the new release from the old one: a restart that did not take, or steps "
+        "that checked out an old commit, pass as ok. Set env."
+        f"{env.colour}.version (bgconsole doctor shows what the app exposes)"
+    ]
 
 
 def check_ref(ref: str | None) -> None:
@@ -378,6 +415,8 @@ class DeployRunner:
         self.parallel = max(1, parallel)
         self.lock_ttl = lock_ttl
         self.lock_renew_every = lock_renew_every
+        self._lock: HeldLock | None = None
+        """The deploy lock while a deploy runs; every step checks it first."""
 
     async def deploy(
         self,
@@ -420,7 +459,8 @@ class DeployRunner:
             ttl=self.lock_ttl,
             renew_every=self.lock_renew_every,
         )
-        async with holding:
+        async with holding as held:
+            self._lock = held
             started = time.monotonic()
             warnings: list[str] = []
             try:
@@ -459,7 +499,13 @@ class DeployRunner:
                     ]
                 health = None
                 if all(h.ok for h in hosts):
-                    health = await self.wait_healthy(colour, live_epoch=live_epoch)
+                    targets = {t for t in (ref, details.get("commit")) if t}
+                    health = await self.wait_healthy(
+                        colour,
+                        live_epoch=live_epoch,
+                        new_release=(targets, previous_versions) if targets else None,
+                    )
+                    warnings.extend(_version_warnings(env, health))
                 result = DeployResult(
                     colour,
                     ref,
@@ -487,6 +533,27 @@ class DeployRunner:
                         details={"ref": ref or "", "duration": f"{time.monotonic() - started:.1f}"},
                     )
                 raise
+
+    def _old_release(
+        self,
+        colour: Colour,
+        versions: Mapping[str, str | None],
+        new_release: tuple[set[str], Mapping[str, str | None]] | None,
+    ) -> tuple[str, ...]:
+        """``host: still serving V`` for each host with a version source not on the new release."""
+        if new_release is None:
+            return ()
+        targets, before = new_release
+        old: list[str] = []
+        for host in self.config.env(colour).hosts:
+            if host.version is None:
+                continue  # cannot tell; said once, as a warning, at the end
+            now, was = versions.get(host.name), before.get(host.name)
+            if now is None:
+                old.append(f"{host.name}: reports no version yet (was {was or 'unknown'})")
+            elif not _is_new(now, was, targets):
+                old.append(f"{host.name}: still serving {now}")
+        return tuple(old)
 
     async def _active_or_none(self) -> ActiveState | None:
         with contextlib.suppress(ConsoleError):
@@ -710,6 +777,10 @@ class DeployRunner:
         """One host's steps in order, stopping at the first that fails."""
         started = time.monotonic()
         for index, command in enumerate(steps, start=1):
+            if self._lock is not None:
+                # Fenced: a deploy whose lock expired (frozen client, lost control plane)
+                # stops here rather than run a step someone else may be running too.
+                await self._lock.verify()
             if on_step is not None:
                 on_step(StepStarted(host.name, index, len(steps), command))
             try:
@@ -789,7 +860,13 @@ class DeployRunner:
             h.host: (h.last.version if h.last and h.last.ok else None) or h.version for h in hosts
         }
 
-    async def wait_healthy(self, colour: Colour, *, live_epoch: int | None = None) -> HealthWait:
+    async def wait_healthy(
+        self,
+        colour: Colour,
+        *,
+        live_epoch: int | None = None,
+        new_release: tuple[set[str], Mapping[str, str | None]] | None = None,
+    ) -> HealthWait:
         """Probe until every host of ``colour`` answers its health check, or time out.
 
         Polls every ``[failover] interval`` for at most the environment's ``health_timeout``;
@@ -797,6 +874,13 @@ class DeployRunner:
         restarted should count as soon as it answers. With ``live_epoch`` (the colour was
         live at that epoch when the deploy began), stop as soon as the agent has failed
         over away from it: the release is bad, and waiting out the timeout helps no one.
+
+        With ``new_release`` (the ref and commit deployed, and each host's version before
+        the deploy), a host with a version source counts only once it serves the new
+        release: the ref (or commit) as its version, or another version than before. A
+        restart that lags leaves the old process answering its health check for a while;
+        without this the wait would pass on the old release. Still the old version at
+        the deadline: not healthy, ``stale``, and the problem says what it serves.
         """
         timeout = self.config.env(colour).health_timeout
         interval = self.config.failover.interval
@@ -822,8 +906,12 @@ class DeployRunner:
                 for h in hosts
                 if h.last is None or not h.last.ok
             )
-            if hosts and not problems:
+            old = self._old_release(colour, versions, new_release) if not problems else ()
+            if hosts and not problems and not old:
                 return HealthWait(True, time.monotonic() - started, versions)
+            if old and time.monotonic() + interval > deadline:
+                stale = tuple(f"{o} after {timeout:g} s" for o in old)
+                return HealthWait(False, time.monotonic() - started, versions, stale, True)
             if live_epoch is not None and await self._failed_over_from(colour, live_epoch):
                 return HealthWait(False, time.monotonic() - started, versions, problems)
             if time.monotonic() + interval > deadline:
