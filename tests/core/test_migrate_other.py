@@ -67,6 +67,12 @@ async def test_snapshot_replaces_the_target_and_keeps_a_backup(env: Env) -> None
         "notes": 2,
         "uploads": 2,
     }
+    # Blue's note "b" and its own version of upload 1 exist only there: the dry run says
+    # the snapshot drops them (they survive only in the backup).
+    by_table = {i.item.rsplit(" ", 1)[1]: i for i in dry.items}
+    assert by_table["notes"].only_on_target == 1
+    assert by_table["uploads"].conflicts == 1
+    assert "1 only on the target would be dropped" in dry.summary()
     assert rows(env.blue_db, "uploads") == [(1, 1, "old", "blue", b"\x01\x01\x01")]
     # The application keeps a connection open, as a running app would.
     with contextlib.closing(sqlite3.connect(env.blue_db)) as app:
@@ -79,6 +85,9 @@ async def test_snapshot_replaces_the_target_and_keeps_a_backup(env: Env) -> None
     assert len(result.backups) == 1
     backup = Path(result.backups[0].split(":", 1)[1])
     assert backup.name.startswith("app.db.bak-")
+    assert backup.name.endswith(result.run)  # per-run id
+    # In the configured work directory, never beside the database (often a git checkout).
+    assert backup.parent == env.blue_db.parent.parent / "work" / "backups"
     assert rows(backup, "uploads") == [(1, 1, "old", "blue", b"\x01\x01\x01")]
     leftovers = [p.name for p in env.blue_db.parent.iterdir() if "bgconsole-migrate" in p.name]
     assert leftovers == []
