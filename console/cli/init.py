@@ -13,6 +13,17 @@ from console.cli.common import EXIT_OK, SubParsers
 from console.core.config import parse_config
 from console.core.errors import ConfigError, UsageError
 
+# Deploy steps that cannot deploy a stale local branch: the ref is resolved to a commit
+# (the fetched remote branch, else a tag or commit) and checked out detached; the last
+# step restarts through a service manager, so no background process holds the step's
+# output (which would keep the SSH channel open until [ssh] command_timeout).
+STARTER_STEPS = (
+    "git fetch --prune --tags --force origin",
+    'git checkout --force --detach "$(git rev-parse --verify --quiet origin/{ref}'
+    " || git rev-parse --verify {ref}^{commit})\" && git log -1 --format='deployed %H %s'",
+    "sudo systemctl restart myapp",
+)
+
 # (comment, section data) in file order. The data is written by tomli-w so it is valid
 # TOML whatever the values; the comments say what each section is for.
 _STARTER: list[tuple[str, dict[str, Any]]] = [
@@ -47,15 +58,20 @@ _STARTER: list[tuple[str, dict[str, Any]]] = [
         {"ssh": {"known_hosts": "~/.ssh/known_hosts", "host_key_policy": "strict"}},
     ),
     (
-        "The two environments. One host each here; list [[env.<colour>.hosts]] for fleets.",
+        "The two environments. One host each here; list [[env.<colour>.hosts]] for fleets.\n"
+        "Every value here is an example: `bgconsole doctor` flags the ones left unchanged\n"
+        "and checks the rest against the real hosts. health_path: a light endpoint, not /.\n"
+        "version: how the app says its release (json:FIELD, header:NAME, path:/URL); with\n"
+        "it a deploy waits for the new release, without it the deploy says version unknown.",
         {
             "env": {
                 colour: {
                     "url": f"http://10.0.0.{n}:3000",
                     "health_path": "/health",
+                    "version": "json:version",
                     "ssh": f"deploy@10.0.0.{n}",
                     "workdir": "/srv/myapp",
-                    "deploy": ["./deploy.sh {ref}"],
+                    "deploy": list(STARTER_STEPS),
                     "flags_redis": f"redis://10.0.0.{n}:6379/0",
                     "logs": {"app": "tail -F /srv/myapp/log/app.log"},
                 }
@@ -74,7 +90,7 @@ def starter_text() -> str:
     """The starter configuration as commented TOML."""
     parts = [
         "# bgconsole configuration. Every key is documented in sample.toml and the README.\n"
-        "# Validate with: bgconsole check -c <this file>\n"
+        "# Check it against the real setup with: bgconsole doctor -c <this file>\n"
     ]
     for comment, data in _STARTER:
         lines = "".join(f"# {line}\n" for line in comment.splitlines())
@@ -97,7 +113,7 @@ def register(subparsers: SubParsers) -> None:
 async def run(args: argparse.Namespace) -> int:
     """Write the starter file, refusing to overwrite."""
     path = write_starter(args.file)
-    print(f"wrote {path}; edit it, then: bgconsole check -c {path}")
+    print(f"wrote {path}; edit it, then: bgconsole doctor -c {path}")
     return EXIT_OK
 
 

@@ -158,7 +158,9 @@ async def test_git_setup_then_push(cli: Cli, tmp_path: Path) -> None:
         git={
             "repo": str(cli.tmp / "app.git"),
             "worktree": str(cli.tmp / "app"),
-            "restart": "cp app.txt ../marker.txt",
+            # The app then reports the pushed commit as its version, which the deploy
+            # waits for.
+            "restart": "cp app.txt ../marker.txt && " + control_step(cli.backend, "$new"),
         }
     )
 

@@ -305,7 +305,9 @@ async def test_deploying_to_the_live_colour_needs_live_ok(
     redis_server: RedisServer,
 ) -> None:
     await control.switch(Colour.BLUE, expected_epoch=0, reason="test")
-    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=["touch RAN"])
+    # The restart reports the new version: a deploy waits for it (the ref here).
+    steps = ["touch RAN", control_step(backend, "{ref}")]
+    config = deploy_config(ssh_server, tmp_path, redis_server.url, backend, steps=steps)
     harness = make_harness(config)
 
     with pytest.raises(UsageError, match=r"blue is live.*--live"):
@@ -333,7 +335,10 @@ async def test_git_pipeline_end_to_end(
     git_table = {
         "repo": str(remote / "app.git"),
         "worktree": str(remote / "app"),
-        "restart": "cat app.txt > ../marker.txt && echo restarted >> ../restarts.log",
+        # The app then reports the commit as its version ($new in the hook): the deploy
+        # waits until the host serves the commit pushed.
+        "restart": "cat app.txt > ../marker.txt && echo restarted >> ../restarts.log && "
+        + control_step(backend, "$new"),
     }
     config = deploy_config(ssh_server, remote, redis_server.url, backend, git=git_table)
     harness = make_harness(config)

@@ -65,6 +65,7 @@ def _host(where: str, host: HostConfig) -> list[tuple[str, str]]:
     for name, command in host.logs.items():
         if _PLACEHOLDER_DIR in command:
             found.append((f"{where}.logs.{name}", command))
-    if host.deploy == ("./deploy.sh {ref}",):
-        found.append((f"{where}.deploy", "./deploy.sh {ref}"))
+    for step in host.deploy:
+        if "restart myapp" in step or step == "./deploy.sh {ref}":
+            found.append((f"{where}.deploy", step))
     return found
