@@ -6,10 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import find_redis_server, require
 from textual.pilot import Pilot
-from ui_support import FixedServices, fake_config, fixed_app
+from ui_support import FixedServices, fake_config, fixed_app, wait_for
 
 from console.app import ConsoleApp
+from console.core.config import load_config
+from console.core.services import Services
+from console.demo.sandbox import Sandbox
 from console.demo.tour import TOUR_STEPS, SandboxInfo
 from console.screens.dashboard import DashboardScreen
 from console.screens.tour import TourScreen
@@ -112,3 +116,27 @@ def test_tour_snapshot(snap_compare: Any, tmp_path: Path, size: tuple[int, int])
         await pilot.pause(0.2)
 
     assert snap_compare(demo_app(tmp_path), terminal_size=size, run_before=open_tour)
+
+
+@pytest.mark.integration
+async def test_tour_on_a_real_sandbox_names_its_config_and_prefix(tmp_path: Path) -> None:
+    require(find_redis_server(), "redis-server", "redis-server")
+    async with Sandbox(tmp_path / "sandbox", traffic=False) as sandbox:
+        assert sandbox.info is not None
+        services = Services.build(load_config(sandbox.config_path))
+        app = ConsoleApp(services, tour=sandbox.info)
+        async with app.run_test(size=(120, 35), notifications=True) as pilot:
+            dash = app.screen
+            assert isinstance(dash, DashboardScreen)
+            # The first complete frame: live colour, the agent's heartbeat, both colours.
+            await wait_for(
+                pilot,
+                lambda: dash.report is not None and dash.report.agents and dash.flags,
+                what="a complete dashboard",
+            )
+            await pilot.press("t")
+            text = _screen_text(app)
+            assert str(sandbox.config_path) in text
+            assert sandbox.info.cli_prefix in text
+            assert sandbox.info.router_url is not None
+            assert sandbox.info.router_url in text
