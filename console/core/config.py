@@ -255,6 +255,44 @@ class AgentConfig:
     leader_lease: float = 5.0
     """Seconds a leader's lock lasts without renewal; another agent takes over after it."""
     log_format: Literal["logfmt", "json"] = "logfmt"
+    metrics_listen: str | None = None
+    """``HOST:PORT`` where the agent serves Prometheus ``/metrics``; None (default): off."""
+
+
+NOTIFY_KINDS: tuple[str, ...] = (
+    "switch", "failover", "failover_held", "deploy", "migration", "flag", "drift",
+    "control_plane_lost",
+)  # fmt: skip
+"""Event kinds a ``[[notify]]`` entry may ask for."""
+
+HOOK_WHEN: tuple[str, ...] = ("pre_switch", "post_switch", "post_deploy")
+"""When a ``[[hook]]`` runs: pre_switch hooks are gates (must exit 0), the others report."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """One ``[[notify]]`` entry: a webhook and the event kinds sent to it."""
+
+    url: str
+    kinds: tuple[str, ...] = NOTIFY_KINDS
+    timeout: float = 5.0
+    """Seconds one delivery attempt may take."""
+    name: str = ""
+    """How failures name this receiver (default: the URL's host)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookConfig:
+    """One ``[[hook]]`` entry: a command run before a switch (a gate) or after one."""
+
+    when: str
+    """pre_switch, post_switch or post_deploy (see :data:`HOOK_WHEN`)."""
+    name: str
+    command: str
+    ssh: SshTarget | None = None
+    """Run the command on this host over SSH instead of locally."""
+    identity: str | None = None
+    timeout: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +336,8 @@ class Config:
     flags: dict[str, FlagConfig]
     path: Path | None = None
     migrate: MigrateConfig = MigrateConfig()
+    notify: tuple[NotifyConfig, ...] = ()
+    hooks: tuple[HookConfig, ...] = ()
 
     def env(self, colour: Colour) -> EnvConfig:
         """The environment of a colour (both always exist)."""
@@ -788,7 +828,13 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         heartbeat_interval=agent_t.seconds("heartbeat_interval", 1.0, minimum=0.01, maximum=3600),
         leader_lease=agent_t.seconds("leader_lease", 5.0, maximum=3600),
         log_format=log_format,
+        metrics_listen=agent_t.string("metrics_listen", None),
     )
+    if agent.metrics_listen is not None:
+        try:
+            parse_listen(agent.metrics_listen)
+        except ValueError as e:
+            raise agent_t.error("metrics_listen", str(e)) from None
     agent_t.finish()
 
     ssh_t = root.table("ssh") or _Table({}, "ssh")
@@ -817,8 +863,12 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
 
     flags = _flags(root.table("flags"), console.flag_prefix)
     migrate = _migrate(root.table("migrate") or _Table({}, "migrate"))
+    notify = tuple(_notify(t) for t in _table_list(root, "notify"))
+    hooks = tuple(_hook(t) for t in _table_list(root, "hook"))
     root.finish()
-    config = Config(console, control, router, failover, agent, ssh, envs, flags, path, migrate)
+    config = Config(
+        console, control, router, failover, agent, ssh, envs, flags, path, migrate, notify, hooks
+    )
     _cross_check(config)
     return config
 
@@ -854,6 +904,61 @@ def _cross_check(config: Config) -> None:
                 f"env.{colour.value}.health_timeout: must be longer than failover.timeout "
                 f"({failover.timeout:g} s), got {env.health_timeout:g}"
             )
+
+
+def _table_list(root: _Table, key: str) -> list[_Table]:
+    """An array of tables (``[[notify]]``), each named ``key[i]`` in errors."""
+    raw = root.raw(key, [])
+    if not isinstance(raw, list):
+        raise root.error(key, f"expected [[{key}]] tables, got {_describe(raw)}")
+    tables = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{key}[{i}]: expected a table, got {_describe(item)}")
+        tables.append(_Table(item, f"{key}[{i}]"))
+    return tables
+
+
+def _notify(table: _Table) -> NotifyConfig:
+    url = _http_url(table, "url")
+    kinds = table.str_list("kinds") if table.has("kinds") else NOTIFY_KINDS
+    if not kinds:
+        raise table.error("kinds", f"must name at least one of {', '.join(NOTIFY_KINDS)}")
+    for i, kind in enumerate(kinds):
+        if kind not in NOTIFY_KINDS:
+            close = difflib.get_close_matches(kind, NOTIFY_KINDS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"{table.key_path('kinds')}[{i}]: unknown kind {kind!r}{hint}; "
+                f"one of {', '.join(NOTIFY_KINDS)}"
+            )
+    entry = NotifyConfig(
+        url=url,
+        kinds=tuple(dict.fromkeys(kinds)),
+        timeout=table.seconds("timeout", 5.0, maximum=300),
+        name=table.string("name", "") or (urlsplit(url).hostname or url),
+    )
+    table.finish()
+    return entry
+
+
+def _hook(table: _Table) -> HookConfig:
+    when = table.string("when")
+    if when not in HOOK_WHEN:
+        close = difflib.get_close_matches(when, HOOK_WHEN, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise table.error("when", f"unknown {when!r}{hint}; one of {', '.join(HOOK_WHEN)}")
+    command = table.string("command")
+    hook = HookConfig(
+        when=when,
+        name=table.string("name", "") or command.split()[0],
+        command=command,
+        ssh=_ssh(table, "ssh"),
+        identity=table.string("identity", None),
+        timeout=table.seconds("timeout", 120.0, maximum=3600),
+    )
+    table.finish()
+    return hook
 
 
 _SLICE_MAX = 5.0
