@@ -124,6 +124,11 @@ class StatusHeader(Widget):
         height: 2;
         padding: 0 1;
         background: $panel;
+        /* One line each: a long reason (an agent's failover evidence) or a narrow
+           terminal wrapped the first line and pushed the second (control plane, agent,
+           router) out of the widget. Cut the end instead. */
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """
 
