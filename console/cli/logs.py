@@ -19,6 +19,7 @@ from console.cli.common import (
 )
 from console.core.config import HostConfig
 from console.core.errors import UsageError
+from console.core.health import PROBE_MARK
 from console.core.logs import LogBatch, LogFollower
 from console.core.models import Colour
 from console.core.ssh import SshPool
@@ -51,7 +52,42 @@ def register(subparsers: SubParsers) -> None:
     parser.add_argument(
         "--host", action="append", metavar="NAME", help="only this host (repeatable)"
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="also show the health probes' lines (hidden by default: lines holding "
+        f"{PROBE_MARK}, the User-Agent of bgconsole's probes)",
+    )
+    parser.add_argument(
+        "--color",
+        action="store_true",
+        help="keep the app's ANSI colours (only colours; other escapes are still shown "
+        "escaped); by default they are stripped",
+    )
     parser.set_defaults(handler=run)
+
+
+# CSI sequences (colours, cursor moves, erases), OSC sequences (titles, hyperlinks) and
+# two-character escapes. An app's log written for a terminal carries them; printed raw
+# they drive the reader's terminal, escaped they bury the text in \x1b[32m noise.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def terminal_text(text: str, color: bool) -> str:
+    """A host's log line made safe for the terminal: ANSI stripped (``color``: colours kept,
+    the rest escaped), every other control character escaped, tabs kept."""
+    if "\x1b" not in text:
+        return printable(text, multiline=True)
+    if not color:
+        return printable(_ANSI.sub("", text), multiline=True)
+    # Colours only: every other escape is shown escaped, so it cannot move the cursor.
+    parts = _SGR.split(text)
+    colours = _SGR.findall(text)
+    out = [printable(parts[0], multiline=True)]
+    for sgr, part in zip(colours, parts[1:], strict=True):
+        out.append(sgr + printable(part, multiline=True))
+    return "".join(out)
 
 
 def _hosts(
@@ -76,13 +112,21 @@ def _hosts(
     return hosts
 
 
-def format_batch(batch: LogBatch, with_log: bool) -> str:
+def _closed(line: str) -> str:
+    colours = _SGR.findall(line)
+    return line + "\x1b[0m" if colours and colours[-1] not in ("\x1b[0m", "\x1b[m") else line
+
+
+def format_batch(batch: LogBatch, with_log: bool, color: bool = False) -> str:
     """The batch as printed: ``blue/app1 | text`` per line (``blue/app1:app | text`` when
     ``with_log``), markers as ``-- text --``, every line ending in a newline."""
     # Log lines are the hosts' text (an access log holds whatever clients sent): control
     # characters escaped so an ESC sequence cannot drive the terminal; tabs kept, since
     # lines are already split at newlines. --json carries the exact text.
-    lines = [printable(text, multiline=True) for text in batch.lines]
+    lines = [terminal_text(text, color) for text in batch.lines]
+    if color:
+        # A colour left open must not run into the next line's prefix.
+        lines = [_closed(line) for line in lines]
     if batch.marker:
         return "".join(f"-- {text} --\n" for text in lines)
     source = f"{batch.source}:{batch.log}" if with_log else batch.source
@@ -122,7 +166,13 @@ async def run(args: argparse.Namespace) -> int:
     pool = SshPool(config.ssh)
     try:
         follower = LogFollower(
-            pool, hosts, args.log, lines=args.lines, follow=args.follow, grep=grep
+            pool,
+            hosts,
+            args.log,
+            lines=args.lines,
+            follow=args.follow,
+            grep=grep,
+            hide_probes=not args.all,
         )
         with_log = len({name for _, _, name, _ in follower.streams}) > 1
         failed = False
@@ -132,7 +182,11 @@ async def run(args: argparse.Namespace) -> int:
             async for batch in stream:
                 failed |= batch.marker and not args.follow
                 # One write per batch, not per line: a busy log is a million lines a second.
-                out.write(batch_as_json(batch) if args.json else format_batch(batch, with_log))
+                out.write(
+                    batch_as_json(batch)
+                    if args.json
+                    else format_batch(batch, with_log, color=args.color)
+                )
                 out.flush()
         except BrokenPipeError:
             # The reader went away (``| head``): stop quietly, and keep Python's final flush

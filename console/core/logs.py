@@ -37,6 +37,7 @@ from typing import Literal
 
 from console.core.config import HostConfig
 from console.core.errors import ConfigError, ConsoleError, HostKeyError, UsageError
+from console.core.health import PROBE_MARK
 from console.core.models import Colour
 from console.core.ssh import (
     Backoff,
@@ -54,6 +55,9 @@ MAX_CONNECTING = 16
 SNAPSHOT_TIMEOUT = 5.0
 """Seconds a non-tail log command may run without --follow."""
 _FOLLOW_FLAGS = frozenset({"-f", "-F", "--follow", "--follow=name", "--follow=descriptor"})
+PROBE_BACKLOG_FACTOR = 10
+"""Without --follow and with probes hidden, this many times the lines asked for are read,
+so the last N lines shown are the app's, not N lines of which most were health probes."""
 _FATAL = (HostKeyError, SshAuthFailed, ConfigError)
 """Errors a retry cannot fix: reported once, then that stream stops."""
 
@@ -245,6 +249,7 @@ class LogFollower:
         lines: int = 10,
         follow: bool = True,
         grep: re.Pattern[str] | None = None,
+        hide_probes: bool = True,
         queue_lines: int = QUEUE_LINES,
         max_connecting: int = MAX_CONNECTING,
         snapshot_timeout: float = SNAPSHOT_TIMEOUT,
@@ -256,6 +261,9 @@ class LogFollower:
         self.lines = lines
         self.follow = follow
         self.grep = grep
+        self.hide_probes = hide_probes
+        """Drop lines holding ``PROBE_MARK``: the agent's and console's health probes
+        (their User-Agent), which otherwise make up most of a quiet access log."""
         self.snapshot_timeout = snapshot_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -304,8 +312,15 @@ class LogFollower:
             piece = batch.lines[start : start + limit]
             await self._queue.put(dataclasses.replace(batch, lines=piece))
 
+    def _wanted(self, lines: tuple[str, ...]) -> tuple[str, ...]:
+        if self.hide_probes:
+            lines = tuple(text for text in lines if PROBE_MARK not in text)
+        return lines
+
     async def _emit(self, colour: Colour, host: HostConfig, log: str, batch: LineBatch) -> None:
-        lines = batch.lines
+        lines = self._wanted(batch.lines)
+        if not lines:
+            return
         if self.grep is not None:
             search = self.grep.search
             lines = tuple(text for text in lines if search(text))
@@ -336,7 +351,8 @@ class LogFollower:
 
     async def _snapshot(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
         """Without follow: the last N lines, then the stream ends."""
-        cmd, ends = log_command(command, self.lines, follow=False)
+        backlog = self.lines * PROBE_BACKLOG_FACTOR if self.hide_probes else self.lines
+        cmd, ends = log_command(command, backlog, follow=False)
         kept: collections.deque[LineBatch] = collections.deque()
         held = 0  # lines in kept: the last ``self.lines`` and fewer than one batch more
         exit_status: int | None = 0
@@ -348,6 +364,10 @@ class LogFollower:
                     async for item in items:
                         if isinstance(item, CommandExit):
                             exit_status = item.exit_status
+                            continue
+                        # Probes dropped before counting, so the last N are the app's.
+                        item = dataclasses.replace(item, lines=self._wanted(item.lines))
+                        if not item.lines:
                             continue
                         kept.append(item)
                         held += len(item.lines)
@@ -421,6 +441,7 @@ def follow_logs(
     lines: int,
     follow: bool,
     grep: re.Pattern[str] | None,
+    hide_probes: bool = True,
 ) -> AsyncGenerator[LogLine, None]:
     """Multiplex the logs of ``hosts`` into one stream of ``LogLine`` (see ``LogFollower``).
 
@@ -428,5 +449,7 @@ def follow_logs(
         ConfigError: the hosts have no logs configured.
         UsageError: ``log_name`` names no configured log.
     """
-    follower = LogFollower(pool, hosts, log_name, lines=lines, follow=follow, grep=grep)
+    follower = LogFollower(
+        pool, hosts, log_name, lines=lines, follow=follow, grep=grep, hide_probes=hide_probes
+    )
     return follower.stream()
