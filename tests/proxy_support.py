@@ -195,6 +195,13 @@ class Recorder:
             writer.write(self._reply(req))
         elif req.method == "HEAD":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        elif path == "/split":  # head and body in two writes: a response arriving late
+            reply = self._reply(req)
+            cut = reply.index(b"\r\n\r\n") + 4
+            writer.write(reply[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(reply[cut:])
         elif path == "/garbage":
             writer.write(self._reply(req) + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nBAD")
         else:

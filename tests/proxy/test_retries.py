@@ -86,3 +86,17 @@ async def test_no_first_byte_in_time_is_a_504_not_a_502(
     assert replies[0].status == 504
     assert time.monotonic() - started < 2.0
     assert upstreams[1].requests == []  # it may still be running on blue: not retried
+
+
+async def test_warm_connections_split_answers_and_first_byte_timeout(
+    make_proxy: ProxyFactory, upstreams: tuple[Recorder, Recorder]
+) -> None:
+    """Requests on warm (pooled) connections take the fast lane; the same rules hold."""
+    proxy = await make_proxy(response_timeout=0.3)
+    raw = get("/warm", close=False) + get("/split", close=False) + get("/slow?3")
+    started = time.monotonic()
+    replies = parse_replies(await send_raw(proxy.port, raw))
+    assert [r.status for r in replies] == [200, 200, 504]
+    assert replies[1].json()["target"] == "/split"
+    assert time.monotonic() - started < 2.5
+    assert upstreams[0].connections == 1

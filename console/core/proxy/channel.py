@@ -9,6 +9,7 @@ with one timer instead of a cancel scope.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import cast
 
 _READ_HIGH_WATER = 256 * 1024
@@ -29,6 +30,7 @@ class Channel(asyncio.Protocol):
         "_write_paused",
         "idle_since",
         "lost",
+        "on_event",
         "response",
         "transport",
     )
@@ -46,6 +48,8 @@ class Channel(asyncio.Protocol):
         self._write_paused = False
         self.idle_since = 0.0
         """When this connection was last returned to an idle pool (monotonic)."""
+        self.on_event: Callable[[], None] | None = None
+        """Called after data, an end or a loss, for code that waits without a task."""
         self.response: object | None = None
         """An upstream connection's response reader, kept between responses."""
 
@@ -90,6 +94,9 @@ class Channel(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        on_event = self.on_event
+        if on_event is not None:
+            on_event()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -128,6 +135,15 @@ class Channel(asyncio.Protocol):
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
+        return data
+
+    def peek(self) -> bytes:
+        """What is buffered, left in place."""
+        chunks = self._chunks
+        if len(chunks) == 1:
+            return chunks[0]
+        data = b"".join(chunks)
+        self._chunks = [data] if data else []
         return data
 
     def unread(self, data: bytes) -> None:

@@ -74,6 +74,14 @@ def error_response(status: int, message: str, close: bool) -> bytes:
     )
 
 
+def release(resp: Response, mode: int, chan: Channel, up: Upstream) -> None:
+    """An upstream connection after a complete exchange: pooled when it can carry another."""
+    if resp.keep_alive and (mode == NO_BODY or resp.complete) and not resp.trailing:
+        up.give_back(chan)
+    else:
+        chan.close()
+
+
 class ClientTimeout(Exception):
     """The client stopped sending its body, or reading the response."""
 
@@ -126,6 +134,9 @@ class Forwarder:
         self.unroutable = 0
         self._colour_headers = {c: b"X-BG-Env: " + c.value.encode() for c in Colour}
 
+    def colour_header(self, colour: Colour) -> bytes:
+        return self._colour_headers[colour]
+
     async def _read_body(self, head: RequestHead, reader: RequestReader) -> bytes:
         parts: list[bytes] = []
         try:
@@ -156,7 +167,14 @@ class Forwarder:
             ClientTimeout: the client stalled while sending its body.
         """
         body = await self._take_body(head, reader)
-        route = _Route(self, head.method in IDEMPOTENT, body is not None)
+        route = Route(self, head.method in IDEMPOTENT, body is not None)
+        return await self.forward(head, body, route, reader, client, peer, proto, trusted)
+
+    async def forward(
+        self, head: RequestHead, body: bytes | None, route: Route, reader: RequestReader,
+        client: Channel, peer: bytes, proto: bytes, trusted: bool,
+    ) -> bool:  # fmt: skip
+        """Send a request whose body is read (or to be streamed) along ``route``."""
         for _attempt in range(_MAX_ATTEMPTS):
             up = route.next()
             if up is None:
@@ -245,14 +263,36 @@ class Forwarder:
                 # The upstream is chosen and connected: the client may send its body.
                 client.write(_CONTINUE)
             await self._stream_body(head, reader, chan)
-        t = self.timeouts
         resp = Response.on(chan, head.method)
+        await self._final_head(resp)
+        return resp
+
+    async def _final_head(self, resp: Response) -> None:
+        """Read heads until the final one: 100 Continue (the proxy sent its own) and 103
+        Early Hints are dropped."""
+        t = self.timeouts
         while True:
             await resp.read_head(self.max_head, t.first_byte, t.first_byte)
             if resp.status >= 200 or resp.status == 101:
-                return resp
-            # 100 Continue (the proxy sent its own) and 103 Early Hints are dropped.
+                return
             resp.reset()
+
+    async def resume(
+        self, head: RequestHead, body: bytes, resp: Response, chan: Channel, up: Upstream,
+        client: Channel, reader: RequestReader,
+    ) -> bool:  # fmt: skip
+        """Finish an exchange the fast lane started: its response head is parsed."""
+        try:
+            if resp.status < 200 and resp.status != 101:
+                resp.reset()
+                await self._final_head(resp)
+        except TimeoutError:
+            chan.abort()
+            return self._failed(head, body, client, up, 504, "timed out")
+        except (UpstreamClosed, UpstreamFailed, OSError) as e:
+            chan.abort()
+            return self._failed(head, body, client, up, 502, f"failed: {e or type(e).__name__}")
+        return await self._relay(head, resp, up.colour, chan, up, client, reader)
 
     async def _stream_body(self, head: RequestHead, reader: RequestReader, chan: Channel) -> None:
         """Copy a large or chunked request body upstream, re-framed."""
@@ -301,10 +341,7 @@ class Forwarder:
             self.counters[colour].errors += 1
             self.tally.note("response_broken", f"{up.name} ({colour}): {e or type(e).__name__}")
             return False
-        if resp.keep_alive and (mode == NO_BODY or resp.complete) and not resp.trailing:
-            up.give_back(chan)
-        else:
-            chan.close()
+        release(resp, mode, chan, up)
         return keep
 
     async def _relay_body(self, resp: Response, mode: int, out: bytes, client: Channel) -> None:
@@ -329,7 +366,7 @@ class Forwarder:
             raise UpstreamFailed("response body shorter than its Content-Length")
 
 
-class _Route:
+class Route:
     """Where one request may still go: hosts tried, stand-by used, a fresh connection due."""
 
     __slots__ = (

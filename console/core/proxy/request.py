@@ -62,6 +62,7 @@ class RequestHead:
     """One parsed request head and what the proxy needs to know to forward it."""
 
     __slots__ = (
+        "checked",
         "chunked",
         "drop",
         "expect_continue",
@@ -93,6 +94,7 @@ class RequestHead:
         """Lower-case names listed in Connection: hop-by-hop for this message only."""
         self.forwarded: dict[bytes, bytes] = {}
         """The client's own X-Forwarded-* values (used only from trusted proxies)."""
+        self.checked = False
 
     @property
     def http10(self) -> bool:
@@ -113,6 +115,7 @@ def _analyse(head: RequestHead) -> None:
     Raises:
         HttpError: the request must be refused.
     """
+    head.checked = True
     if head.version not in ("1.1", "1.0"):
         raise HttpError(505, "HTTP version not supported")
     if head.method == b"CONNECT":
@@ -241,6 +244,62 @@ class RequestReader:
 
     # -- reading -------------------------------------------------------------------------
 
+    def feed(self, data: bytes) -> None:
+        """Parse bytes read by someone else (the fast lane reads without a task).
+
+        Raises:
+            HttpError: malformed; answer it, then close.
+        """
+        self._feed(data)
+
+    def take_simple(self, max_body: int) -> tuple[RequestHead, bytes] | str:
+        """The next request when it is whole and plain - no upgrade, no Expect, a body of
+        at most ``max_body`` bytes all here - taken off the queue. Otherwise ``"wait"``
+        (no whole head yet) or ``"slow"`` (left queued for the full path).
+
+        Raises:
+            HttpError: the head is refused.
+        """
+        events = self._events
+        if not events:
+            return "wait"
+        head = events[0]
+        if not isinstance(head, RequestHead):
+            raise RuntimeError("request body left unread")
+        if not head.checked:
+            _analyse(head)
+        if head.upgrade is not None or head.expect_continue or head.chunked:
+            return "slow"
+        if head.length > max_body:
+            return "slow"
+        n = len(events)
+        if n >= 2 and events[1] is None:
+            events.popleft()
+            events.popleft()
+            return head, b""
+        for i in range(2, n):
+            if events[i] is None:
+                events.popleft()
+                parts = [events.popleft() for _ in range(i - 1)]
+                events.popleft()
+                return head, b"".join(p for p in parts if isinstance(p, bytes))
+        return "slow"  # the body is still arriving: the full path reads it, with timeouts
+
+    @property
+    def queued(self) -> int:
+        """Parsed events not taken yet (heads, body pieces, ends)."""
+        return len(self._events)
+
+    @property
+    def in_head(self) -> bool:
+        """Whether a request head has begun and is not complete."""
+        return self._in_head
+
+    @property
+    def head_started(self) -> float:
+        """When the current head began (loop time)."""
+        return self._began
+
     def _feed(self, data: bytes) -> None:
         began = self._in_head
         try:
@@ -288,7 +347,8 @@ class RequestReader:
         event = events.popleft()
         if not isinstance(event, RequestHead):
             raise RuntimeError("request body left unread")  # callers close instead
-        _analyse(event)
+        if not event.checked:
+            _analyse(event)
         return event
 
     async def body(self, within: float) -> bytes | None:

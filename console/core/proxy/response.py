@@ -8,6 +8,9 @@ HTTP/1.1 client, close-delimited for an HTTP/1.0 one (which has no chunked encod
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 import httptools
 
 from console.core.proxy.channel import Channel
@@ -20,6 +23,58 @@ NO_BODY = 0
 LENGTH = 1
 CHUNKED = 2
 UNTIL_CLOSE = 3
+
+
+# Response header lines the proxy never passes on (see HOP_BY_HOP); a quick head has no
+# Connection header naming others.
+_HOP_LINE = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length|x-bg-env):[^\r\n]*",
+    re.IGNORECASE,
+)
+
+
+class QuickHead(NamedTuple):
+    status: int
+    kept: bytes
+    """The head without hop-by-hop lines and without its final CRLF CRLF."""
+    length: int
+    keep_alive: bool
+
+
+def quick_head(head: bytes) -> QuickHead | None:
+    """The plainest response head - HTTP/1.1, a final status, one Content-Length, no
+    Transfer-Encoding, Connection absent or keep-alive/close - read with a few byte
+    searches instead of a parser callback per header; None for anything else (the
+    parser path then reads it, strictly)."""
+    if not head.startswith(b"HTTP/1.1 ") or b"\n " in head or b"\n\t" in head:
+        return None
+    code = head[9:12]
+    if not code.isdigit() or head[12:13] not in (b" ", b"\r"):
+        return None
+    status = int(code)
+    if status < 200:
+        return None
+    low = head.lower()
+    if b"\r\ntransfer-encoding:" in low:
+        return None
+    i = low.find(b"\r\ncontent-length:")
+    if i < 0 or low.find(b"\r\ncontent-length:", i + 2) >= 0:
+        return None
+    value = head[i + 17 : head.index(b"\r\n", i + 2)].strip(b" \t")
+    if not value.isdigit():
+        return None
+    keep_alive = True
+    i = low.find(b"\r\nconnection:")
+    if i >= 0:
+        if low.find(b"\r\nconnection:", i + 2) >= 0:
+            return None
+        token = low[i + 13 : low.index(b"\r\n", i + 2)].strip(b" \t")
+        if token == b"close":
+            keep_alive = False
+        elif token != b"keep-alive":
+            return None
+    return QuickHead(status, _HOP_LINE.sub(b"", head[:-4]), int(value), keep_alive)
 
 
 class UpstreamClosed(Exception):
@@ -153,8 +208,16 @@ class Response:
             buf += data
         end += 4
         chan.unread(buf[end:])
+        self.feed_head(buf[:end])
+
+    def feed_head(self, head: bytes) -> None:
+        """Parse a whole response head (up to and including its empty line).
+
+        Raises:
+            UpstreamFailed: it is malformed.
+        """
         try:
-            self._parser.feed_data(buf[:end])
+            self._parser.feed_data(head)
         except httptools.HttpParserUpgrade:
             pass  # 101 Switching Protocols: what follows is the tunnel
         except httptools.HttpParserError as e:
@@ -239,6 +302,16 @@ class Response:
     @property
     def complete(self) -> bool:
         return self._done and not self._pieces
+
+    @property
+    def held(self) -> int:
+        """Body pieces decoded and not handed on yet (few: a fast-lane response)."""
+        return sum(len(p) for p in self._pieces)
+
+    @property
+    def until_close(self) -> bool:
+        """The upstream marks the body's end by closing (no length, not chunked)."""
+        return self.length is None and not self.chunked
 
     def whole_body_buffered(self) -> bytes | None:
         """The whole body when it is already here (the common small response), else None."""

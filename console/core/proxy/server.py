@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from console.core.proxy.channel import Channel
+from console.core.proxy.fast import ClientConn, Continuation, FastLane
 from console.core.proxy.forward import (
     ClientTimeout,
     Forwarder,
@@ -67,18 +67,6 @@ class ProxyStats:
     evicted: int = 0
     """Idle or slow connections closed to make room for new ones at the cap."""
     max_connections: int = 0
-
-
-class _ClientChannel(Channel):
-    __slots__ = ("_proxy",)
-
-    def __init__(self, proxy: Proxy) -> None:
-        super().__init__()
-        self._proxy = proxy
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._proxy._accepted(self)
 
 
 class Proxy:
@@ -151,9 +139,11 @@ class Proxy:
             tunnels=self.tunnels, tally=self.tally, on_passive_down=on_passive_down,
         )  # fmt: skip
         self._server: asyncio.Server | None = None
-        self._clients: dict[Channel, asyncio.Task[None] | None] = {}
-        self._waiting: dict[Channel, None] = {}
+        self._clients: dict[ClientConn, None] = {}
+        self._waiting: dict[ClientConn, None] = {}
         """Connections waiting for a request head, the longest-waiting first."""
+        self._lane: FastLane | None = None
+        self._reaper: asyncio.Task[None] | None = None
         self._rejected = 0
         self._evicted = 0
         self._closing = False
@@ -174,14 +164,19 @@ class Proxy:
             OSError: the address cannot be bound (in use, not local, no permission).
         """
         loop = asyncio.get_running_loop()
+        lane = self._lane = FastLane(
+            self._fwd, self._proto, max_head=self.max_head, accepted=self._accepted,
+            go_slow=self._go_slow, forget=self._forget, waiting=self._waiting,
+        )  # fmt: skip
         self._server = await loop.create_server(
-            lambda: _ClientChannel(self), self.host, self.port, backlog=1024, ssl=self._ssl,
+            lambda: ClientConn(lane), self.host, self.port, backlog=1024, ssl=self._ssl,
             ssl_handshake_timeout=self.timeouts.head if self._ssl else None,
         )  # fmt: skip
         sockets = self._server.sockets
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.routes.listeners.append(self.tunnels.on_switch)
+        self._reaper = asyncio.ensure_future(self._reap())
 
     def stats(self) -> ProxyStats:
         """The counters right now."""
@@ -198,64 +193,82 @@ class Proxy:
             max_connections=self.max_connections,
         )
 
-    def _accepted(self, chan: Channel) -> None:
+    def _accepted(self, conn: ClientConn) -> None:
         if self._closing:
-            chan.close()
+            conn.close()
             return
         if len(self._clients) >= self.max_connections and not self._make_room():
             self._rejected += 1
             self.tally.note("over_capacity", f"{self.max_connections} connections busy")
-            chan.write(error_response(503, "too many connections", True))
-            chan.close()
+            conn.write(error_response(503, "too many connections", True))
+            conn.close()
             return
-        self._clients[chan] = None
-        self._waiting[chan] = None
-        self._clients[chan] = asyncio.ensure_future(self._serve(chan))
+        loop = asyncio.get_running_loop()
+        conn.reader = RequestReader(conn, self.max_head, loop.time)
+        peer = conn.peer()
+        conn.peer_b = peer.encode()
+        conn.trusted = peer in self._trusted
+        conn.active_at = loop.time()
+        self._clients[conn] = None
+        self._waiting[conn] = None
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest for a request head, if any."""
         for victim in self._waiting:
-            del self._waiting[victim]
             self._evicted += 1
             self.tally.note("evicted", "idle or slow client closed at the connection cap")
+            self._forget(victim)
             victim.abort()
-            task = self._clients.pop(victim, None)
-            if task is not None:
-                task.cancel()
+            if victim.task is not None:
+                victim.task.cancel()
             return True
         return False
 
-    async def _serve(self, chan: Channel) -> None:
-        loop = asyncio.get_running_loop()
+    def _forget(self, conn: ClientConn) -> None:
+        self._waiting.pop(conn, None)
+        self._clients.pop(conn, None)
+
+    def _go_slow(self, conn: ClientConn, first: Continuation | None) -> None:
+        """Hand the connection to a task on the full path (``first`` continues a request
+        the fast lane started)."""
+        conn.task = asyncio.ensure_future(self._serve(conn, first))
+
+    async def _reap(self) -> None:
+        """Timeouts of connections in the fast lane, which have no task to time out."""
         t = self.timeouts
-        reader = RequestReader(chan, self.max_head, loop.time)
-        peer = chan.peer()
-        peer_b = peer.encode()
-        trusted = peer in self._trusted
-        waiting = self._waiting
+        every = min(max(min(t.head, t.idle, t.first_byte) / 4, 0.05), 1.0)
+        loop = asyncio.get_running_loop()
+        lane = self._lane
+        assert lane is not None
+        while True:
+            await asyncio.sleep(every)
+            now = loop.time()
+            for conn in list(self._clients):
+                if conn.task is not None:
+                    continue
+                flight = conn.flight
+                reader = conn.reader
+                if flight is not None:
+                    if now > flight.deadline:
+                        lane.timed_out(flight)
+                elif reader is not None and reader.in_head:
+                    if now - reader.head_started > t.head:
+                        conn.abort()
+                elif now - conn.active_at > t.idle:
+                    conn.close()
+
+    async def _serve(self, conn: ClientConn, first: Continuation | None) -> None:
+        """The full path for one connection, until it is idle again (then back to the fast
+        lane) or closed."""
+        back_to_fast = False
         try:
-            while True:
-                try:
-                    head = await reader.head(t.idle, t.head)
-                except HttpError as e:
-                    self.tally.note("bad_request", str(e))
-                    chan.write(error_response(e.status, str(e), True))
-                    return
-                if head is None:
-                    return
-                waiting.pop(chan, None)
-                keep = await self._fwd.handle(head, reader, chan, peer_b, self._proto, trusted)
-                if not keep or self._closing:
-                    return
-                waiting[chan] = None
-                if chan.write_backlog > _HIGH_WATER:
-                    await chan.drain(t.body)
-        except HttpError as e:  # a malformed body: nothing was answered yet
+            back_to_fast = await self._serve_requests(conn, first)
+        except HttpError as e:  # a malformed head or body: nothing was answered yet
             self.tally.note("bad_request", str(e))
-            chan.write(error_response(e.status, str(e), True))
+            conn.write(error_response(e.status, str(e), True))
         except ClientTimeout:
             self.tally.note("client_timeout", "request body stalled")
-            chan.write(error_response(408, "request body timed out", True))
+            conn.write(error_response(408, "request body timed out", True))
         except TimeoutError:
             pass  # idle or slow head: closing is the answer
         except (ClientGone, OSError):
@@ -267,13 +280,45 @@ class Proxy:
         except Exception as e:  # never a traceback per connection: counted, logged once
             self.tally.note("internal", f"{type(e).__name__}: {e}")
         finally:
-            waiting.pop(chan, None)
-            self._clients.pop(chan, None)
-            chan.close()
+            conn.task = None
+            if back_to_fast:
+                conn.active_at = asyncio.get_running_loop().time()
+            else:
+                self._forget(conn)
+                conn.close()
+
+    async def _serve_requests(self, conn: ClientConn, first: Continuation | None) -> bool:
+        """Serve requests in order; True when the connection is idle and fit for the fast
+        lane again, False when it must close."""
+        t = self.timeouts
+        reader = conn.reader
+        assert reader is not None
+        waiting = self._waiting
+        if first is not None:
+            waiting.pop(conn, None)
+            if not await first() or self._closing:
+                return False
+            waiting[conn] = None
+        while True:
+            if conn.write_backlog > _HIGH_WATER:
+                await conn.drain(t.body)
+            if not reader.queued and not conn.buffered and not reader.in_head:
+                return not conn.at_eof and not conn.lost
+            head = await reader.head(t.idle, t.head)
+            if head is None:
+                return False
+            waiting.pop(conn, None)
+            keep = await self._fwd.handle(head, reader, conn, conn.peer_b, self._proto,
+                                          conn.trusted)  # fmt: skip
+            if not keep or self._closing:
+                return False
+            waiting[conn] = None
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests in flight finish for up to ``grace`` s, close all."""
         self._closing = True
+        if self._lane is not None:
+            self._lane.closing = True
         if self._server is not None:
             self._server.close()
         with contextlib.suppress(ValueError):
@@ -283,16 +328,26 @@ class Proxy:
         deadline = time.monotonic() + grace
         # Idle keep-alive connections close now; busy ones get until the deadline.
         while True:
-            for chan in list(self._waiting):
-                chan.close()
+            for conn in list(self._waiting):
+                self._forget(conn)
+                conn.close()
             if not self._clients or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.02)
-        tasks = [t for t in self._clients.values() if t is not None]
+        tasks = [c.task for c in self._clients if c.task is not None]
+        for conn in list(self._clients):
+            if conn.task is None:
+                self._forget(conn)
+                conn.abort()
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
         self.routes.close()
         self.tally.flush()
         if self._server is not None:
