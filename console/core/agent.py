@@ -34,6 +34,7 @@ from console.core.control import ControlPlane, Notification
 from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
 from console.core.failover import FailoverDecision, decide, last_switch_at, refusing_only
 from console.core.health import HealthChecker
+from console.core.metrics import AgentMetrics, MetricsServer
 from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
 from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
 
@@ -136,6 +137,10 @@ class Agent:
         self._live_deploy: bool = False
         self._drift: str | None = None
         self._stats_logged = time.monotonic()
+        self.metrics = AgentMetrics(self)
+        self.metrics_server: MetricsServer | None = None
+        if config.agent.metrics_listen:
+            self.metrics_server = MetricsServer(self.metrics.registry, config.agent.metrics_listen)
 
     @property
     def degraded(self) -> bool:
@@ -168,6 +173,14 @@ class Agent:
                 raise ConsoleError(
                     f"router.listen {self.config.router.listen}: cannot listen: {e.strerror or e}"
                 ) from e
+        if self.metrics_server is not None:
+            try:
+                await self.metrics_server.start()
+            except OSError as e:
+                raise ConsoleError(
+                    f"agent.metrics_listen {self.metrics_server.listen}: cannot listen: "
+                    f"{e.strerror or e}"
+                ) from e
         self.log.info(
             "started",
             actor=self.actor,
@@ -195,6 +208,8 @@ class Agent:
         """Close the proxy (with the grace period), the health client and the control plane."""
         if self.proxy is not None:
             await self.proxy.close(self.grace)
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.health.aclose()
@@ -240,6 +255,7 @@ class Agent:
             # Tell consoles at once: the builtin router's state is read from heartbeats,
             # so a switch is confirmed as soon as this beat lands.
             self._beat_now.set()
+            self.metrics.on_route(state.colour)
             self.log.info(
                 "route",
                 serving=state.colour.value,
@@ -347,6 +363,7 @@ class Agent:
         return value
 
     def _control_ok(self) -> None:
+        self.metrics.on_control(True)
         if self.control_error is not None:
             self.control_error = None
             self.log.info(
@@ -357,6 +374,7 @@ class Agent:
 
     def _fail_static(self, error: ConsoleError) -> None:
         self.leader = False
+        self.metrics.on_control(False)
         if self.control_error is None:
             self.log.warning(
                 "control_plane_unavailable",
@@ -513,6 +531,7 @@ class Agent:
         _reraise_cancel()
         previous = self.snapshot
         self.snapshot = snapshot
+        self.metrics.on_snapshot(snapshot)
         if self.routes is not None:
             self.routes.apply_health(snapshot)
         for colour in Colour:
@@ -584,6 +603,7 @@ class Agent:
             self._fail_static(e)
             return
         self._last_failover_from = active.colour if decision.action == "failover" else None
+        self.metrics.on_decision(decision.action, decision.to)
         self._apply(state)
         self.log.warning(
             decision.action,
@@ -611,6 +631,7 @@ class Agent:
         if decision.code == self._last_held:
             return
         self._last_held = decision.code
+        self.metrics.on_held(decision.code)
         self.log.warning("failover_held", reason=decision.reason, live=active.colour.value)
         with contextlib.suppress(ConsoleError):
             await self.control.record(
@@ -694,6 +715,7 @@ class Agent:
                     if self._drift is not None:
                         self.log.info("router_in_line", live=actual.value)
                     self._drift = None
+                    self.metrics.on_drift(None)
                     continue
                 if await self.control.lock_info(ROUTER_LOCK) is not None:
                     continue  # a writer is at work; look again next round
@@ -707,6 +729,7 @@ class Agent:
         if what != self._drift:
             self.log.warning("router_drift", drift=what)
         self._drift = what
+        self.metrics.on_drift(what)
 
     async def _repair_drift(self, seen: str, active: ActiveState) -> None:
         what = f"router serves {seen}, control plane says {active.colour} (epoch {active.epoch})"
@@ -725,6 +748,7 @@ class Agent:
                     actor=self.actor,
                 )
         self._drift = None
+        self.metrics.on_drift(None)
 
 
 def _reraise_cancel() -> None:
