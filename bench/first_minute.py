@@ -36,6 +36,7 @@ COLD_TARGET = 30.0
 WARM_TARGET = 3.0
 _POLL = 0.02
 _TIMEOUT = 120.0
+_EXITED = "__first_minute_exit__"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +80,11 @@ class Tmux:
             env=clean_env(),  # the server (started by the first call) passes it on
         )
 
-    def capture(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "bench", check=False).stdout
-
-    def alive(self) -> bool:
-        return self.run("has-session", "-t", "bench", check=False).returncode == 0
+    def capture(self, history: int = 0) -> str:
+        """The visible screen, with ``history`` lines of scrollback before it."""
+        return self.run(
+            "capture-pane", "-p", "-t", "bench", "-S", str(-history), check=False
+        ).stdout
 
     def close(self) -> None:
         self.run("kill-server", check=False)
@@ -109,30 +110,34 @@ def clean_env() -> dict[str, str]:
 
 def start_once(tmux: Tmux, workdir: Path, label: str, size: tuple[int, int]) -> Run:
     """Launch ./scripts/demo, wait for the first complete frame, quit, wait for the exit."""
-    # Textual draws on stderr, so neither stream can be redirected; a failed start is
-    # reported with the last screen instead, and the pane stays for it (remain-on-exit).
-    command = "./scripts/demo"
+    # Textual draws on stderr, so neither stream can be redirected. The shell stays after
+    # the demo ends, printing its exit status, so a failed start leaves its error on the
+    # screen for the report.
+    command = f"./scripts/demo; echo {_EXITED} $?; sleep 3600"
     started = time.perf_counter()
     tmux.run(
         "new-session", "-d", "-s", "bench", "-x", str(size[0]), "-y", str(size[1]),
         "-c", str(workdir), command,
     )  # fmt: skip
-    frame = ""
-    while True:
-        elapsed = time.perf_counter() - started
-        if elapsed > _TIMEOUT or not tmux.alive():
-            raise SystemExit(f"bench: {label}: no complete frame after {elapsed:.1f} s\n{frame}")
-        frame = tmux.capture()
-        if complete(frame):
-            break
-        time.sleep(_POLL)
-    seconds = time.perf_counter() - started
-    tmux.run("send-keys", "-t", "bench", "q")
-    deadline = time.monotonic() + 30
-    while tmux.alive():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: {label}: the demo did not exit 30 s after q")
-        time.sleep(0.1)
+    try:
+        frame = ""
+        while not complete(frame):
+            elapsed = time.perf_counter() - started
+            if elapsed > _TIMEOUT or _EXITED in frame:
+                raise SystemExit(
+                    f"bench: {label}: no complete frame after {elapsed:.1f} s\n{tmux.capture(50)}"
+                )
+            time.sleep(_POLL)
+            frame = tmux.capture()
+        seconds = time.perf_counter() - started
+        tmux.run("send-keys", "-t", "bench", "q")
+        deadline = time.monotonic() + 30
+        while f"{_EXITED} 0" not in (screen := tmux.capture()):
+            if time.monotonic() > deadline or _EXITED in screen:
+                raise SystemExit(f"bench: {label}: the demo did not exit cleanly after q\n{screen}")
+            time.sleep(0.1)
+    finally:
+        tmux.run("kill-session", "-t", "bench", check=False)
     return Run(label, seconds, frame)
 
 
