@@ -212,3 +212,34 @@ async def test_the_control_plane_down_fails_with_the_fix_and_the_rest_still_runs
     assert "start redis-server" in check.fix
     assert _one(report.checks, "ssh", "blue").status == "ok"
     assert report.exit_code() == 1
+
+
+async def test_sqlite_files_unreadable_and_tables_without_a_key_are_named(
+    tmp_path: Path, setup: dict[str, Any]
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table uploads (id integer primary key, name text)")
+        conn.execute("create table tags (slug text not null unique, label text)")
+        conn.execute("create table visits (path text, at text)")  # no key at all
+    conn.close()
+    data = _clean(setup)
+    data["env"]["blue"]["data"] = {"sqlite": [str(db)]}
+    data["env"]["green"]["data"] = {"sqlite": [str(tmp_path / "missing.db")]}
+    report = await diagnose(_config(data))
+    blue = _one(report.checks, "data", "blue")
+    assert blue.status == "warn"
+    assert blue.detail.startswith(f"{db}: table(s) visits have no primary key")
+    assert "add a primary key" in blue.fix
+    green = _one(report.checks, "data", "green")
+    assert green.status == "fail"
+    assert f"{tmp_path / 'missing.db'}: cannot open it read-only" in green.detail
+
+    with sqlite3.connect(db) as conn:
+        conn.execute("drop table visits")
+    conn.close()
+    data["env"]["green"]["data"] = {"sqlite": [str(db)]}
+    report = await diagnose(_config(data))
+    assert _one(report.checks, "data", "green").detail == f"{db}: 2 tables, each with a key"

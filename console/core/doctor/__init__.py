@@ -2,8 +2,8 @@
 
 One concept per module: ``model`` (a check and the report), ``placeholders`` and ``steps``
 (static), ``control`` (control plane and router), ``health`` (health URLs, latency,
-version), ``ssh`` (login, workdir, log files), ``flags`` (flag keys per colour), and
-``runner`` (all of them at once).
+version), ``ssh`` (login, workdir, log files), ``flags`` (flag keys per colour), ``data``
+(SQLite files and their row identity), and ``runner`` (all of them at once).
 """
 
 from console.core.doctor.model import Check, Report

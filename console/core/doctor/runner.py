@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.doctor.control import check_control
+from console.core.doctor.data import check_data
 from console.core.doctor.flags import check_flags
 from console.core.doctor.health import check_health
 from console.core.doctor.model import Check, Report, fail
@@ -55,6 +56,7 @@ async def diagnose(config: Config) -> Report:
             _guarded("health", check_health(config)),
             _guarded("ssh", check_ssh(config, pool)),
             _guarded("flags", check_flags(config)),
+            _guarded("data", check_data(config, pool)),
         )
     finally:
         await pool.aclose()
