@@ -157,9 +157,14 @@ async def test_missing_workdir_and_log_file_are_failures_with_the_path(
 ) -> None:
     data = _clean(setup)
     data["env"]["green"].update(workdir=str(tmp_path / "nowhere"))
-    data["env"]["green"]["logs"] = {"app": f"tail -n 50 -F {tmp_path / 'nope.log'}"}
+    data["env"]["green"]["logs"] = {
+        "app": f"tail -n 50 -F {tmp_path / 'nope.log'}",
+        "system": "journalctl-not-here -f -u shop",
+    }
     report = await diagnose(_config(data))
-    workdir, log = _find(report.checks, "files", "green")
+    workdir, log, system = _find(report.checks, "files", "green")
+    assert system.status == "fail"
+    assert system.detail == "logs.system: journalctl-not-here is not installed on the host"
     assert workdir.status == "fail"
     assert f"workdir {tmp_path / 'nowhere'} does not exist" in workdir.detail
     assert log.status == "fail"

@@ -147,16 +147,16 @@ async def _files(pool: SshPool, subject: str, host: HostConfig) -> list[Check]:
     if host.workdir:
         probes.append(("workdir", host.workdir))
     for name, command in host.logs.items():
-        for path in log_files(command):
+        files = log_files(command)
+        for path in files:
             probes.append((f"logs.{name}", path))
+        program = _program(command)
+        if not files and program:
+            probes.append((f"logs.{name}", f"command:{program}"))
     if not probes:
         return []
     # Not run in the workdir: a missing workdir must not hide the log files' state.
-    script = "; ".join(
-        f"if [ {'-d' if what == 'workdir' else '-r'} {shlex.quote(path)} ]; "
-        f"then echo ok; else echo missing; fi"
-        for what, path in probes
-    )
+    script = "; ".join(_test(what, path) for what, path in probes)
     try:
         result = await pool.run(dataclasses.replace(host, workdir=None), script, timeout=10.0)
     except ConsoleError as e:
@@ -165,8 +165,11 @@ async def _files(pool: SshPool, subject: str, host: HostConfig) -> list[Check]:
     checks: list[Check] = []
     for (what, path), answer in zip(probes, answers, strict=False):
         if answer == "ok":
-            kind = "directory" if what == "workdir" else "readable"
-            checks.append(ok("files", subject, f"{what} {path}: {kind}"))
+            if path.startswith("command:"):
+                shown = f"{path.removeprefix('command:')} is installed"
+            else:
+                shown = f"{path}: {'directory' if what == 'workdir' else 'readable'}"
+            checks.append(ok("files", subject, f"{what} {shown}"))
         elif what == "workdir":
             checks.append(
                 fail(
@@ -174,6 +177,15 @@ async def _files(pool: SshPool, subject: str, host: HostConfig) -> list[Check]:
                     subject,
                     f"workdir {path} does not exist: every deploy step runs there",
                     "create it, or correct workdir",
+                )
+            )
+        elif path.startswith("command:"):
+            checks.append(
+                fail(
+                    "files",
+                    subject,
+                    f"{what}: {path.removeprefix('command:')} is not installed on the host",
+                    f"install it, or change the command of {what}",
                 )
             )
         else:
@@ -186,3 +198,23 @@ async def _files(pool: SshPool, subject: str, host: HostConfig) -> list[Check]:
                 )
             )
     return checks
+
+
+def _program(command: str) -> str | None:
+    """The program a log command runs (``journalctl``), when it is a plain word."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words or "=" in words[0] or any(c in words[0] for c in "$`|;&<>("):
+        return None
+    return words[0]
+
+
+def _test(what: str, path: str) -> str:
+    """One line of shell printing ok or missing for one probe."""
+    if path.startswith("command:"):
+        test = f"command -v {shlex.quote(path.removeprefix('command:'))} >/dev/null 2>&1"
+    else:
+        test = f"[ {'-d' if what == 'workdir' else '-r'} {shlex.quote(path)} ]"
+    return f"if {test}; then echo ok; else echo missing; fi"
