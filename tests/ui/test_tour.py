@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from servers import find_redis_server, require
 from textual.pilot import Pilot
+from textual.widgets import Input
 from ui_support import FixedServices, fake_config, fixed_app, wait_for
 
 from console.app import ConsoleApp
@@ -79,6 +80,17 @@ async def test_t_opens_the_tour_with_config_cli_and_every_step(tmp_path: Path) -
         await pilot.press("t")
         await pilot.press("t")  # t again goes back too
         assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_t_types_into_a_form_instead_of_opening_the_tour(tmp_path: Path) -> None:
+    app = demo_app(tmp_path)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.press("d")
+        await wait_for(pilot, lambda: app.screen.query("#ref"), what="the deploy form")
+        await pilot.press("t", "a", "g")
+        ref = app.screen.query_one("#ref", Input)
+        assert ref.value == "tag"
+        assert not isinstance(app.screen, TourScreen)
 
 
 async def test_tour_key_stays_hidden_outside_the_demo(tmp_path: Path) -> None:
