@@ -106,6 +106,8 @@ class Recorder:
     connections: int = 0
     die: bool = False
     """Crash on every request: read it, close without answering."""
+    delay: float = 0.0
+    """Seconds before every answer (a hung app, when long)."""
     port: int = 0
     server: asyncio.Server | None = None
 
@@ -172,8 +174,7 @@ class Recorder:
         if path == "/die" or self.die:
             writer.transport.abort()
             return False
-        if path == "/slow":
-            await asyncio.sleep(float(query or 1))
+        await asyncio.sleep(self.delay + (float(query or 1) if path == "/slow" else 0.0))
         if path == "/ws" and parse.upgrade_data is not None:
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"

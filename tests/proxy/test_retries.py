@@ -100,3 +100,31 @@ async def test_warm_connections_split_answers_and_first_byte_timeout(
     assert replies[1].json()["target"] == "/split"
     assert time.monotonic() - started < 2.5
     assert upstreams[0].connections == 1
+
+
+@pytest.mark.parametrize("warm", [False, True])
+async def test_hung_live_colour_idempotent_requests_follow_a_switch(
+    warm: bool, make_proxy: ProxyFactory, upstreams: tuple[Recorder, Recorder]
+) -> None:
+    """A hung app (SIGSTOP-like: it read the request, never answers): when the live
+    colour moves, GETs waiting there go to the new one; a POST keeps waiting (it may run)."""
+    from console.core.models import Colour
+
+    blue, green = upstreams
+    proxy = await make_proxy(response_timeout=10.0)
+    if warm:  # pooled connections: the fast lane carries the requests
+        await asyncio.gather(*(send_raw(proxy.port, get("/warm")) for _ in range(2)))
+    blue.delay = 1.5
+    hung_get = asyncio.create_task(send_raw(proxy.port, get("/read")))
+    hung_post = asyncio.create_task(send_raw(proxy.port, post("/write")))
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    proxy.routes.set_live(Colour.GREEN)
+    replies = parse_replies(await hung_get)
+    assert replies[0].status == 200
+    assert replies[0].header("x-bg-env") == "green"
+    assert time.monotonic() - started < 1.0
+    posted = parse_replies(await hung_post)
+    assert posted[0].header("x-bg-env") == "blue"  # answered where it ran, never resent
+    assert green.count("/write") == 0
+    assert blue.count("/write") == 1

@@ -14,8 +14,9 @@ listener's reaper (one pass over all connections, a few times a second).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from console.core.models import Colour
 from console.core.proxy.channel import Channel
 from console.core.proxy.forward import (
     BUFFER_BODY,
@@ -350,6 +351,24 @@ class FastLane:
         fwd = self.fwd
         self._slow(flight, lambda: fwd.forward(flight.head, flight.body, route, reader, conn,
                                                conn.peer_b, self.proto, conn.trusted))  # fmt: skip
+
+    def leave(self, conns: Iterable[ClientConn], old: Colour) -> None:
+        """The live colour moved away from ``old``: idempotent requests still waiting
+        there for the first byte of an answer go to the new live colour."""
+        for conn in conns:
+            flight = conn.flight
+            if (
+                flight is not None
+                and flight.up.colour is old
+                and flight.resp is None
+                and flight.quick is None
+                and not flight.chan.buffered
+                and flight.head.method in IDEMPOTENT
+            ):
+                flight.chan.abort()
+                route = Route(self.fwd, True, True)
+                self.fwd.counters[route.live].retries += 1
+                self._retry(flight, route)
 
     def timed_out(self, flight: Flight) -> None:
         self._fail(flight, 504, "timed out")

@@ -131,6 +131,10 @@ class Forwarder:
         self.tally = tally
         self.on_passive_down = on_passive_down
         self.counters = {c: ColourCounters() for c in Colour}
+        self.awaiting: dict[Channel, Colour] = {}
+        """Upstream connections carrying a replayable request, no answer byte yet."""
+        self.switched: set[Channel] = set()
+        """Of those, the ones closed because the live colour moved away from theirs."""
         self.unroutable = 0
         self._colour_headers = {c: b"X-BG-Env: " + c.value.encode() for c in Colour}
 
@@ -180,21 +184,23 @@ class Forwarder:
             if up is None:
                 break
             colour = up.colour
-            chan = None if route.fresh_only else up.take_idle(route.idempotent)
-            reused = chan is not None
-            route.fresh_only = False
-            if chan is None:
-                chan = await self._connect(up)
-                if chan is None:
-                    route.tried.append(up)
-                    continue  # nothing was sent: safe to try elsewhere, for every method
+            got = await self._channel(up, route)
+            if got is None:
+                route.tried.append(up)
+                continue  # nothing was sent: safe to try elsewhere, for every method
+            chan, reused = got
             counters = self.counters[colour]
             counters.requests += 1
+            if route.replayable:
+                self.awaiting[chan] = colour
             try:
                 resp = await self._exchange(head, body, reader, client, chan, up, peer, proto,
                                             trusted)  # fmt: skip
             except UpstreamClosed:
                 chan.abort()
+                if chan in self.switched:
+                    route.follow_switch()  # the old colour hung: the new live one answers
+                    continue
                 if route.replayable:
                     counters.retries += 1
                     route.closed_early(up, reused)
@@ -209,6 +215,9 @@ class Forwarder:
             except BaseException:
                 chan.abort()  # the client's side failed mid-request: the caller answers
                 raise
+            finally:
+                self.awaiting.pop(chan, None)
+                self.switched.discard(chan)
             if resp.status >= 500 and self.retry_on_5xx and route.may_retry_5xx(colour):
                 chan.close()
                 continue
@@ -219,6 +228,14 @@ class Forwarder:
         )
         return self._fail(head, body, client, 502, f"{reason} ({route.live} live)")
 
+    def leave(self, old: Colour) -> None:
+        """The live colour moved away from ``old``: idempotent requests still waiting there
+        for the first byte of an answer (a hung app) are sent to the new live colour."""
+        for chan, colour in list(self.awaiting.items()):
+            if colour is old and not chan.buffered:
+                self.switched.add(chan)
+                chan.abort()
+
     def _failed(
         self, head: RequestHead, body: bytes | None, client: Channel, up: Upstream, status: int,
         what: str,
@@ -227,6 +244,16 @@ class Forwarder:
         where = f"upstream {up.name} ({up.colour})"
         self.tally.note(f"upstream_{status}", f"{where} {what} ({head.method.decode()})")
         return self._fail(head, body, client, status, f"{where} {what}")
+
+    async def _channel(self, up: Upstream, route: Route) -> tuple[Channel, bool] | None:
+        """A pooled connection to ``up`` (unless a fresh one is due) or a new one, and
+        whether it was pooled; None when connecting failed."""
+        chan = None if route.fresh_only else up.take_idle(route.idempotent)
+        route.fresh_only = False
+        if chan is not None:
+            return chan, True
+        chan = await self._connect(up)
+        return None if chan is None else (chan, False)
 
     async def _connect(self, up: Upstream) -> Channel | None:
         """A new connection to ``up``; on failure it is marked down and None returned."""
@@ -413,6 +440,14 @@ class Route:
             self.fresh_only = True
         else:
             self.tried.append(up)
+
+    def follow_switch(self) -> None:
+        """Start again on the colour that is live now."""
+        self.live = self.colour = self._fwd.routes.live
+        self._fwd.counters[self.live].retries += 1
+        self.tried.clear()
+        self.on_standby = False
+        self.fresh_only = False
 
     def may_retry_5xx(self, colour: Colour) -> bool:
         if not self.replayable or self.on_standby or colour is not self.live:

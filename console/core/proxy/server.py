@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from console.core.models import Colour
 from console.core.proxy.fast import ClientConn, Continuation, FastLane
 from console.core.proxy.forward import (
     ClientTimeout,
@@ -176,6 +177,7 @@ class Proxy:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.routes.listeners.append(self.tunnels.on_switch)
+        self.routes.listeners.append(self._on_switch)
         self._reaper = asyncio.ensure_future(self._reap())
 
     def stats(self) -> ProxyStats:
@@ -223,6 +225,12 @@ class Proxy:
                 victim.task.cancel()
             return True
         return False
+
+    def _on_switch(self, old: Colour, new: Colour) -> None:
+        """Requests hung on the old colour (no answer byte yet, idempotent) move along."""
+        self._fwd.leave(old)
+        if self._lane is not None:
+            self._lane.leave(list(self._clients), old)
 
     def _forget(self, conn: ClientConn) -> None:
         self._waiting.pop(conn, None)
@@ -323,6 +331,8 @@ class Proxy:
             self._server.close()
         with contextlib.suppress(ValueError):
             self.routes.listeners.remove(self.tunnels.on_switch)
+        with contextlib.suppress(ValueError):
+            self.routes.listeners.remove(self._on_switch)
         self.tunnels.cancel_drains()
         self.tunnels.close()
         deadline = time.monotonic() + grace
