@@ -14,15 +14,15 @@ listener's reaper (one pass over all connections, a few times a second).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
-from console.core.models import Colour
 from console.core.proxy.channel import Channel
 from console.core.proxy.forward import (
     BUFFER_BODY,
     Forwarder,
     Route,
     error_response,
+    hung_on,
     release,
 )
 from console.core.proxy.pool import Upstream
@@ -352,23 +352,20 @@ class FastLane:
         self._slow(flight, lambda: fwd.forward(flight.head, flight.body, route, reader, conn,
                                                conn.peer_b, self.proto, conn.trusted))  # fmt: skip
 
-    def leave(self, conns: Iterable[ClientConn], old: Colour) -> None:
-        """The live colour moved away from ``old``: idempotent requests still waiting
-        there for the first byte of an answer go to the new live colour."""
-        for conn in conns:
-            flight = conn.flight
-            if (
-                flight is not None
-                and flight.up.colour is old
-                and flight.resp is None
-                and flight.quick is None
-                and not flight.chan.buffered
-                and flight.head.method in IDEMPOTENT
-            ):
-                flight.chan.abort()
-                route = Route(self.fwd, True, True)
-                self.fwd.counters[route.live].retries += 1
-                self._retry(flight, route)
+    def leave_hung(self, flight: Flight) -> None:
+        """Like ``Forwarder.leave_hung``, for a request in the fast lane."""
+        if (
+            hung_on(flight.up, self.fwd.routes.live)
+            and flight.resp is None
+            and flight.quick is None
+            and not flight.chan.buffered
+            and flight.head.method in IDEMPOTENT
+        ):
+            flight.chan.on_event = None
+            flight.chan.abort()
+            route = Route(self.fwd, True, True)
+            self.fwd.counters[route.live].retries += 1
+            self._retry(flight, route)
 
     def timed_out(self, flight: Flight) -> None:
         self._fail(flight, 504, "timed out")

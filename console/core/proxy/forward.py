@@ -74,6 +74,11 @@ def error_response(status: int, message: str, close: bool) -> bytes:
     )
 
 
+def hung_on(up: Upstream, live: Colour) -> bool:
+    """Whether requests waiting on ``up`` should move: down, and not the live colour."""
+    return up.colour is not live and not up.available
+
+
 def release(resp: Response, mode: int, chan: Channel, up: Upstream) -> None:
     """An upstream connection after a complete exchange: pooled when it can carry another."""
     if resp.keep_alive and (mode == NO_BODY or resp.complete) and not resp.trailing:
@@ -131,7 +136,7 @@ class Forwarder:
         self.tally = tally
         self.on_passive_down = on_passive_down
         self.counters = {c: ColourCounters() for c in Colour}
-        self.awaiting: dict[Channel, Colour] = {}
+        self.awaiting: dict[Channel, Upstream] = {}
         """Upstream connections carrying a replayable request, no answer byte yet."""
         self.switched: set[Channel] = set()
         """Of those, the ones closed because the live colour moved away from theirs."""
@@ -192,7 +197,7 @@ class Forwarder:
             counters = self.counters[colour]
             counters.requests += 1
             if route.replayable:
-                self.awaiting[chan] = colour
+                self.awaiting[chan] = up
             try:
                 resp = await self._exchange(head, body, reader, client, chan, up, peer, proto,
                                             trusted)  # fmt: skip
@@ -228,11 +233,13 @@ class Forwarder:
         )
         return self._fail(head, body, client, 502, f"{reason} ({route.live} live)")
 
-    def leave(self, old: Colour) -> None:
-        """The live colour moved away from ``old``: idempotent requests still waiting there
-        for the first byte of an answer (a hung app) are sent to the new live colour."""
-        for chan, colour in list(self.awaiting.items()):
-            if colour is old and not chan.buffered:
+    def leave_hung(self) -> None:
+        """Idempotent requests waiting for the first byte of an answer from a host that is
+        down, of a colour no longer live (a hung app, failed over): sent to the live
+        colour. A slow but healthy host after a planned switch keeps its requests."""
+        live = self.routes.live
+        for chan, up in list(self.awaiting.items()):
+            if hung_on(up, live) and not chan.buffered:
                 self.switched.add(chan)
                 chan.abort()
 

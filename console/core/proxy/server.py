@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from console.core.models import Colour
 from console.core.proxy.fast import ClientConn, Continuation, FastLane
 from console.core.proxy.forward import (
     ClientTimeout,
@@ -177,7 +176,6 @@ class Proxy:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.routes.listeners.append(self.tunnels.on_switch)
-        self.routes.listeners.append(self._on_switch)
         self._reaper = asyncio.ensure_future(self._reap())
 
     def stats(self) -> ProxyStats:
@@ -226,12 +224,6 @@ class Proxy:
             return True
         return False
 
-    def _on_switch(self, old: Colour, new: Colour) -> None:
-        """Requests hung on the old colour (no answer byte yet, idempotent) move along."""
-        self._fwd.leave(old)
-        if self._lane is not None:
-            self._lane.leave(list(self._clients), old)
-
     def _forget(self, conn: ClientConn) -> None:
         self._waiting.pop(conn, None)
         self._clients.pop(conn, None)
@@ -251,6 +243,7 @@ class Proxy:
         while True:
             await asyncio.sleep(every)
             now = loop.time()
+            self._fwd.leave_hung()
             for conn in list(self._clients):
                 if conn.task is not None:
                     continue
@@ -259,6 +252,8 @@ class Proxy:
                 if flight is not None:
                     if now > flight.deadline:
                         lane.timed_out(flight)
+                    else:
+                        lane.leave_hung(flight)
                 elif reader is not None and reader.in_head:
                     if now - reader.head_started > t.head:
                         conn.abort()
@@ -331,8 +326,7 @@ class Proxy:
             self._server.close()
         with contextlib.suppress(ValueError):
             self.routes.listeners.remove(self.tunnels.on_switch)
-        with contextlib.suppress(ValueError):
-            self.routes.listeners.remove(self._on_switch)
+
         self.tunnels.cancel_drains()
         self.tunnels.close()
         deadline = time.monotonic() + grace
