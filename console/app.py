@@ -9,7 +9,7 @@ from typing import ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from console.commands import OpsCommands
 from console.core.services import Services
@@ -18,6 +18,7 @@ from console.demo.tour import SandboxInfo
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventsScreen
 from console.screens.flags import FlagsScreen
+from console.screens.help import HelpScreen, key_rows
 from console.screens.logs import LogsScreen
 from console.screens.tour import TourScreen
 from console.theming import BUILTIN_THEMES, DOMAIN_VARIABLES, load_theme_files
@@ -39,7 +40,7 @@ class ConsoleApp(App[None]):
         Binding("e", "open_events", "Events"),
         Binding("t", "open_tour", "Tour"),
         Binding("question_mark", "toggle_help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "back", "Quit"),
     ]
 
     def __init__(
@@ -163,11 +164,28 @@ class ConsoleApp(App[None]):
             self.pop_screen()
 
     def action_toggle_help(self) -> None:
-        """Show or hide the keys panel."""
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+        """List this screen's keys, each with what it does."""
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
         else:
-            self.action_show_help_panel()
+            self.push_screen(HelpScreen(key_rows(self.screen)))
+
+    async def action_back(self) -> None:
+        """Back to the previous screen; on the dashboard, quit (production is unchanged)."""
+        if len(self.screen_stack) <= 1:
+            self.exit()
+            return
+        # A screen with a running deploy or migration asks first (its own close action);
+        # a dialog is answered "no"/cancelled, so whoever awaits it gets an answer.
+        screen = self.screen
+        for name in ("close", "cancel"):
+            if hasattr(screen, f"action_{name}"):
+                await self.run_action(name, screen)
+                return
+        if isinstance(screen, ModalScreen):
+            screen.dismiss(None)
+        else:
+            self.pop_screen()
 
     def action_toggle_theme(self) -> None:
         """Switch between bgconsole-dark and bgconsole-light."""

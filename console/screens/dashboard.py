@@ -14,7 +14,6 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
-from textual.widgets import Footer, Log
 
 from console.core.errors import ConsoleError
 from console.core.flags import FlagTable
@@ -29,9 +28,13 @@ from console.screens.deploy import DeployRequest, DeployScreen
 from console.screens.deploy_run import DeployRunScreen
 from console.screens.migrate import MigrateScreen, confirm_target
 from console.screens.migrate_run import MigrateRunScreen
+from console.screens.status_detail import StatusDetailScreen
+from console.widgets.activity_log import ActivityLog
+from console.widgets.alarm_banner import AlarmBanner
 from console.widgets.env_panel import EnvPanel
 from console.widgets.event_strip import EventStrip
 from console.widgets.formatting import clock
+from console.widgets.key_footer import KeyFooter
 from console.widgets.status_header import StatusHeader
 
 if TYPE_CHECKING:
@@ -49,9 +52,12 @@ class DashboardScreen(Screen[None]):
         Binding("s", "switch_traffic", "Switch"),
         Binding("d", "deploy", "Deploy"),
         Binding("m", "migrate", "Migrate"),
-        Binding("a", "toggle_armed", "Arm/disarm"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("a", "toggle_armed", "Arm"),
+        Binding("i", "details", "Info"),
+        Binding("r", "refresh", "Refresh", show=False),
     ]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012 (Textual's type)
+    """Short terminals (80x24) get the compact panels (no blank rows, 1-row sparkline)."""
 
     report: reactive[StatusReport | None] = reactive(None)
     """The latest status; None until the first one arrives."""
@@ -89,15 +95,16 @@ class DashboardScreen(Screen[None]):
         yield StatusHeader(
             config.console.name, config.failover.enabled, config.router.kind
         ).data_bind(DashboardScreen.report)
+        yield AlarmBanner().data_bind(DashboardScreen.report)
         with Horizontal(id="envs"):
             for colour in Colour:
                 yield EnvPanel(colour, id=f"env-{colour.value}")
-        activity = Log(id="activity", max_lines=200)
+        activity = ActivityLog(id="activity", max_lines=200)
         activity.border_title = "activity"
         activity.can_focus = False
         yield activity
         yield EventStrip(RECENT_EVENTS, id="events").data_bind(DashboardScreen.events)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.say(
@@ -115,7 +122,10 @@ class DashboardScreen(Screen[None]):
     def watch_report(self, report: StatusReport | None) -> None:
         if report is None:
             return
+        # With the control plane unreadable, the router's real colour is the live one.
         live = report.active.colour if report.active else None
+        if live is None and report.router is not None:
+            live = report.router.live
         for colour in Colour:
             panel = self.query_one(f"#env-{colour.value}", EnvPanel)
             panel.env = report.health.envs.get(colour)
@@ -205,11 +215,15 @@ class DashboardScreen(Screen[None]):
         """Add a time-stamped line to the activity log."""
         now = self.services.clock()
         # Lines quote router output, host errors and other people's names: escaped.
-        self.query_one("#activity", Log).write_line(f"{clock(now)}  {printable(line)}")
+        self.query_one("#activity", ActivityLog).write_line(f"{clock(now)}  {printable(line)}")
 
     def on_operation_finished(self, message: OperationFinished) -> None:
         self.say(message.summary)
         self.action_refresh()
+
+    def action_details(self) -> None:
+        """Everything the header and host rows cut short, in full (live reason, errors)."""
+        self.app.push_screen(StatusDetailScreen(self.report))
 
     # Actions
 
@@ -353,7 +367,9 @@ class DashboardScreen(Screen[None]):
                 return
             live_ok = True
         self.say(f"deploy {request.ref or '(no ref)'} → {request.colour}: started")
-        await self.app.push_screen(DeployRunScreen(self.services, request, live_ok=live_ok))
+        await self.app.push_screen(
+            DeployRunScreen(self.services, request, live_ok=live_ok, on_finished=self.post_message)
+        )
 
     @work(exclusive=True, group="migrate", exit_on_error=False)
     async def migrate(self) -> None:
@@ -371,4 +387,6 @@ class DashboardScreen(Screen[None]):
             return
         kind = "dry run" if request.dry_run else "migration"
         self.say(f"{request.strategy} {kind} {request.source} → {request.target}: started")
-        await self.app.push_screen(MigrateRunScreen(self.services, request))
+        await self.app.push_screen(
+            MigrateRunScreen(self.services, request, on_finished=self.post_message)
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual import work
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from console.core.deploy import DeployResult, StepStarted, live_deploy_preview
 from console.core.errors import ConsoleError
@@ -21,6 +22,7 @@ from console.core.text import printable
 from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest
+from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 
 
@@ -50,9 +52,23 @@ class DeployRunScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
 
-    def __init__(self, services: Services, request: DeployRequest, *, live_ok: bool) -> None:
+    def __init__(
+        self,
+        services: Services,
+        request: DeployRequest,
+        *,
+        live_ok: bool,
+        on_finished: Callable[[OperationFinished], object] | None = None,
+    ) -> None:
+        """Args:
+        services: the session's clients.
+        request: the colour and ref to deploy.
+        live_ok: the operator agreed to deploy to the live colour.
+        on_finished: told the outcome when the deploy ends (the dashboard logs it).
+        """
         super().__init__()
         self.services = services
+        self.on_finished = on_finished
         self.request = request
         self.live_ok = live_ok
         self.result: DeployResult | None = None
@@ -73,7 +89,7 @@ class DeployRunScreen(Screen[None]):
         )
         yield LogPane(self.services.config.console.log_lines)
         yield Static("running…", classes="deploy-result")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.run_deploy()
@@ -124,8 +140,8 @@ class DeployRunScreen(Screen[None]):
         result.set_class(not ok, "-failed")
         self.notify(summary, severity="information" if ok else "error", timeout=10)
         # The dashboard below logs it in its activity strip.
-        if len(self.app.screen_stack) > 1:
-            self.app.screen_stack[-2].post_message(OperationFinished("deploy", ok, summary))
+        if self.on_finished is not None:
+            self.on_finished(OperationFinished("deploy", ok, summary))
 
     def action_close(self) -> None:
         """Leave; while the deploy runs, confirm that it should be cancelled."""

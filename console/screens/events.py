@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.core.errors import ConsoleError
 from console.core.models import Event
@@ -18,6 +18,7 @@ from console.core.services import Services
 from console.core.text import printable
 from console.widgets.event_strip import OUTCOME_STYLE
 from console.widgets.formatting import stamp
+from console.widgets.key_footer import KeyFooter
 
 HISTORY = 500
 """Events loaded when the screen opens."""
@@ -66,7 +67,7 @@ class EventsScreen(Screen[None]):
         yield Static("Audit trail (who did what, when, with what result)", classes="screen-title")
         table: DataTable[Content] = DataTable(cursor_type="row", zebra_stripes=True)
         yield table
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)

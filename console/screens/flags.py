@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from console.core.errors import ConsoleError
 from console.core.flags import FlagTable
@@ -20,6 +20,7 @@ from console.core.services import Services
 from console.core.text import printable
 from console.screens.confirm import ConfirmScreen
 from console.widgets.flag_grid import FlagGrid
+from console.widgets.key_footer import KeyFooter
 
 REFRESH_SECONDS = 2.0
 
@@ -51,7 +52,7 @@ class FlagsScreen(Screen[None]):
         )
         yield FlagGrid()
         yield Static("", classes="flag-errors")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(FlagGrid).focus()

@@ -10,12 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from console.core.errors import ConsoleError
 from console.core.logs import LogLine
 from console.core.models import Colour
 from console.core.services import Services
+from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 
 BOTH: tuple[Colour, ...] = (Colour.BLUE, Colour.GREEN)
@@ -43,7 +44,7 @@ class LogsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
         yield LogPane(self.services.config.console.log_lines)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(LogPane).query_one("Log").focus()

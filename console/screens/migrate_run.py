@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -11,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Static
+from textual.widgets import Button, DataTable, Static
 
 from console.core.errors import ConsoleError
 from console.core.migrate.plan import RESULT_COLUMNS, MigrationRequest, MigrationResult
@@ -19,6 +20,7 @@ from console.core.services import Services
 from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.migrate import confirm_target
+from console.widgets.key_footer import KeyFooter
 from console.widgets.migration_progress import MigrationProgress
 
 CANCEL_DETAILS = (
@@ -53,13 +55,21 @@ class MigrateRunScreen(Screen[None]):
         Binding("r", "run_for_real", "Run it for real"),
     ]
 
-    def __init__(self, services: Services, request: MigrationRequest) -> None:
+    def __init__(
+        self,
+        services: Services,
+        request: MigrationRequest,
+        *,
+        on_finished: Callable[[OperationFinished], object] | None = None,
+    ) -> None:
         """Args:
         services: the session's clients.
         request: what to run; ``live_ok`` already settled (see ``confirm_target``).
+        on_finished: told the outcome of each run (the dashboard logs it).
         """
         super().__init__()
         self.services = services
+        self.on_finished = on_finished
         self.request = request
         """The migration shown (replaced by the real run after a dry run)."""
         self.result: MigrationResult | None = None
@@ -78,7 +88,7 @@ class MigrateRunScreen(Screen[None]):
         yield Static("running…", classes="migrate-result")
         with Horizontal(id="actions"):
             yield Button("Run it for real (r)", variant="warning", id="for-real")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one("#result-table", DataTable).add_columns(*RESULT_COLUMNS)
@@ -143,8 +153,8 @@ class MigrateRunScreen(Screen[None]):
         self.refresh_bindings()
         self.notify(summary, severity="information" if ok else "error", timeout=10)
         # The dashboard below logs it in its activity strip.
-        if len(self.app.screen_stack) > 1:
-            self.app.screen_stack[-2].post_message(OperationFinished("migrate", ok, summary))
+        if self.on_finished is not None:
+            self.on_finished(OperationFinished("migrate", ok, summary))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "run_for_real":

@@ -12,6 +12,8 @@ from console.core.text import printable
 from console.widgets.formatting import ago, colour_name
 
 Part = str | Content | tuple[str, str]
+COMPACT_BELOW = 110
+"""Terminal widths below which the header uses its short forms."""
 
 
 def live_line(app_name: str, report: StatusReport | None) -> Content:
@@ -27,8 +29,17 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
     active = report.active
     if active is None:
         parts.append(("LIVE ", "bold"))
-        unknown = "unknown (control plane unreadable)" if report.control_error else "not set yet"
-        parts.append((unknown, "bold $status-degraded"))
+        serving = report.router.live if report.router is not None else None
+        if serving is not None:
+            # What the router really does is the truth users see; say where it comes from.
+            parts.append(colour_name(serving))
+            why = "control plane unreadable" if report.control_error else "not set yet"
+            parts.append((f" (per the router; {why})", "bold $status-degraded"))
+        else:
+            unknown = (
+                "unknown (control plane unreadable)" if report.control_error else "not set yet"
+            )
+            parts.append((unknown, "bold $status-degraded"))
         return Content.assemble(*parts, *_lock_parts(report))
     parts += [
         ("LIVE ", "bold"),
@@ -36,10 +47,12 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
         (f"  epoch {active.epoch}", "bold"),
         (f" · by {printable(active.actor)} {ago(active.updated_at, report.at)} ago", "$text-muted"),
     ]
+    # Deploys in progress before the reason: the reason is what the ellipsis may cut.
+    parts += _lock_parts(report)
     if active.reason:
         # Someone else's text: escaped, so it cannot add a line or drive the terminal.
         parts.append((f' · "{printable(active.reason)}"', "italic $text-muted"))
-    return Content.assemble(*parts, *_lock_parts(report))
+    return Content.assemble(*parts)
 
 
 def _lock_parts(report: StatusReport) -> list[Part]:
@@ -55,47 +68,73 @@ def _lock_parts(report: StatusReport) -> list[Part]:
     return parts
 
 
-def plane_line(report: StatusReport | None, failover_enabled: bool, router_kind: str) -> Content:
-    """``control plane ok 0.4 ms │ agent …, heartbeat 0.8s ago │ failover armed │ router …``."""
+def plane_line(
+    report: StatusReport | None,
+    failover_enabled: bool,
+    router_kind: str,
+    *,
+    compact: bool = False,
+) -> Content:
+    """``control plane ok 0.4 ms │ router builtin → BLUE │ agent … ♥ 0.8s ago  failover active``.
+
+    The parts of fixed length come first and the ones that can run long (an error, the
+    alarm's reason) last, so cutting the line at the terminal's edge with an ellipsis
+    never hides the router's state. ``compact`` (narrow terminals) drops the agent's name
+    and the router kind.
+    """
     if report is None:
         return Content("")
     sep = (" │ ", "$text-muted")
-    parts: list[Part] = [("control plane ", "$text-muted")]
+    parts: list[Part] = [("cp " if compact else "control plane ", "$text-muted")]
     if report.control_error:
-        parts.append(("DEGRADED", "bold reverse $status-down"))
-        # The error text starts with "control plane ...", which this line already says.
-        detail = printable(report.control_error.removeprefix("control plane "))
-        parts.append((f" {detail}", "$status-down"))
+        # The CLI's word for it: the console and `bgconsole status` must agree.
+        parts.append(("UNAVAILABLE", "bold reverse $status-down"))
     else:
         parts.append(("ok", "bold $status-ok"))
-        parts.append((f" {report.control_latency_ms or 0:.1f} ms", "$text-muted"))
+        if not compact:
+            parts.append((f" {report.control_latency_ms or 0:.1f} ms", "$text-muted"))
     parts.append(sep)
-    parts += _agent_parts(report, failover_enabled)
-    parts.append(sep)
-    parts.append((f"router {router_kind} ", "$text-muted"))
+    parts.append(("router " if compact else f"router {router_kind} ", "$text-muted"))
     if report.router_error:
         parts.append(("ERROR", "bold $status-down"))
-        parts.append((f" {printable(report.router_error)}", "$status-down"))
     elif report.router is not None:
         parts.append(("→ ", "$text-muted"))
         live = report.router.live
         parts.append(colour_name(live) if live else ("no single colour", "bold $warning"))
+    else:
+        parts.append(("unknown", "bold $status-degraded"))
     if report.drift:
         parts.append(sep)
-        parts.append((f"DRIFT: {printable(report.drift)}", "bold $warning"))
+        parts.append(("DRIFT", "bold reverse $warning"))
+    parts.append(sep)
+    parts += _agent_parts(report, failover_enabled, compact=compact)
+    if report.control_error:
+        # The error text starts with "control plane ...", which this line already says.
+        detail = printable(report.control_error.removeprefix("control plane "))
+        parts.append(sep)
+        parts.append((detail, "$status-down"))
+    if report.router_error:
+        parts.append(sep)
+        parts.append((f"router: {printable(report.router_error)}", "$status-down"))
     return Content.assemble(*parts)
 
 
-def _agent_parts(report: StatusReport, failover_enabled: bool) -> list[Part]:
+def _agent_parts(
+    report: StatusReport, failover_enabled: bool, *, compact: bool = False
+) -> list[Part]:
     if report.control_error:
-        return [("failover ", "$text-muted"), ("unknown", "bold $status-degraded")]
+        # Heartbeats live in the control plane: unreadable is not "no agent".
+        return [
+            ("agent ? ", "$text-muted"),
+            ("failover ", "$text-muted"),
+            ("unknown", "bold $status-degraded"),
+        ]
     leaders = [a for a in report.agents if a.leader]
     parts: list[Part] = []
     if leaders:
         agent = leaders[0]
-        parts.append(
-            (f"agent {printable(agent.actor)} ♥ {ago(agent.at, report.at)} ago", "$text-muted")
-        )
+        name = "" if compact else f"{printable(agent.actor)} "
+        parts.append((f"agent {name}♥ {ago(agent.at, report.at)} ago", "$text-muted"))
     elif report.agents:
         parts.append(("agents: none leads yet", "bold $warning"))
     else:
@@ -142,9 +181,12 @@ class StatusHeader(Widget):
         self.router_kind = router_kind
 
     def render(self) -> Content:
-        return Content("\n").join(
-            [
-                live_line(self.app_name, self.report),
-                plane_line(self.report, self.failover_enabled, self.router_kind),
-            ]
-        )
+        # One line each, cut with an ellipsis: a long reason must never wrap and push the
+        # control-plane/router line out of the header (i shows everything in full).
+        width = self.size.width or 200
+        compact = width < COMPACT_BELOW
+        lines = [
+            live_line(self.app_name, self.report),
+            plane_line(self.report, self.failover_enabled, self.router_kind, compact=compact),
+        ]
+        return Content("\n").join(line.truncate(width, ellipsis=True) for line in lines)

@@ -133,7 +133,7 @@ async def test_control_plane_down_shows_degraded_and_health_keeps_updating(
 
         redis_server.stop()
         await wait_for(
-            pilot, lambda: "DEGRADED" in _header_text(dash), 15, "control plane DEGRADED"
+            pilot, lambda: "UNAVAILABLE" in _header_text(dash), 15, "control plane UNAVAILABLE"
         )
         blue.set_mode("500")
         await wait_for(
