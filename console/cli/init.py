@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import tomli_w
 
 from console.cli.common import EXIT_OK, SubParsers
 from console.core.config import parse_config
+from console.core.doctor.detect import Detection, detect
 from console.core.errors import ConfigError, UsageError
 
 # Deploy steps that cannot deploy a stale local branch: the ref is resolved to a commit
@@ -86,16 +88,36 @@ _STARTER: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def starter_text() -> str:
-    """The starter configuration as commented TOML."""
+def starter_text(found: Detection | None = None) -> str:
+    """The starter configuration as commented TOML; with ``found`` (``init --detect``),
+    blue is the probed app and the comments say what was and was not found."""
     parts = [
         "# bgconsole configuration. Every key is documented in sample.toml and the README.\n"
         "# Check it against the real setup with: bgconsole doctor -c <this file>\n"
     ]
     for comment, data in _STARTER:
+        if found is not None and "env" in data:
+            comment, data = _detected(comment, data, found)
         lines = "".join(f"# {line}\n" for line in comment.splitlines())
         parts.append(lines + tomli_w.dumps(data))
     return "\n".join(parts)
+
+
+def _detected(comment: str, data: dict[str, Any], found: Detection) -> tuple[str, dict[str, Any]]:
+    """The env section with blue set to what probing the app found."""
+    env = copy.deepcopy(data)
+    blue = env["env"]["blue"]
+    blue["url"] = found.url
+    for colour in ("blue", "green"):
+        if found.health_path is not None:
+            env["env"][colour]["health_path"] = found.health_path
+        if found.version is not None:
+            env["env"][colour]["version"] = found.version
+        else:
+            env["env"][colour].pop("version", None)
+    said = [f"Detected at {found.url} (blue; green is its second copy, not probed):"]
+    said += [f"  {note}" for note in found.notes]
+    return comment + "\n" + "\n".join(said), env
 
 
 def register(subparsers: SubParsers) -> None:
@@ -107,20 +129,32 @@ def register(subparsers: SubParsers) -> None:
         "never overwrites an existing file.",
     )
     parser.add_argument("file", nargs="?", default="bgconsole.toml", help="where to write it")
+    parser.add_argument(
+        "--detect",
+        metavar="URL",
+        help="probe the running app at URL (health paths /health, /healthz, /status, /ping, "
+        "/; version headers, JSON fields, /version) and write what was found as blue",
+    )
     parser.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
     """Write the starter file, refusing to overwrite."""
-    path = write_starter(args.file)
+    found = None
+    if args.detect is not None:
+        _refuse_existing(args.file)  # said before probing anything
+        found = await detect(args.detect)
+        for note in found.notes:
+            print(f"detected {note}")
+    path = write_starter(args.file, found)
     print(f"wrote {path}; edit it, then: bgconsole doctor -c {path}")
     return EXIT_OK
 
 
-def write_starter(file: str) -> Path:
+def write_starter(file: str, found: Detection | None = None) -> Path:
     """Write the starter configuration to a new file; returns its path."""
     path = Path(file).expanduser()
-    text = starter_text()
+    text = starter_text(found)
     # The starter must itself be valid: fail here rather than hand out a broken file.
     parse_config(tomllib.loads(text), path)
     try:
@@ -131,3 +165,9 @@ def write_starter(file: str) -> Path:
     except OSError as e:
         raise ConfigError(f"{path}: cannot write: {e.strerror}") from None
     return path
+
+
+def _refuse_existing(file: str) -> None:
+    path = Path(file).expanduser()
+    if path.exists():
+        raise UsageError(f"{path} already exists; not overwriting it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +103,41 @@ def test_doctor_json_strict_and_a_bad_config(
     assert broken.returncode == 2
     assert len(broken.stderr.strip().splitlines()) == 1
     assert "failover.timeot: unknown key" in broken.stderr
+
+
+def test_init_detect_on_a_third_party_app_and_on_an_app_with_health_and_version(
+    tmp_path: Path, http_backend_factory: HttpBackendFactory
+) -> None:
+    from doctor_support import third_party_app
+
+    with third_party_app(tmp_path) as (url, _log):
+        target = tmp_path / "third.toml"
+        result = bgconsole("init", str(target), "--detect", url)
+        assert result.returncode == 0, result.stderr
+        assert "detected health: none of /health, /healthz, /status, /ping answers 200" in (
+            result.stdout
+        )
+        data = tomllib.loads(target.read_text())
+    blue = data["env"]["blue"]
+    assert (blue["url"], blue["health_path"]) == (url, "/")
+    assert "version" not in blue
+    assert "# Detected at " + url in target.read_text()
+    assert "#   version: none found" in target.read_text()
+
+    backend = http_backend_factory("blue", "2.3.4")
+    target = tmp_path / "friendly.toml"
+    result = bgconsole("init", str(target), "--detect", backend.url)
+    assert result.returncode == 0, result.stderr
+    blue = tomllib.loads(target.read_text())["env"]["blue"]
+    # /health answers, and X-Version is on every answer: a header works for any path.
+    assert (blue["health_path"], blue["version"]) == ("/health", "header:X-Version")
+
+    refused = bgconsole("init", str(target), "--detect", backend.url)
+    assert refused.returncode == 2
+    assert "already exists" in refused.stderr
+    nothing = bgconsole("init", str(tmp_path / "x.toml"), "--detect", "http://127.0.0.1:9")
+    assert nothing.returncode == 1
+    assert len(nothing.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.toml").exists()
+    bad = bgconsole("init", str(tmp_path / "y.toml"), "--detect", "ftp://example")
+    assert bad.returncode == 2

@@ -104,11 +104,9 @@ async def _answering_paths(client: httpx.AsyncClient, host: HostConfig) -> list[
 
 def version_candidates(response: httpx.Response) -> list[str]:
     """``version = ...`` values that would work for this answer (headers, JSON fields)."""
-    found = [
-        f"header:{name}"
-        for name in response.headers.keys()  # noqa: SIM118 (httpx Headers keep the case)
-        if name.lower() in _VERSION_HEADERS
-    ]
+    # .raw keeps the names as the app wrote them (X-Version, not x-version).
+    names = [name.decode("latin-1") for name, _ in response.headers.raw]
+    found = [f"header:{name}" for name in names if name.lower() in _VERSION_HEADERS]
     try:
         data = json.loads(response.content)
     except ValueError:
