@@ -423,4 +423,6 @@ class FastLane:
         if conn.write_backlog > _HIGH_WATER:
             self.go_slow(conn, None)  # a client not reading its answers: the full path drains
             return
-        self.dispatch(conn)
+        reader = conn.reader
+        if (reader is not None and reader.queued) or conn.at_eof:
+            self.dispatch(conn)  # pipelined requests, or a half-closed client to close

@@ -215,7 +215,9 @@ class RequestReader:
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # a trailer after a chunked body: dropped, never forwarded
-        self._grow(len(name) + len(value) + 4)
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > self._max_head:
+            raise HttpError(431, "request head too large")
         # llhttp strips leading whitespace of a value but keeps trailing tabs/spaces.
         self._cur.fields.append((name, name.lower(), value.rstrip(b" \t")))
 
