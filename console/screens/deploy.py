@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
 from console.core.models import Colour
+from console.widgets.form_scroll import FormScroll
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +41,9 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
 
     DEFAULT_CSS = """
     DeployScreen { align: center middle; }
-    DeployScreen > Vertical {
-        width: 64; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    DeployScreen > FormScroll {
+        width: 100%; max-width: 64; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 2;
     }
     DeployScreen Label { margin-top: 1; }
     DeployScreen RadioSet { layout: horizontal; width: auto; }
@@ -48,7 +51,12 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
     DeployScreen Button { margin-left: 2; }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        # Enter deploys what the form says from any field (space picks a colour), so the
+        # ref typed is never lost to a focused button or radio set.
+        Binding("enter", "submit", "Deploy", priority=True),
+    ]
 
     def __init__(self, default: Colour, live: Colour | None) -> None:
         super().__init__()
@@ -56,7 +64,7 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
         self.live = live
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with FormScroll():
             yield Label("[b]Deploy a release[/b]")
             yield Label("Colour")
             with RadioSet(id="colour"):
@@ -65,7 +73,7 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
                     yield RadioButton(label, value=colour is self.default, name=colour.value)
             yield Label(traffic_hint(self.default, self.live), id="traffic-hint")
             yield Label("Ref (version, tag or commit; empty: the hosts' default)")
-            yield Input(placeholder="e.g. v2", id="ref")
+            yield Input(placeholder="e.g. v2", id="ref", select_on_focus=False)
             with Horizontal():
                 yield Button("Deploy", variant="warning", id="deploy")
                 yield Button("Cancel", id="cancel")
@@ -88,6 +96,25 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.dismiss(self._request())
+
+    def on_key(self, event: events.Key) -> None:
+        # Typing anywhere in the form types the ref: Tab then "good" must not vanish
+        # into a button or the colour choice.
+        ref = self.query_one("#ref", Input)
+        if self.focused is ref or not event.is_printable or event.character in (None, " "):
+            return
+        event.stop()
+        event.prevent_default()
+        ref.focus()
+        ref.insert_text_at_cursor(event.character)
+
+    def action_submit(self) -> None:
+        """Deploy what the form says (Enter on Cancel cancels)."""
+        focused = self.focused
+        if isinstance(focused, Button) and focused.id == "cancel":
+            self.dismiss(None)
+        else:
+            self.dismiss(self._request())
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, RadioButton, RadioSet, Static
@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Label, RadioButton, RadioSet, Stat
 from console.core.migrate.plan import MigrationRequest, Strategy
 from console.core.models import Colour
 from console.screens.confirm import ConfirmScreen
+from console.widgets.form_scroll import FormScroll
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -33,8 +34,9 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
 
     DEFAULT_CSS = """
     MigrateScreen { align: center middle; }
-    MigrateScreen > Vertical {
-        width: 84; height: auto; border: thick $primary; background: $surface; padding: 1 2;
+    MigrateScreen > FormScroll {
+        width: 100%; max-width: 84; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 2;
     }
     MigrateScreen Label { margin-top: 1; }
     MigrateScreen #source { layout: horizontal; width: auto; }
@@ -44,7 +46,11 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
     MigrateScreen Button { margin-left: 2; }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"),
+        # Enter starts what the form says from any field; space and the arrows choose.
+        Binding("enter", "submit", "Start", priority=True),
+    ]
 
     def __init__(self, default: Colour, live: Colour | None) -> None:
         """Args:
@@ -56,7 +62,7 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
         self.live = live
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with FormScroll():
             yield Label("[b]Migrate data between the colours[/b]")
             yield Label("From")
             with RadioSet(id="source"):
@@ -116,6 +122,14 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss(self._request() if event.button.id == "start" else None)
+
+    def action_submit(self) -> None:
+        """Start what the form says (Enter on Cancel cancels)."""
+        focused = self.focused
+        if isinstance(focused, Button) and focused.id == "cancel":
+            self.dismiss(None)
+        else:
+            self.dismiss(self._request())
 
     def action_cancel(self) -> None:
         """Close without migrating."""
