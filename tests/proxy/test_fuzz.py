@@ -52,9 +52,9 @@ async def test_mutated_requests_never_take_the_proxy_down(make_proxy: ProxyFacto
     )  # fmt: skip
     rng = random.Random(1010)
     cases = [mutate(rng, rng.choice(SEEDS)) for _ in range(240)]
-    for start in range(0, len(cases), 30):  # 30 connections at a time
+    for start in range(0, len(cases), 40):  # 40 connections at a time
         await asyncio.gather(
-            *(send_raw(proxy.port, c, wait=0.6) for c in cases[start : start + 30])
+            *(send_raw(proxy.port, c, wait=0.4) for c in cases[start : start + 40])
         )
     replies = parse_replies(await send_raw(proxy.port, get("/after")))
     assert [r.status for r in replies] == [200]

@@ -68,7 +68,7 @@ async def test_leftover_bytes_on_an_idle_connection_are_never_read_as_a_response
 ) -> None:
     blue, _green = upstreams
     proxy = await make_proxy()
-    raw = await send_raw(proxy.port, get("/garbage", close=False))
+    raw = await send_raw(proxy.port, get("/garbage", close=False), wait=0.3)
     await asyncio.sleep(0.05)
     raw = await send_raw(proxy.port, get("/next"))
     replies = parse_replies(raw)
