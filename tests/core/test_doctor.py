@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,11 @@ def _config(data: dict[str, Any]) -> Config:
     return parse_config(data)
 
 
-def _find(checks: tuple[Check, ...], area: str, subject: str) -> list[Check]:
+def _find(checks: Sequence[Check], area: str, subject: str) -> list[Check]:
     return [c for c in checks if c.area == area and c.subject == subject]
 
 
-def _one(checks: tuple[Check, ...], area: str, subject: str) -> Check:
+def _one(checks: Sequence[Check], area: str, subject: str) -> Check:
     found = _find(checks, area, subject)
     assert len(found) == 1, [c.line() for c in checks]
     return found[0]
@@ -231,20 +232,30 @@ async def test_sqlite_files_unreadable_and_tables_without_a_key_are_named(
         conn.execute("create table visits (path text, at text)")  # no key at all
     conn.close()
     data = _clean(setup)
-    data["env"]["blue"]["data"] = {"sqlite": [str(db)]}
-    data["env"]["green"]["data"] = {"sqlite": [str(tmp_path / "missing.db")]}
+    flags: RedisServer = setup["_servers"][1]
+    data["env"]["blue"]["data"] = {"sqlite": [str(db)], "redis": flags.url}
+    data["env"]["green"]["data"] = {
+        "sqlite": [str(tmp_path / "missing.db")],
+        "redis": "redis://127.0.0.1:9/0",
+    }
     report = await diagnose(_config(data))
-    blue = _one(report.checks, "data", "blue")
+    blue_redis, green_redis = (
+        c for c in report.checks if "redis://" in c.detail and c.area == "data"
+    )
+    assert blue_redis.status == "ok"
+    assert green_redis.status == "fail"
+    assert "env.green.data.redis" in green_redis.fix
+    blue = _one([c for c in report.checks if "redis://" not in c.detail], "data", "blue")
     assert blue.status == "warn"
     assert blue.detail.startswith(f"{db}: table(s) visits have no primary key")
     assert "add a primary key" in blue.fix
-    green = _one(report.checks, "data", "green")
+    green = _one([c for c in report.checks if "redis://" not in c.detail], "data", "green")
     assert green.status == "fail"
     assert f"{tmp_path / 'missing.db'}: cannot open it read-only" in green.detail
 
     with sqlite3.connect(db) as conn:
         conn.execute("drop table visits")
     conn.close()
-    data["env"]["green"]["data"] = {"sqlite": [str(db)]}
+    data["env"]["green"]["data"] = {"sqlite": [str(db)], "redis": flags.url}
     report = await diagnose(_config(data))
     assert _one(report.checks, "data", "green").detail == f"{db}: 2 tables, each with a key"

@@ -13,8 +13,12 @@ import asyncio
 import json
 import shlex
 
-from console.core.config import Config, HostConfig
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from console.core.config import Config, HostConfig, redact_url
 from console.core.doctor.model import Check, fail, ok, warn
+from console.core.doctor.redis_hint import redis_fix
 from console.core.errors import ConsoleError
 from console.core.models import Colour
 from console.core.ssh import SshPool
@@ -58,8 +62,35 @@ async def check_data(config: Config, pool: SshPool) -> list[Check]:
         for colour, host in config.all_hosts()
         if host.data.sqlite and host.ssh is not None
     ]
+    redis_urls: dict[str, str] = {}
+    for colour, host in config.all_hosts():
+        if host.data.redis:
+            redis_urls.setdefault(
+                host.data.redis, _subject(colour, host, len(config.env(colour).hosts))
+            )
     results = await asyncio.gather(*jobs)
-    return [check for checks in results for check in checks]
+    redis_checks = await asyncio.gather(
+        *(_redis(url, subject, config.control.timeout) for url, subject in redis_urls.items())
+    )
+    return [check for checks in results for check in checks] + list(redis_checks)
+
+
+async def _redis(url: str, subject: str, limit: float) -> Check:
+    """A ``[data] redis`` answers (its keys are migrated with ``--strategy redis``)."""
+    key = f"env.{subject.split('/')[0]}.data.redis"
+    client = aioredis.Redis.from_url(url, socket_timeout=limit, socket_connect_timeout=limit)
+    try:
+        async with asyncio.timeout(limit * 2):
+            await client.ping()
+    except TimeoutError:
+        error = f"{redact_url(url)} did not answer within {limit:g} s"
+        return fail("data", subject, error, redis_fix(error, key))
+    except (RedisError, OSError) as e:
+        error = f"{redact_url(url)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        return fail("data", subject, error, redis_fix(error, key))
+    finally:
+        await client.aclose()
+    return ok("data", subject, f"data Redis {redact_url(url)} answers")
 
 
 def _subject(colour: Colour, host: HostConfig, hosts: int) -> str:
