@@ -149,12 +149,25 @@ async def test_a_moved_branch_deploys_the_new_commit_with_the_sample_steps(
     git(origin, "commit", "-qam", "two")  # main moved; the host's local main did not
     new = git(origin, "rev-parse", "HEAD")
 
-    sample = _sample_steps()
+    old = git(work, "rev-parse", "HEAD")
     backend = http_backend_factory("blue", "1.0.0")
     restart = control_step(backend, "$(cat VERSION)")
+
+    # The steps the sample used to show: the host's stale local main is checked out, the
+    # app restarts on 1.0.0 again, and the deploy says so instead of "ok".
+    trap = ["git fetch --all", "git checkout --force {ref}", restart]
     result = await _deploy(
-        ssh_server, backend, control, redis_server.url, work, [*sample, restart], ref="main"
-    )
+        ssh_server, backend, control, redis_server.url, work, trap, ref="main",
+        health_timeout=1.0,
+    )  # fmt: skip
+    assert git(work, "rev-parse", "HEAD") == old
+    assert not result.ok
+    assert "blue: still serving 1.0.0 after 1 s" in (result.failure() or "")
+
+    result = await _deploy(
+        ssh_server, backend, control, redis_server.url, work, [*_sample_steps(), restart],
+        ref="main",
+    )  # fmt: skip
     assert result.ok, result.failure()
     assert git(work, "rev-parse", "HEAD") == new
     assert result.version == "2.0.0"
