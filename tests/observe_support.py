@@ -46,7 +46,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 5.0) -
 @asynccontextmanager
 async def running_agent(config: Config, actor: str | None = None) -> AsyncIterator[Agent]:
     """An agent started and running as a task; cancelled (and awaited) on exit."""
-    agent = Agent(config, log=AgentLog("logfmt", io.StringIO()), grace=0.5, actor=actor)
+    # Port 0: several agents of one config can run side by side (agent.address has it).
+    agent = Agent(
+        config,
+        log=AgentLog("logfmt", io.StringIO()),
+        grace=0.5,
+        actor=actor,
+        listen="127.0.0.1:0",
+    )
     await agent.start()
     task = asyncio.create_task(agent.run())
     try:

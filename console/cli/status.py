@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from console.cli.common import (
@@ -74,6 +75,7 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
             "error": report.control_error,
             "persistence_warning": report.persistence,
         },
+        "notify_failures": [dataclasses.asdict(f) for f in report.notify_failures],
         "active": None
         if active is None
         else {
@@ -217,6 +219,9 @@ def _warnings(config: Config, report: StatusReport) -> list[str]:
         lines.append(f"ALARM: {printable(report.failover.alarm)}")
     if report.persistence:
         lines.append(f"warning: {report.persistence}")
+    lines += [
+        f"notify: {printable(f.describe(report.at))}" for f in report.notify_failures if f.failing
+    ]
     return lines
 
 

@@ -36,6 +36,7 @@ from console.core.failover import FailoverDecision, decide, last_switch_at, refu
 from console.core.health import HealthChecker
 from console.core.metrics import AgentMetrics, MetricsServer
 from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
+from console.core.notify import Notifier
 from console.core.proxy import Proxy, RouteTable, Upstream, route_table_from_hosts
 
 if TYPE_CHECKING:
@@ -141,6 +142,14 @@ class Agent:
         self.metrics_server: MetricsServer | None = None
         if config.agent.metrics_listen:
             self.metrics_server = MetricsServer(self.metrics.registry, config.agent.metrics_listen)
+        # Webhooks ([[notify]]): the leader follows the event stream in its own task, so a
+        # slow receiver never delays a decision.
+        self.notifier = Notifier(
+            config,
+            self.control,
+            is_leader=lambda: self.leader and not self.degraded,
+            log=lambda event, fields: self.log.warning(event, **fields),
+        )
 
     @property
     def degraded(self) -> bool:
@@ -199,6 +208,7 @@ class Agent:
                 group.create_task(self.health.run(self._on_snapshot))
                 group.create_task(self._follow_control_plane())
                 group.create_task(self._heartbeat_loop())
+                group.create_task(self.notifier.run())
                 if not self.builtin:
                     group.create_task(self._reconcile_loop())
         finally:
@@ -366,6 +376,11 @@ class Agent:
         self.metrics.on_control(True)
         if self.control_error is not None:
             self.control_error = None
+            self.notifier.direct(
+                f"control plane available again ({self.actor} routes to {self.serving})",
+                actor=self.actor,
+                outcome="recovered",
+            )
             self.log.info(
                 "control_plane_available",
                 serving=self.serving.value,
@@ -376,6 +391,13 @@ class Agent:
         self.leader = False
         self.metrics.on_control(False)
         if self.control_error is None:
+            self.notifier.direct(
+                f"control plane unavailable: {self.actor} routes to {self.serving} "
+                "(fail static); no failover until it answers",
+                actor=self.actor,
+                outcome="lost",
+                details={"error": str(error)},
+            )
             self.log.warning(
                 "control_plane_unavailable",
                 message=f"control plane unavailable, routing to {self.serving} (fail static)",

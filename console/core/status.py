@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from console.core.config import Config
@@ -10,6 +11,7 @@ from console.core.control import ControlPlane
 from console.core.errors import ConsoleError
 from console.core.health import HealthChecker
 from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot, LockInfo
+from console.core.notify import DeliveryFailure, delivery_failures
 from console.core.readiness import Readiness, readiness
 from console.core.router.base import Router, RouterState
 
@@ -34,6 +36,8 @@ class StatusReport:
     """Whether automatic failover would really act, and the alarm when it would not."""
     persistence: str | None = None
     """A warning when the control-plane Redis would lose everything on a restart."""
+    notify_failures: tuple[DeliveryFailure, ...] = ()
+    """``[[notify]]`` receivers with failed deliveries (see :mod:`console.core.notify`)."""
 
     @property
     def drift(self) -> str | None:
@@ -97,6 +101,10 @@ async def gather_status(
         raise router_result
     else:
         router_state = router_result
+    notify_failures: list[DeliveryFailure] = []
+    if control_error is None and config.notify:
+        with contextlib.suppress(ConsoleError):
+            notify_failures = await delivery_failures(control)
     now = control.clock_now()
     return StatusReport(
         at=now,
@@ -120,4 +128,5 @@ async def gather_status(
             control_error=control_error,
         ),
         persistence=persistence,
+        notify_failures=tuple(notify_failures),
     )
