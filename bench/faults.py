@@ -296,9 +296,16 @@ async def run_fault(name: str, inject: Inject, rate: float, *, agents: int = 1,
         front, cp = await front_colour(port), await cp_colour(rig)
         live = (status.get("active") or {}).get("colour")
         router = (status.get("router") or {}).get("live")
-        consistent = front is not None and front == cp == live == router
+        # With both colours down nothing answers at the front door: consistent then
+        # means the control plane, status and the router agree, and status raises the alarm.
+        if name == "both colours down":
+            alarm = (status.get("failover") or {}).get("alarm")
+            consistent = cp == live == router and status.get("exit") == 1 and bool(alarm)
+        else:
+            consistent = front is not None and front == cp == live == router
         if not consistent:
-            note += f" [front={front} cp={cp} status.live={live} status.router={router}]"
+            note += f" [front={front} cp={cp} status.live={live} status.router={router}"
+            note += f" status: {str(status.get('error') or '')[:120]}]"
         if tally.samples and (tally.get_failed or tally.post_failed):
             note += " e.g. " + "; ".join(tally.samples[:2])
         events = await events_since(rig, wall)
