@@ -54,9 +54,16 @@ def readiness(
     alarm = None
     if active is not None and health is not None:
         live, standby = active.colour, active.colour.other
-        if health.verdict(live) is Verdict.DOWN:
+        # The leader agent probes fast (fast_interval) and says what it sees in every
+        # heartbeat: trust it as soon as it says "down", before our own probes agree.
+        leader = leader_of(agents)
+        seen_down = leader is not None and leader.health.get(live.value) == Verdict.DOWN.value
+        if health.verdict(live) is Verdict.DOWN or seen_down:
             blocker = why
-            if blocker is None and health.verdict(standby) is Verdict.DOWN:
+            standby_down = health.verdict(standby) is Verdict.DOWN or (
+                leader is not None and leader.health.get(standby.value) == Verdict.DOWN.value
+            )
+            if blocker is None and standby_down:
                 blocker = f"stand-by {standby} is down too"
             if blocker is None:
                 dwell_left = policy.min_dwell - (now - last_switch_at(active))
