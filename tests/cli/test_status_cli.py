@@ -208,3 +208,36 @@ async def test_events_follow_rides_out_a_redis_restart(
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_status_exits_1_with_an_alarm_when_live_is_down_and_nothing_will_fail_over(
+    tmp_path: Path, redis_server: RedisServer, http_backend_factory: HttpBackendFactory
+) -> None:
+    blue = http_backend_factory("blue", "1.4.0")
+    green = http_backend_factory("green", "1.5.0")
+    state = tmp_path / "router-state"
+    state.write_text("blue\n")
+    path = tmp_path / "bg.toml"
+    router = {
+        "kind": "command",
+        "switch_command": f"echo {{colour}} > {state}",
+        "state_command": f"cat {state}",
+    }
+    data = config_data(
+        redis_url=redis_server.url, blue_url=blue.url, green_url=green.url, router=router
+    )
+    write_config(path, data)
+    await set_live(redis_server.url, Colour.BLUE)
+    healthy = bgconsole("status", "-c", str(path))
+    # No agent runs: failover is not active, but nothing is wrong with traffic yet.
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "failover: NOT ACTIVE: no agent leads" in healthy.stdout
+    assert "ALARM" not in healthy.stdout
+    blue.kill()
+    down = bgconsole("status", "-c", str(path))
+    assert down.returncode == 1, down.stdout
+    assert "ALARM: live blue is DOWN and nothing will fail over: no agent leads" in down.stdout
+    report = json.loads(bgconsole("status", "--json", "-c", str(path)).stdout)
+    assert report["failover"]["active"] is False
+    assert report["failover"]["alarm"].startswith("live blue is DOWN")
+    assert "no persistence" in (report["control"]["persistence_warning"] or "")
