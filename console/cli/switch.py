@@ -39,6 +39,11 @@ def register(subparsers: SubParsers) -> None:
     parser.add_argument(
         "--force", action="store_true", help="switch even if the target has failing hosts"
     )
+    parser.add_argument(
+        "--skip-gates",
+        action="store_true",
+        help="do not run the pre_switch gates ([[hook]]); recorded, and asked on a terminal",
+    )
     parser.add_argument("--reason", default="", metavar="TEXT", help="recorded with the event")
     parser.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     add_config_option(parser)
@@ -66,6 +71,7 @@ async def run(args: argparse.Namespace) -> int:
         if active.colour is not to and not confirm(
             f"Switch live traffic {active.colour} -> {to}"
             + (" even if unhealthy (--force)" if args.force else "")
+            + (" SKIPPING the pre_switch gates (--skip-gates)" if args.skip_gates else "")
             + "?",
             args.yes,
         ):
@@ -78,6 +84,7 @@ async def run(args: argparse.Namespace) -> int:
             to=to,
             force=args.force,
             reason=args.reason,
+            skip_gates=args.skip_gates,
             # Progress and summary quote router output and response headers: escaped.
             on_progress=lambda line: print(f"  {printable(line)}", file=out, flush=True),
         )

@@ -33,6 +33,7 @@ from console.core.config import Config, redact_url
 from console.core.control import ControlPlane, Notification
 from console.core.errors import ConflictError, ConsoleError, ControlPlaneUnavailable
 from console.core.failover import FailoverDecision, decide, last_switch_at, refusing_only
+from console.core.gates import failover_gates_note
 from console.core.health import HealthChecker
 from console.core.metrics import AgentMetrics, MetricsServer
 from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, Verdict
@@ -610,7 +611,8 @@ class Agent:
                 reason=decision.reason,
                 kind=decision.action,
                 actor=self.actor,
-                details=decision.evidence,
+                # The emergency path never waits for gates; the event says they were skipped.
+                details={**decision.evidence, **failover_gates_note(self.config)},
                 # A failover that cannot commit within a second is stale: the next
                 # round decides again on fresh health.
                 deadline=now + self.control.timeout,

@@ -46,6 +46,7 @@ from console.core.errors import (
     VerificationFailed,
 )
 from console.core.failover import describe_host
+from console.core.gates import hook_env, run_after, run_gates
 from console.core.locks import HeldLock
 from console.core.models import ActiveState, Colour, HealthSnapshot
 from console.core.router.base import Router, RouterState
@@ -207,11 +208,16 @@ async def perform_switch(
     force: bool = False,
     reason: str = "",
     on_progress: Progress | None = None,
+    skip_gates: bool = False,
 ) -> SwitchResult:
     """Move traffic to ``to`` and confirm it (see the module docstring for the steps).
 
+    ``[[hook]]`` gates (``pre_switch``) run just before the compare-and-set, unless
+    ``skip_gates`` (recorded); ``post_switch`` hooks run once it is verified.
+
     Raises:
         TargetUnhealthy: the target has failing hosts and ``force`` is false.
+        GateFailed: a ``pre_switch`` gate did not exit 0; nothing changed.
         ConflictError: the control plane changed first (another switch or a failover);
             the message names who won and where traffic now is.
         SwitchOutcomeUnknown: the control plane stopped answering after the compare-and-set
@@ -240,7 +246,7 @@ async def perform_switch(
         if before is to:
             return await _repair_drift(config, control, router, active, reason, say)
         return await _switch_locked(
-            config, control, router, active, to, force, reason, health, details, say
+            config, control, router, active, to, force, reason, health, details, say, skip_gates
         )
 
     if before is to and await control.lock_info(SWITCH_LOCK) is None:
@@ -319,9 +325,15 @@ async def _switch_locked(
     health: dict[str, str],
     details: dict[str, str],
     say: Progress,
+    skip_gates: bool = False,
 ) -> SwitchResult:
     """Steps 5-7, holding the switch lock."""
     before = active.colour
+    gates = await run_gates(
+        config, control, before=before.value, to=to.value, epoch=active.epoch + 1,
+        reason=reason, skip=skip_gates, say=say,
+    )  # fmt: skip
+    details = {**details, **gates}
     deadline = await control.server_time() + control.timeout
     try:
         state = await control.switch(
@@ -372,8 +384,17 @@ async def _switch_locked(
             before=before.value,
             after=to.value,
             reason=reason,
-            details={"router_confirmed_s": f"{confirmed_s:.3f}", "verify": verification.describe()},
+            details={
+                "router_confirmed_s": f"{confirmed_s:.3f}",
+                "verify": verification.describe(),
+                **gates,
+            },
         )
+    env = hook_env(
+        config.console.name, before=before.value, to=to.value, epoch=state.epoch,
+        actor=control.actor, reason=reason,
+    )  # fmt: skip
+    await run_after(config, control, "post_switch", env, say)
     return result
 
 
