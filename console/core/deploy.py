@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, HostUnreachable, UsageError
+from console.core.gates import after_deploy
 from console.core.git_pipeline import GitPipeline, HostRun
 from console.core.locks import HeldLock
 from console.core.models import ActiveState, Colour, HealthSnapshot
@@ -520,6 +521,11 @@ class DeployRunner:
                     traffic_after=await self._active_or_none(),
                 )
                 await self._record_end(result, reason, details, warnings)
+                if result.ok:  # [[hook]] post_deploy: reported, never undoing the deploy
+                    warnings += await after_deploy(
+                        self.config, self.control, colour=colour.value, ref=ref,
+                        before=previous or "", after=result.version or "", reason=reason,
+                    )  # fmt: skip
                 return dataclasses.replace(result, warnings=tuple(warnings))
             except asyncio.CancelledError:
                 # Ctrl+C (or the UI closing): the audit trail must say the deploy was cut short.

@@ -82,8 +82,13 @@ def hook_env(
     actor: str,
     reason: str,
     ref: str | None = None,
+    colour: str | None = None,
 ) -> dict[str, str]:
-    """The facts a hook gets as environment variables."""
+    """The facts a hook gets as environment variables.
+
+    For a switch ``BG_FROM``/``BG_TO`` are colours; after a deploy they are the versions
+    before and after, ``BG_COLOUR`` the colour deployed and ``BG_REF`` the ref.
+    """
     env = {
         "BG_APP": app,
         "BG_FROM": before,
@@ -94,7 +99,30 @@ def hook_env(
     }
     if ref is not None:
         env["BG_REF"] = ref
+    if colour is not None:
+        env["BG_COLOUR"] = colour
     return env
+
+
+async def after_deploy(
+    config: Config,
+    control: ControlPlane,
+    *,
+    colour: str,
+    ref: str | None,
+    before: str,
+    after: str,
+    reason: str,
+) -> list[str]:
+    """Run the ``post_deploy`` hooks after a successful deploy; warnings for the failed."""
+    if not any(hook.when == "post_deploy" for hook in config.hooks):
+        return []
+    env = hook_env(
+        config.console.name, before=before, to=after, epoch=None, actor=control.actor,
+        reason=reason, ref=ref or "", colour=colour,
+    )  # fmt: skip
+    runs = await run_after(config, control, "post_deploy", env, lambda _line: None)
+    return [f"post_deploy hook {run.describe()} (nothing was undone)" for run in runs if not run.ok]
 
 
 def _executor(config: Config, hook: HookConfig) -> Executor:

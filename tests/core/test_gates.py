@@ -16,7 +16,7 @@ from traffic_helpers import ColourFile, FrontDoor, make_router
 from console.core.config import Config, parse_config
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError
-from console.core.gates import GateFailed, hook_env, run_hook
+from console.core.gates import GateFailed, after_deploy, hook_env, run_hook
 from console.core.health import HealthChecker
 from console.core.models import Colour
 from console.core.router.base import Router
@@ -228,5 +228,41 @@ async def test_failover_never_waits_for_gates_and_says_so(
         failover = next(e for e in await control.events() if e.kind == "failover")
         assert failover.details["gates"].startswith("skipped (automatic failover does not")
         assert not never.exists()
+    finally:
+        await control.aclose()
+
+
+async def test_post_deploy_hooks_get_the_release_and_report_failures(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    seen = tmp_path / "seen"
+    config = parse_config(
+        {
+            "console": {"name": "shop"},
+            "control": {"redis": redis_server.url},
+            "router": {"kind": "builtin"},
+            "env": {"blue": {"url": "http://127.0.0.1:1"}, "green": {"url": "http://127.0.0.1:2"}},
+            "hook": [
+                {
+                    "when": "post_deploy",
+                    "name": "record",
+                    "command": f'echo "$BG_COLOUR $BG_REF $BG_FROM>$BG_TO" > {seen}',
+                },
+                {"when": "post_deploy", "name": "flaky", "command": "exit 2"},
+                {"when": "post_switch", "name": "not-now", "command": f"touch {tmp_path}/x"},
+            ],
+        }
+    )
+    control = ControlPlane.from_config(config.control, "shop", actor="ci@runner")
+    try:
+        warnings = await after_deploy(
+            config, control, colour="green", ref="v2", before="1.0", after="2.0", reason="r"
+        )
+        assert seen.read_text() == "green v2 1.0>2.0\n"
+        assert not (tmp_path / "x").exists()
+        assert len(warnings) == 1
+        assert warnings[0].startswith("post_deploy hook flaky: exit 2 in ")
+        event = (await control.events(1))[0]
+        assert (event.kind, event.outcome, event.actor) == ("hook", "failed", "ci@runner")
     finally:
         await control.aclose()
