@@ -259,3 +259,30 @@ async def test_sqlite_files_unreadable_and_tables_without_a_key_are_named(
     data["env"]["green"]["data"] = {"sqlite": [str(db)], "redis": flags.url}
     report = await diagnose(_config(data))
     assert _one(report.checks, "data", "green").detail == f"{db}: 2 tables, each with a key"
+
+
+async def test_a_changed_host_key_and_a_control_plane_password_are_failures_with_fixes(
+    tmp_path: Path, setup: dict[str, Any]
+) -> None:
+    import asyncssh
+
+    control: RedisServer = setup["_servers"][0]
+    ssh: SshServer = setup["_servers"][2]
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
+    known = tmp_path / "known_hosts_changed"
+    known.write_text(f"[127.0.0.1]:{ssh.port} {other.strip()}\n")
+    data = _clean(setup)
+    data["ssh"]["known_hosts"] = str(known)
+    redis.Redis.from_url(control.url).config_set("requirepass", "s3cret")
+    try:
+        report = await diagnose(_config(data))
+    finally:
+        redis.Redis.from_url(control.url, password="s3cret").config_set("requirepass", "")
+    changed = _one(report.checks, "ssh", "blue")
+    assert changed.status == "fail"
+    assert "host key CHANGED" in changed.detail
+    assert "ssh-keygen -R" in changed.detail
+    assert "confirm with the host's owner" in changed.fix
+    plane = _one(report.checks, "control", "control plane")
+    assert plane.status == "fail"
+    assert "redis://:PASSWORD@HOST:PORT/DB" in plane.fix
