@@ -171,3 +171,15 @@ async def test_expect_100_continue_answered_before_the_body(make_proxy: ProxyFac
         body = await reader.readexactly(length)
     assert b'"body": "hello"' in body
     writer.close()
+
+
+async def test_valid_requests_before_a_malformed_one_are_answered_first(
+    make_proxy: ProxyFactory, upstreams: tuple[Recorder, Recorder]
+) -> None:
+    proxy = await make_proxy()
+    await send_raw(proxy.port, get("/warm"))  # a pooled connection: the fast lane
+    for first in (get("/one", close=False), get("/slow?0.2", close=False)):
+        raw = await send_raw(proxy.port, first + b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n")
+        replies = parse_replies(raw)
+        assert [r.status for r in replies] == [200, 400]
+        assert replies[1].header("connection") == "close"

@@ -144,11 +144,9 @@ class FastLane:
         if reader is None:
             return
         conn.active_at = self._loop.time()
-        try:
-            reader.feed(data)
-        except HttpError as e:
-            self.refuse(conn, e)
-            return
+        reader.feed(data)
+        if reader.failed is not None and conn.transport is not None:
+            conn.transport.pause_reading()  # nothing after a malformed request is read
         if conn.flight is None:
             self.dispatch(conn)
         elif reader.queued > _PIPELINE_PAUSE and not conn.paused and conn.transport:
@@ -174,7 +172,9 @@ class FastLane:
             self.refuse(conn, e)
             return
         if taken == "wait":
-            if conn.at_eof:
+            if reader.failed is not None:
+                self.refuse(conn, reader.failed)
+            elif conn.at_eof:
                 conn.close()
             return
         if isinstance(taken, str):
@@ -424,5 +424,5 @@ class FastLane:
             self.go_slow(conn, None)  # a client not reading its answers: the full path drains
             return
         reader = conn.reader
-        if (reader is not None and reader.queued) or conn.at_eof:
+        if (reader is not None and (reader.queued or reader.failed)) or conn.at_eof:
             self.dispatch(conn)  # pipelined requests, or a half-closed client to close

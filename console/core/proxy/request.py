@@ -182,6 +182,7 @@ class RequestReader:
         "_max_head",
         "_parser",
         "_raw_head",
+        "failed",
         "tunnel_data",
     )
 
@@ -198,6 +199,8 @@ class RequestReader:
         self._loop_time = loop_time
         self.tunnel_data: bytes | None = None
         """After an upgrade request: the bytes that followed its head (tunnel payload)."""
+        self.failed: HttpError | None = None
+        """What made the parser stop (raised once the requests before it are taken)."""
 
     # -- httptools callbacks -------------------------------------------------------------
 
@@ -247,12 +250,15 @@ class RequestReader:
     # -- reading -------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
-        """Parse bytes read by someone else (the fast lane reads without a task).
-
-        Raises:
-            HttpError: malformed; answer it, then close.
-        """
-        self._feed(data)
+        """Parse bytes read by someone else (the fast lane reads without a task). A
+        malformed request is kept in ``failed``: the requests parsed before it are
+        answered first, in order, then ``head``/``body`` raise it."""
+        if self.failed is not None:
+            return
+        try:
+            self._feed(data)
+        except HttpError as e:
+            self.failed = e
 
     def take_simple(self, max_body: int) -> tuple[RequestHead, bytes] | str:
         """The next request when it is whole and plain - no upgrade, no Expect, a body of
@@ -332,6 +338,8 @@ class RequestReader:
         """
         events = self._events
         while not events:
+            if self.failed is not None:
+                raise self.failed
             if self.tunnel_data is not None:
                 return None
             if self._in_head:
@@ -345,7 +353,7 @@ class RequestReader:
                 if self._in_head:
                     raise ClientGone
                 return None
-            self._feed(data)
+            self.feed(data)
         event = events.popleft()
         if not isinstance(event, RequestHead):
             raise RuntimeError("request body left unread")  # callers close instead
@@ -363,10 +371,12 @@ class RequestReader:
         """
         events = self._events
         while not events:
+            if self.failed is not None:
+                raise self.failed
             data = await self._chan.read(within)
             if not data:
                 raise ClientGone
-            self._feed(data)
+            self.feed(data)
         event = events[0]
         if isinstance(event, RequestHead):
             raise RuntimeError("body read past its message")
