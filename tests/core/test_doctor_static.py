@@ -87,3 +87,11 @@ def test_the_init_starter_deploy_steps_pass_the_step_checks() -> None:
     starter = parse_config(tomllib.loads(starter_text()))
     assert all("old local branch" not in c.detail for c in check_steps(starter))
     assert all("background" not in c.detail for c in check_steps(starter))
+
+
+def test_a_git_pipeline_restart_that_backgrounds_without_redirect_is_flagged() -> None:
+    git = {"repo": "/srv/a.git", "worktree": "/srv/a", "restart": "nohup node app.js &"}
+    checks = check_steps(parse_config(_data(git=git)))
+    blue = [c for c in checks if c.subject == "blue deploy"]
+    assert blue[0].status == "warn"
+    assert "git restart 'nohup node app.js &'" in blue[0].detail

@@ -75,6 +75,16 @@ def check_steps(config: Config) -> list[Check]:
 def _env_steps(config: Config, env: EnvConfig) -> list[Check]:
     subject = f"{env.colour} deploy"
     if env.git is not None and not any(h.deploy for h in env.hosts):
+        if background_unredirected(env.git.restart):
+            return [
+                warn(
+                    "steps",
+                    subject,
+                    f"git restart {env.git.restart!r} starts a background process without "
+                    "redirecting its output: the push (and the deploy) waits for it to exit",
+                    SAFE_DAEMON,
+                )
+            ]
         return [ok("steps", subject, f"git push pipeline to {env.git.repo}")]
     steps: dict[str, list[str]] = {}
     missing = [h.name for h in env.hosts if not h.deploy]
