@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from observe_support import eventually, observed_config, running_agent
@@ -54,6 +56,17 @@ def test_metrics_listen_is_off_by_default_and_checked() -> None:
     assert parse_config(base).agent.metrics_listen is None
     with pytest.raises(ConfigError, match=r"^agent\.metrics_listen: port 99999 out of range"):
         parse_config({**base, "agent": {"metrics_listen": "127.0.0.1:99999"}})
+
+
+def test_drift_and_control_plane_counters_count_episodes_not_rounds() -> None:
+    metrics = AgentMetrics()
+    for drift in ("router serves blue", "router serves blue", "router unreadable", None):
+        metrics.on_drift(drift)  # the reconcile loop reports every round
+    metrics.on_drift("router serves green")
+    for ok in (True, False, False, True, False):
+        metrics.on_control(ok)
+    assert metrics.registry.get_sample_value("bgconsole_router_drift_total") == 2.0
+    assert metrics.registry.get_sample_value("bgconsole_control_plane_lost_total") == 2.0
 
 
 def test_each_agent_has_its_own_registry() -> None:
@@ -158,3 +171,33 @@ async def test_openmetrics_on_request_and_404_elsewhere(
             assert open_metrics.text.endswith("# EOF\n")
             assert (await client.get(base + "/other")).status_code == 404
             assert (await client.post(base + "/metrics")).status_code == 405
+
+
+async def test_a_held_failover_is_counted_once_per_cause(
+    redis_server: RedisServer, backends: tuple[HttpBackend, HttpBackend]
+) -> None:
+    blue, green = backends
+    green.set_mode("500")
+    config = observed_config(
+        redis_server.url, blue, green, agent={"metrics_listen": f"127.0.0.1:{free_port()}"}
+    )
+    async with running_agent(config) as agent:
+        blue.set_mode("500")  # live down, and nowhere better to go
+
+        async def held() -> bool:
+            s = await scrape(agent)
+            return (
+                sum(v for (name, _), v in s.items() if name == "bgconsole_failover_held_total") > 0
+            )
+
+        await eventually(held)
+        await asyncio.sleep(0.5)  # more probe rounds, still one held decision
+        samples = await scrape(agent)
+        counts = {
+            dict(labels)["code"]: v
+            for (name, labels), v in samples.items()
+            if name == "bgconsole_failover_held_total"
+        }
+        assert list(counts.values()) == [1.0]
+        assert value(samples, "bgconsole_env_verdict", colour="green", verdict="down") == 1.0
+        assert value(samples, "bgconsole_live_colour", colour="blue") == 1.0
