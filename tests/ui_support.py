@@ -144,6 +144,23 @@ def fixed_events() -> list[Event]:
             "switch blue -> green refused: green is not healthy",
             outcome="refused",
         ),
+        Event(
+            "5-0",
+            NOW - 20,
+            "failover",
+            "agent:router:4242",
+            "failover green -> blue (epoch 8)",
+            before="green",
+            after="blue",
+            reason=(
+                "live green is down (1/1 hosts down, 2+ consecutive failures); "
+                "stand-by blue is healthy"
+            ),
+            details={
+                "green/green-1": "2 failures: HTTP 500 (want 200) in 18 ms",
+                "blue": "healthy 2/2 hosts up",
+            },
+        ),
     ]
 
 
@@ -207,3 +224,9 @@ async def wait_for(
             raise AssertionError(f"timed out after {limit:g} s waiting for {what or condition}")
         await pilot.pause(0.05)
     await asyncio.sleep(0)
+
+
+def screen_text(app: ConsoleApp) -> list[str]:
+    """What the terminal shows now, one string per row (every layer: dialogs, toasts)."""
+    strips = app.screen._compositor.render_strips()
+    return [strip.text for strip in strips]

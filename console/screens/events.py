@@ -1,23 +1,25 @@
-"""EventsScreen: the full audit trail, newest at the bottom, following live."""
+"""EventsScreen: the full audit trail, newest at the bottom, following live, with details."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import ClassVar
 
-from textual import work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
 from console.core.errors import ConsoleError
 from console.core.models import Event
 from console.core.services import Services
 from console.core.text import printable
-from console.widgets.event_strip import OUTCOME_STYLE
-from console.widgets.formatting import stamp
+from console.widgets.event_strip import EVIDENCE_KINDS, OUTCOME_STYLE
+from console.widgets.formatting import clock, stamp
 from console.widgets.key_footer import KeyFooter
 
 HISTORY = 500
@@ -31,75 +33,253 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("REASON", 14),
     ("OUTCOME", 8),
 )
+"""Labels and widths at 120 columns; :func:`column_widths` fits them to the screen."""
 
 
-def event_cells(event: Event) -> list[Content]:
+def column_widths(width: int, events: Iterable[Event] = ()) -> dict[str, int]:
+    """Widths of the columns for a table ``width`` cells wide (each cell has 2 of padding).
+
+    TIME shrinks to HH:MM:SS and ACTOR to 12 below 120 columns; SUMMARY and REASON share
+    what is left (SUMMARY at most 3/5, less when the summaries are shorter), so OUTCOME
+    and REASON are always there (cut with an ellipsis; the pane below shows it whole).
+    """
+    narrow = width < 120
+    fixed = {"TIME": 8 if narrow else 19, "KIND": 8, "ACTOR": 12 if narrow else 16, "OUTCOME": 8}
+    rest = max(width - sum(fixed.values()) - 2 * len(COLUMNS) - 2, 20)
+    longest = max((len(printable(e.summary)) for e in events), default=rest)
+    summary = max(min(rest * 3 // 5, longest), min(20, rest // 2))
+    return {**fixed, "SUMMARY": summary, "REASON": rest - summary}
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def event_cells(event: Event, widths: dict[str, int] | None = None) -> list[Content]:
     """The row of one event: time, kind, actor, summary, reason, outcome.
 
-    Content, not markup, and every field escaped: the text is someone else's.
+    Content, not markup, and every field escaped: the text is someone else's. With
+    ``widths``, long fields end in an ellipsis rather than being cut silently.
     """
+    w = widths or dict(COLUMNS)
+    when = stamp(event.at) if w["TIME"] >= 19 else clock(event.at)
     return [
-        Content.styled(stamp(event.at), "$text-muted"),
-        Content.styled(printable(event.kind), "bold"),
-        Content(printable(event.actor)),
-        Content(printable(event.summary)),
-        Content.styled(printable(event.reason), "italic"),
-        Content.styled(printable(event.outcome), OUTCOME_STYLE.get(event.outcome, "bold")),
+        Content.styled(when, "$text-muted"),
+        Content.styled(_cut(printable(event.kind), w["KIND"]), "bold"),
+        Content(_cut(printable(event.actor), w["ACTOR"])),
+        Content(_cut(printable(event.summary), w["SUMMARY"])),
+        Content.styled(_cut(printable(event.reason), w["REASON"]), "italic"),
+        Content.styled(
+            _cut(printable(event.outcome), w["OUTCOME"]), OUTCOME_STYLE.get(event.outcome, "bold")
+        ),
     ]
 
 
+def event_detail(event: Event) -> Content:
+    """Every field of an event, whole: actor, time, before → after, reason, outcome, and
+    its details (for a failover, the agent's evidence: each host's probe results)."""
+    label = "$text-muted"
+    lines = [
+        Content.assemble(
+            (printable(event.kind), "bold"),
+            (f"  {stamp(event.at)}  by ", label),
+            printable(event.actor),
+            (f"  (id {printable(event.id)})", label),
+        ),
+        Content.assemble(("summary  ", label), printable(event.summary)),
+    ]
+    if event.before or event.after:
+        change = f"{printable(event.before) or '-'} → {printable(event.after) or '-'}"
+        lines.append(Content.assemble(("change   ", label), change))
+    lines.append(Content.assemble(("reason   ", label), printable(event.reason) or "-"))
+    lines.append(
+        Content.assemble(
+            ("outcome  ", label),
+            (printable(event.outcome), OUTCOME_STYLE.get(event.outcome, "bold")),
+        )
+    )
+    if event.details:
+        title = "evidence" if event.kind in EVIDENCE_KINDS else "details"
+        lines.append(Content.styled(title, "bold"))
+        for key, value in event.details.items():
+            lines.append(Content.assemble((f"  {printable(key)}: ", "bold"), printable(value)))
+    return Content("\n").join(lines)
+
+
+class EventDetailScreen(ModalScreen[None]):
+    """One event in full, scrollable; Escape, Enter or q closes."""
+
+    DEFAULT_CSS = """
+    EventDetailScreen { align: center middle; }
+    EventDetailScreen > VerticalScroll {
+        width: 100%; max-width: 110; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,q", "close", "Close")]
+
+    def __init__(self, event: Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll() as scroll:
+            scroll.border_title = "event (Escape closes)"
+            yield Static(event_detail(self.event))
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()
+
+    def action_close(self) -> None:
+        """Back to the audit trail."""
+        self.dismiss(None)
+
+
 class EventsScreen(Screen[None]):
-    """Every recorded switch, failover, flag change, deploy, migration, lock, arm/disarm."""
+    """Every recorded switch, failover, flag change, deploy, migration, lock, arm/disarm.
+
+    The highlighted event is shown whole in the pane below the table (reason, outcome,
+    the failover evidence); Enter opens it on its own.
+    """
 
     DEFAULT_CSS = """
     EventsScreen .screen-title { height: 1; padding: 0 1; background: $panel; text-style: bold; }
     EventsScreen DataTable { height: 1fr; }
+    EventsScreen #event-detail {
+        height: auto; max-height: 40%; border-top: solid $panel-lighten-2; padding: 0 1;
+    }
+    EventsScreen.-short #event-detail { max-height: 50%; }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.pop_screen", "Back")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "open_event", "Details"),
+        Binding("j", "cursor('down')", "Down", show=False),
+        Binding("k", "cursor('up')", "Up", show=False),
+        Binding("g", "cursor('top')", "Top", show=False),
+        Binding("G", "cursor('bottom')", "Bottom", show=False),
+    ]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012 (Textual's type)
 
     def __init__(self, services: Services, *, live_updates: bool = True) -> None:
         super().__init__()
         self.services = services
         self.live_updates = live_updates
+        self._events: dict[str, Event] = {}
+        self._widths: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Audit trail (who did what, when, with what result)", classes="screen-title")
         table: DataTable[Content] = DataTable(cursor_type="row", zebra_stripes=True)
         yield table
+        with VerticalScroll(id="event-detail", can_focus=False):
+            yield Static("", id="event-detail-text")
         yield KeyFooter()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
-        # Fixed widths: styled cells are not measured for auto-width columns.
-        for label, width in COLUMNS:
-            table.add_column(label, key=label.lower(), width=width)
-        table.focus()
+        self.query_one(DataTable).focus()
         self.follow_events()
+
+    def on_resize(self, event: events.Resize) -> None:
+        widths = column_widths(event.size.width, self._events.values())
+        if widths != self._widths:
+            self._rebuild(widths)
+
+    def _rebuild(self, widths: dict[str, int]) -> None:
+        """Lay the table out again for new widths, keeping the highlighted event."""
+        self._widths = widths
+        table: DataTable[Content] = self.query_one(DataTable)
+        row = table.cursor_row
+        table.clear(columns=True)
+        # Fixed widths: styled cells are not measured for auto-width columns.
+        for label, _ in COLUMNS:
+            table.add_column(label, key=label.lower(), width=widths[label])
+        for event in self._events.values():
+            table.add_row(*event_cells(event, widths), key=event.id)
+        if table.row_count:
+            table.move_cursor(row=min(max(row, 0), table.row_count - 1))
+
+    def add_events(self, batch: Iterable[Event]) -> None:
+        """Add a batch (the history) with one layout, the newest highlighted."""
+        for event in batch:
+            self._events.setdefault(event.id, event)
+        self._rebuild(column_widths(self.size.width or 120, self._events.values()))
+        table: DataTable[Content] = self.query_one(DataTable)
+        if table.row_count:
+            table.move_cursor(row=table.row_count - 1)
 
     def add_event(self, event: Event) -> None:
         """Append one event (ignoring one already shown) and keep the newest in view."""
+        if event.id in self._events:
+            return
+        self._events[event.id] = event
         table: DataTable[Content] = self.query_one(DataTable)
-        if event.id in table.rows:
+        widths = column_widths(self.size.width or 120, self._events.values())
+        if widths != self._widths:
+            # A longer summary than any before: lay the columns out again.
+            self._rebuild(widths)
+            table.move_cursor(row=table.row_count - 1)
             return
         at_end = table.cursor_row >= table.row_count - 1
-        table.add_row(*event_cells(event), key=event.id)
+        table.add_row(*event_cells(event, self._widths), key=event.id)
         if at_end:
             table.move_cursor(row=table.row_count - 1)
+
+    def highlighted(self) -> Event | None:
+        """The event under the cursor."""
+        table: DataTable[Content] = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self._events.get(key or "")
+
+    @on(DataTable.RowHighlighted)
+    def _show_detail(self) -> None:
+        event = self.highlighted()
+        text = event_detail(event) if event else Content("")
+        self.query_one("#event-detail-text", Static).update(text)
+
+    @on(DataTable.RowSelected)
+    def _open_selected(self) -> None:
+        self.action_open_event()
+
+    def action_open_event(self) -> None:
+        """Open the highlighted event whole: reason, outcome, evidence."""
+        event = self.highlighted()
+        if event is not None:
+            self.app.push_screen(EventDetailScreen(event))
+
+    def action_cursor(self, where: str) -> None:
+        """Move the highlight (j/k/g/G as in less and k9s)."""
+        table: DataTable[Content] = self.query_one(DataTable)
+        if where == "down":
+            table.action_cursor_down()
+        elif where == "up":
+            table.action_cursor_up()
+        elif table.row_count:
+            table.move_cursor(row=0 if where == "top" else table.row_count - 1)
 
     @work(exclusive=True, group="events", exit_on_error=False)
     async def follow_events(self) -> None:
         """Load the history, then follow new events; retry when the control plane returns."""
+        last_error: str | None = None
         while True:
             try:
                 events = await self.services.events(limit=HISTORY)
-                for event in events:
-                    self.add_event(event)
+                self.add_events(events)
                 if not self.live_updates:
                     return
                 after = events[-1].id if events else "$"
                 async for event in self.services.follow_events(after=after):
                     self.add_event(event)
             except ConsoleError as e:
-                self.notify(f"events: {printable(str(e))}", severity="error", markup=False)
+                # Once per distinct error: a control plane that stays down must not stack
+                # a toast every retry.
+                message = f"events: {printable(str(e))}"
+                if message != last_error:
+                    self.notify(message, severity="error", markup=False, timeout=10)
+                last_error = message
                 await asyncio.sleep(RETRY_SECONDS)
+            else:
+                last_error = None

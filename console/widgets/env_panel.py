@@ -61,7 +61,9 @@ class EnvPanel(Vertical):
     EnvPanel.-live.-blue { border: heavy $env-blue; }
     EnvPanel.-live.-green { border: heavy $env-green; }
     EnvPanel .verdict { height: 1; margin-bottom: 1; }
-    EnvPanel .spark-label { height: 1; color: $text-muted; margin-top: 1; }
+    EnvPanel .spark-label {
+        height: 1; color: $text-muted; margin-top: 1; text-wrap: nowrap; text-overflow: ellipsis;
+    }
     EnvPanel Sparkline { height: 2; margin-bottom: 1; }
     EnvPanel.-blue Sparkline > .sparkline--max-color { color: $env-blue; }
     EnvPanel.-blue Sparkline > .sparkline--min-color { color: $env-blue 40%; }
@@ -106,8 +108,8 @@ class EnvPanel(Vertical):
         label = "latency (worst host per probe)"
         if series:
             # A host that does not answer has no latency: say so rather than "0.0 ms".
-            now = f"{max(latest):.1f} ms" if latest else "no answer"
-            peak = f"{max(series):.1f} ms" if max(series) > 0 else "-"
+            now = f"{max(latest):.1f}ms" if latest else "no answer"
+            peak = f"{max(series):.1f}ms" if max(series) > 0 else "-"
             label = f"latency now {now} · peak {peak} · {len(series)} probes"
         self.query_one(".spark-label", Static).update(label)
 

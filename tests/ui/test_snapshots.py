@@ -13,6 +13,8 @@ from ui_support import fixed_app
 
 THEMES = ["bgconsole-dark", "bgconsole-light"]
 SIZE = (120, 40)
+SIZES = [(80, 24), (120, 35), (160, 45)]
+"""The operator's terminals: a laptop's default, a split pane, a full screen."""
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +54,18 @@ def test_flags_screen(snap_compare: Any, tmp_path: Path, theme: str) -> None:
 @pytest.mark.parametrize("theme", THEMES)
 def test_events_screen(snap_compare: Any, tmp_path: Path, theme: str) -> None:
     assert snap_compare(fixed_app(tmp_path, theme), terminal_size=SIZE, run_before=_open("e"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_dashboard_sizes(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_events_screen_sizes(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size, run_before=_open("e"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_status_detail_sizes(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    assert snap_compare(fixed_app(tmp_path), terminal_size=size, run_before=_open("i"))
