@@ -51,6 +51,7 @@ _DIRECT_QUEUE = 100
 _IDLE_WAIT = 0.25
 _BLOCK_MS = 250
 _RETRY_STATUS = frozenset({408, 425, 429})
+_LATE = 120.0
 
 Log = Callable[[str, dict[str, Any]], None]
 
@@ -94,8 +95,12 @@ _ICONS = {
 }
 
 
-def payload(app: str, kind: str, event: Event) -> dict[str, Any]:
-    """The JSON body: the event itself plus a Slack/Mattermost-compatible ``text``."""
+def payload(app: str, kind: str, event: Event, now: float | None = None) -> dict[str, Any]:
+    """The JSON body: the event itself plus a Slack/Mattermost-compatible ``text``.
+
+    A message delivered late (the receiver was down, or no agent led for a while) says
+    when it happened: a failover read as "now" an hour later would mislead.
+    """
     change = f"{event.before or '?'} → {event.after}" if event.before or event.after else ""
     lines = [f"{_ICONS.get(kind, '')} *{app}*: {event.summary}".strip()]
     facts = [f"by {event.actor}"] if event.actor else []
@@ -107,6 +112,10 @@ def payload(app: str, kind: str, event: Event) -> dict[str, Any]:
         lines.append(" · ".join(facts))
     if event.reason:
         lines.append(f"reason: {event.reason}")
+    late = (now if now is not None else time.time()) - event.at
+    if event.at and late > _LATE:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(event.at))
+        lines.append(f"_delivered late: this happened at {when} ({late / 60:.0f} min ago)_")
     for name, value in list(event.details.items())[:8]:
         lines.append(f"• {name}: {value}")
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 from observe_support import eventually, observed_config, running_agent
 from servers import HttpBackend, HttpBackendFactory, RedisServer, free_port
 
-from console.cli.status import render
+from console.cli.status import as_json, render
 from console.core.agent import Agent
 from console.core.config import parse_config
 from console.core.control import ControlPlane
@@ -153,6 +154,10 @@ def test_event_kinds_and_the_slack_text() -> None:
     assert "*shop*: failover blue -> green" in body["text"]
     assert "by agent:vm:1 · blue → green" in body["text"]
     assert "• x: y" in body["text"]
+    assert "late" not in body["text"]
+    old = dataclasses.replace(event("flag", summary="flag x"), at=60.0)
+    late = payload("shop", "flag", old, now=3660.0)
+    assert "_delivered late: this happened at 1970-01-01 00:01:00 UTC (60 min ago)_" in late["text"]
 
 
 async def test_operator_switch_and_failover_are_delivered_once_each(
@@ -251,6 +256,8 @@ async def test_dead_and_hung_receivers_delay_no_failover_and_show_in_status(
             assert "notify: dead FAILING: " in text
             assert "notify: hung FAILING: " in text
             assert dead not in text
+            report_json = as_json(config, report)
+            assert {f["receiver"] for f in report_json["notify_failures"]} == {"dead", "hung"}
     finally:
         await hung.close()
 
