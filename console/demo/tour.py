@@ -70,8 +70,8 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     ),
     TourStep(
         "Deploy the bad release to the live colour, watch the failover",
-        "d, shift+tab to Colour, pick green (LIVE) with the arrows and space, tab back "
-        "to Ref, type bad, Enter, y (deploying to the live colour asks first)",
+        "d, shift+tab to Colour, pick green (LIVE) with the arrows and space, type bad, "
+        "Enter, y (deploying to the live colour asks first)",
         "green answers 500 on / and /health: within a second the header is back to LIVE "
         "BLUE, a failover event by the agent appears under recent events (its evidence in "
         "e), and the deploy ends saying green never turned healthy.",
@@ -91,8 +91,8 @@ TOUR_STEPS: tuple[TourStep, ...] = (
     ),
     TourStep(
         "Carry green's new uploads back to blue",
-        "m (from green, the live colour; rows; dry run ticked), tab three times to Start, "
-        "Enter; read the plan, then r runs it for real",
+        "m (from green, the live colour; rows; dry run ticked), Enter; read the plan, "
+        "then r runs it for real",
         "rows to copy per table, then the verified result: uploads written while green "
         "was live are now in blue's database too.",
         "{c} migrate --from green --to blue --yes",

@@ -87,7 +87,7 @@ class TourScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("c", "copy_cli", "Copy the cli prefix"),
+        Binding("c", "copy_cli", "Copy prefix"),
     ]
 
     def __init__(self, info: SandboxInfo) -> None:
