@@ -29,7 +29,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,12 +169,22 @@ class DeliveryFailure:
         )
 
 
-async def delivery_failures(control: ControlPlane) -> list[DeliveryFailure]:
-    """Every receiver with failed deliveries, newest failure first."""
+async def delivery_failures(
+    control: ControlPlane, receivers: Sequence[NotifyConfig] | None = None
+) -> list[DeliveryFailure]:
+    """Receivers with failed deliveries, newest failure first.
+
+    Args:
+        receivers: only these (the configured ones: a receiver removed from the config
+            must not show as failing forever); None: every record.
+    """
     # The control plane has no generic hash read; this module owns the key.
     raw: dict[str, str] = await control._call(control._redis.hgetall(control.key(FAILURES_KEY)))
+    wanted = None if receivers is None else {receiver_id(entry) for entry in receivers}
     found = []
-    for fields in raw.values():
+    for rid, fields in raw.items():
+        if wanted is not None and rid not in wanted:
+            continue
         try:
             data = json.loads(fields)
             found.append(

@@ -141,8 +141,12 @@ class Services:
         force: bool = False,
         reason: str = "",
         on_progress: Callable[[str], None] | None = None,
+        skip_gates: bool = False,
     ) -> SwitchResult:
-        """Move live traffic to ``to``: checked, compare-and-set, verified (``perform_switch``)."""
+        """Move live traffic to ``to``: checked, compare-and-set, verified (``perform_switch``).
+
+        ``skip_gates``: do not run the ``pre_switch`` gates (recorded in the event).
+        """
         return await perform_switch(
             self.config,
             self.control,
@@ -152,6 +156,7 @@ class Services:
             force=force,
             reason=reason,
             on_progress=on_progress,
+            skip_gates=skip_gates,
         )
 
     async def deploy(

@@ -104,7 +104,7 @@ async def gather_status(
     notify_failures: list[DeliveryFailure] = []
     if control_error is None and config.notify:
         with contextlib.suppress(ConsoleError):
-            notify_failures = await delivery_failures(control)
+            notify_failures = await delivery_failures(control, config.notify)
     now = control.clock_now()
     return StatusReport(
         at=now,

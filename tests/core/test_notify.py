@@ -256,6 +256,10 @@ async def test_dead_and_hung_receivers_delay_no_failover_and_show_in_status(
             assert "notify: dead FAILING: " in text
             assert "notify: hung FAILING: " in text
             assert dead not in text
+            # A receiver no longer configured is not reported as failing forever.
+            assert {
+                f.receiver for f in await delivery_failures(control, config.notify[2:])
+            } == set()
             report_json = as_json(config, report)
             assert {f["receiver"] for f in report_json["notify_failures"]} == {"dead", "hung"}
     finally:
