@@ -1,0 +1,328 @@
+"""Data migration benchmark and crash trial against a real sshd, SQLite files and Redis.
+
+Run from the repository root: ``.venv/bin/python bench/migrate_bench.py [--rows 100000]
+[--kills 20] [--drops 10]`` (a few minutes). Both colours are SQLite files on this
+machine behind one OpenSSH sshd on 127.0.0.1, as in the tests. It measures:
+
+- rows: the rows strategy copying ``--rows`` rows of an app-shaped table (key, text,
+  100-byte BLOB, NULLs) plus as many rows of a keyless table: rows/s (target >= 50 000);
+- the live app's writes during that apply: a writer inserting into the target every
+  5 ms, its longest wait for the write lock (target <= 4 x the 50 ms slice: the slice
+  plus fsync and scheduling on a loaded 2-core machine);
+- mirror: with change capture set up, ``--rows`` / 5 rows inserted on the source in one
+  transaction, until they are all on the target: changes/s;
+- snapshot: the snapshot strategy against the same work by hand in the same run
+  (``sqlite3 SRC .backup`` over ssh, ``sftp`` get then put, ``sqlite3 DST .restore``
+  over ssh): time ratio (target <= 1.3 x);
+- crash trial: the CLI SIGKILLed ``--kills`` times at random points of a rows migration,
+  and the SSH server stopped ``--drops`` times mid-run; after each, the target must pass
+  ``PRAGMA integrity_check``, hold only source rows, and no host process may be left on
+  the machine; a final run must complete with every row copied exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from common import REPO, report
+
+sys.path[:0] = [str(REPO / "tests")]
+
+from migrate_support import APP, config_data, write_config  # noqa: E402
+from servers import RedisServer, SshServer  # noqa: E402
+
+from console.core.config import Config  # noqa: E402
+from console.core.control import ControlPlane  # noqa: E402
+from console.core.errors import ConsoleError  # noqa: E402
+from console.core.migrate.mirror import MirrorStatus  # noqa: E402
+from console.core.migrate.plan import MigrationRequest  # noqa: E402
+from console.core.migrate.runner import MigrationRunner  # noqa: E402
+from console.core.models import Colour  # noqa: E402
+from console.core.ssh import SshPool  # noqa: E402
+
+GREEN, BLUE = Colour.GREEN, Colour.BLUE
+SCHEMA = (
+    "CREATE TABLE uploads (id BIGINT PRIMARY KEY, name TEXT NOT NULL, note TEXT, data BLOB)",
+    "CREATE TABLE hits (path TEXT, status INTEGER)",  # no key, duplicates
+    "CREATE TABLE live (id INTEGER PRIMARY KEY, at REAL)",  # the live app's writes
+)
+
+
+def make(path: Path, rows: int) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for sql in SCHEMA:
+            db.execute(sql)
+        blob = bytes(range(100))
+        db.executemany(
+            "INSERT INTO uploads VALUES (?, ?, ?, ?)",
+            ((i, f"file{i}.png", None if i % 3 else "n", blob) for i in range(1, rows + 1)),
+        )
+        db.executemany(
+            "INSERT INTO hits VALUES (?, ?)", ((f"/p{i % 1000}", 200) for i in range(rows))
+        )
+
+
+def content(path: Path, table: str) -> Counter[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        return Counter(tuple(r) for r in db.execute(f"SELECT * FROM {table}"))
+
+
+def count(path: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+class Writer(threading.Thread):
+    """The live application: one insert every 5 ms; records how long each one waited."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(daemon=True)
+        self.db = db
+        self.waits: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        conn = sqlite3.connect(self.db, timeout=30)
+        while not self.stop.is_set():
+            began = time.perf_counter()
+            with conn:
+                conn.execute("INSERT INTO live (at) VALUES (?)", (time.time(),))
+            self.waits.append(time.perf_counter() - began)
+            time.sleep(0.005)
+        conn.close()
+
+
+class Bench:
+    def __init__(self, ssh: SshServer, redis: RedisServer, root: Path, rows: int) -> None:
+        self.ssh = ssh
+        self.root = root
+        self.rows = rows
+        (root / "blue").mkdir()
+        (root / "green").mkdir()
+        self.blue = root / "blue" / "app.db"
+        self.green = root / "green" / "app.db"
+        self.config_path = root / "bg.toml"
+        self.config: Config = write_config(
+            self.config_path, config_data(ssh, redis.url, self.blue, self.green)
+        )
+        self.control = ControlPlane(redis.url, APP, actor="bench@local")
+        self.pool = SshPool(self.config.ssh)
+        self.runner = MigrationRunner(self.config, self.control, self.pool)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+        await self.control.aclose()
+
+    async def rows_and_live_writes(self) -> bool:
+        make(self.green, self.rows)
+        make(self.blue, 0)
+        writer = Writer(self.blue)
+        writer.start()
+        started = time.perf_counter()
+        request = MigrationRequest(GREEN, BLUE, tables=("uploads", "hits"))
+        result = await self.runner.migrate(request)
+        took = time.perf_counter() - started
+        writer.stop.set()
+        writer.join()
+        assert result.copied == 2 * self.rows, result.summary()
+        # The writer's rows land in "live", a table not migrated (a table the app writes
+        # during the run would fail its whole-table verification, rightly).
+        print(f"    rows: {result.summary()}")
+        ok = report(
+            "rows: rows/s (rows strategy, 2 tables)", result.copied / took, 50_000, "rows/s"
+        )
+        longest = max(writer.waits) * 1000
+        ok &= report("rows: live write's longest wait", longest, 200, "ms", higher=False)
+        print(f"    live writes during the run: {len(writer.waits)}, median wait "
+              f"{sorted(writer.waits)[len(writer.waits) // 2] * 1000:.1f} ms")  # fmt: skip
+        return ok
+
+    async def mirror(self) -> bool:
+        request = MigrationRequest(GREEN, BLUE, "mirror")
+        await self.runner.mirror_setup(request)
+        stop = asyncio.Event()
+        statuses: list[MirrorStatus] = []
+        task = asyncio.create_task(
+            self.runner.mirror(request, statuses.append, stop, interval=0.05)
+        )
+        await poll(lambda: bool(statuses) or task.done())
+        base = count(self.blue, "uploads")
+        burst = max(1, self.rows // 5)
+        blob = bytes(range(100))
+        with contextlib.closing(sqlite3.connect(self.green, timeout=30)) as db, db:
+            db.executemany(
+                "INSERT INTO uploads VALUES (?, ?, ?, ?)",
+                ((10_000_000 + i, f"m{i}", None, blob) for i in range(burst)),
+            )
+        started = time.perf_counter()
+        await poll(lambda: count(self.blue, "uploads") >= base + burst, every=0.02)
+        took = time.perf_counter() - started
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await self.runner.mirror_setup(request, teardown=True)
+        return report("mirror: changes/s (inserts, change capture)", burst / took, 50_000,
+                      "rows/s")  # fmt: skip
+
+    def _by_hand(self) -> float:
+        """What an operator would type: seconds for backup, get, put, restore."""
+        staged = self.root / "by-hand.db"
+        local = self.root / "by-hand-local.db"
+        dest = self.root / "by-hand-dest.db"
+        started = time.perf_counter()
+        self._ssh(f"sqlite3 {self.green} '.backup {staged}'")
+        batch = f"get {staged} {local}\nput {local} {dest}\n"
+        subprocess.run([*self._openssh("sftp"), "-b", "-", f"{self.ssh.user}@127.0.0.1"],
+                       input=batch.encode(), check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        self._ssh(f"sqlite3 {self.blue} '.restore {dest}'")
+        return time.perf_counter() - started
+
+    def _ssh(self, command: str) -> None:
+        subprocess.run([*self._openssh("ssh"), f"{self.ssh.user}@127.0.0.1", command],
+                       check=True, stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def _openssh(self, tool: str) -> list[str]:
+        port = ["-p", str(self.ssh.port)] if tool == "ssh" else ["-P", str(self.ssh.port)]
+        return [tool, "-F", "/dev/null", *port, "-i", str(self.ssh.client_key_path),
+                "-o", f"UserKnownHostsFile={self.ssh.known_hosts_path}",
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]  # fmt: skip
+
+    async def snapshot(self) -> bool:
+        started = time.perf_counter()
+        result = await self.runner.migrate(MigrationRequest(GREEN, BLUE, "snapshot"))
+        ours = time.perf_counter() - started
+        assert result.ok, result.problems
+        by_hand = await asyncio.to_thread(self._by_hand)
+        print(f"    snapshot: ours {ours:.2f} s, by hand {by_hand:.2f} s")
+        return report("snapshot: time vs sqlite3 .backup + sftp", ours / by_hand, 1.3, "x",
+                      higher=False)  # fmt: skip
+
+    async def crash_trial(self, kills: int, drops: int, seed: int) -> bool:
+        rng = random.Random(seed)
+        trial_rows = max(2000, self.rows // 20)
+        await asyncio.to_thread(self._fresh, trial_rows)
+        source = {t: content(self.green, t) for t in ("uploads", "hits")}
+        marker = str(self.root / "work")
+        failures: list[str] = []
+        for i in range(kills):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "console", "migrate", "--from", "green", "--to", "blue",
+                "--throttle", "0.0005", "-c", str(self.config_path),
+                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            await asyncio.sleep(rng.uniform(0.3, 4.0))
+            proc.kill()
+            await proc.wait()
+            failures += await self._check_after(f"kill {i + 1}", source, marker)
+            await self._expire_lock()
+        for i in range(drops):
+            task = asyncio.create_task(
+                self.runner.migrate(MigrationRequest(GREEN, BLUE, row_delay=0.0005))
+            )
+            await asyncio.sleep(rng.uniform(0.2, 3.0))
+            self.ssh.stop()
+            with contextlib.suppress(ConsoleError, Exception):
+                await asyncio.wait_for(task, 60)
+            self.ssh.start()
+            failures += await self._check_after(f"drop {i + 1}", source, marker)
+        before = {t: sum(content(self.blue, t).values()) for t in source}
+        result = await self.runner.migrate(MigrationRequest(GREEN, BLUE))
+        exact = all(content(self.blue, t) == source[t] for t in source)
+        expected_copied = sum(sum(source[t].values()) - before[t] for t in source)
+        if not (result.ok and exact and result.copied == expected_copied):
+            failures.append(f"final run: ok={result.ok} exact={exact} copied={result.copied} "
+                            f"expected {expected_copied}: {result.problems}")  # fmt: skip
+        print(f"    crash trial: {kills} kills, {drops} drops, final run {result.summary()}")
+        for text in result.previous:
+            print(f"    previous: {text}")
+        for failure in failures:
+            print(f"    FAILED: {failure}")
+        return report("crash trial: failures", len(failures), 0, "", higher=False)
+
+    def _fresh(self, rows: int) -> None:
+        for path in (self.blue, self.green):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        make(self.green, rows)
+        make(self.blue, 0)
+
+    async def _check_after(
+        self, what: str, source: dict[str, Counter[tuple[object, ...]]], marker: str
+    ) -> list[str]:
+        problems = []
+        await poll(lambda: not _processes(marker), within=6.0)
+        if left := _processes(marker):
+            problems.append(f"{what}: host processes left: {left}")
+        with contextlib.closing(sqlite3.connect(self.blue, timeout=30)) as db:
+            check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if check != "ok":
+            problems.append(f"{what}: integrity_check {check}")
+        for table, rows in source.items():
+            if not content(self.blue, table) <= rows:
+                problems.append(f"{what}: {table} holds rows the source lacks or too many")
+        return problems
+
+    async def _expire_lock(self) -> None:
+        # A SIGKILLed client leaves its lock (holder named) until the TTL; expire it now.
+        redis = self.control._redis  # bench only: skip the TTL wait
+        await redis.pexpire(f"bg:{APP}:lock:migrate", 1)
+        await asyncio.sleep(0.05)
+
+
+async def poll(condition: Callable[[], bool], within: float = 120.0, every: float = 0.05) -> None:
+    """Wait until ``condition()`` holds (or ``within`` seconds pass: the caller checks)."""
+    for _ in range(int(within / every)):
+        if condition():
+            return
+        await asyncio.sleep(every)
+
+
+def _processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--drops", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=12)
+    args = parser.parse_args()
+    os.makedirs("/run/sshd", exist_ok=True)
+    with (
+        SshServer() as ssh,
+        RedisServer() as redis,
+        tempfile.TemporaryDirectory(prefix="bgmig", dir="/tmp") as tmp,
+    ):
+        bench = Bench(ssh, redis, Path(tmp), args.rows)
+        try:
+            ok = await bench.rows_and_live_writes()
+            ok &= await bench.mirror()
+            ok &= await bench.snapshot()
+            ok &= await bench.crash_trial(args.kills, args.drops, args.seed)
+        finally:
+            await bench.aclose()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
