@@ -155,10 +155,19 @@ class ControlConfig:
     """The ``[control]`` section: the control-plane Redis."""
 
     redis: str
+    """The control-plane Redis; with ``sentinels`` only its password, TLS and db are used
+    (the primary's address comes from the sentinels)."""
     timeout: float = 2.0
     """Seconds any one control-plane call may take before it counts as unavailable."""
     events_max: int = 10_000
     """Events kept in the stream (approximate cap)."""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    """Redis Sentinel addresses; when set, the primary is found (and followed across a
+    failover) through them."""
+    master_name: str = ""
+    """The name the sentinels monitor the control-plane primary under."""
+    sentinel_password: str | None = None
+    """Password of the sentinels themselves (their ``requirepass``), if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +557,18 @@ def _redis_url(table: _Table, key: str, default: Any = _MISSING) -> Any:
     return url
 
 
+def _sentinels(table: _Table) -> tuple[tuple[str, int], ...]:
+    """``sentinels = ["host:port", ...]``: each with a valid port."""
+    addresses: list[tuple[str, int]] = []
+    for text in table.str_list("sentinels"):
+        host, sep, port = text.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise table.error("sentinels", f"expected HOST:PORT (port 1-65535), got {text!r}")
+        addresses.append((host, int(port)))
+    return tuple(addresses)
+
+
 def _redact(url: str) -> str:
     """A URL with its password hidden, safe for messages and logs."""
     parts = urlsplit(url)
@@ -793,10 +814,14 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
 
     control_t = root.table("control", required=True)
     assert control_t is not None
+    sentinels = _sentinels(control_t)
     control = ControlConfig(
-        redis=_redis_url(control_t, "redis"),
+        redis=_redis_url(control_t, "redis", "redis://" if sentinels else _MISSING),
         timeout=control_t.seconds("timeout", 2.0, maximum=300),
         events_max=control_t.integer("events_max", 10_000, minimum=100, maximum=100_000_000),
+        sentinels=sentinels,
+        master_name=control_t.string("master_name", "" if not sentinels else _MISSING),
+        sentinel_password=control_t.string("sentinel_password", None),
     )
     control_t.finish()
 

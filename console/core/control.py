@@ -10,9 +10,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -151,26 +153,22 @@ class ControlPlane:
         timeout: float = 2.0,
         events_max: int = 10_000,
         actor: str | None = None,
+        sentinels: tuple[tuple[str, int], ...] = (),
+        master_name: str = "",
+        sentinel_password: str | None = None,
     ) -> None:
-        self.url = url
+        self.url = url if not sentinels else _sentinel_label(sentinels, master_name)
         self.app = app
         self.timeout = timeout
         self.events_max = events_max
         self.actor = actor or current_actor()
         self.prefix = f"bg:{app}:"
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            # A Redis that restarted leaves every pooled connection dead; without a retry
-            # each of them fails one call ("Connection closed by server") before it is
-            # replaced. One immediate retry on a fresh connection hides that, and never
-            # repeats a command that reached Redis: a dropped connection is found on write.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
+        self.sentinels = tuple(sentinels)
+        self.master_name = master_name
+        self._sentinel = (
+            _sentinel(self.sentinels, timeout, sentinel_password) if self.sentinels else None
         )
+        self._redis: aioredis.Redis = _client(url, timeout, self._sentinel, master_name)
         self._clock_offset: float | None = None
         self._clock_read_at = 0.0
 
@@ -180,7 +178,14 @@ class ControlPlane:
     ) -> ControlPlane:
         """Build the client from the ``[control]`` section."""
         return cls(
-            control.redis, app, timeout=control.timeout, events_max=control.events_max, actor=actor
+            control.redis,
+            app,
+            timeout=control.timeout,
+            events_max=control.events_max,
+            actor=actor,
+            sentinels=control.sentinels,
+            master_name=control.master_name,
+            sentinel_password=control.sentinel_password,
         )
 
     def key(self, name: str) -> str:
@@ -193,8 +198,11 @@ class ControlPlane:
         return self.key("notify")
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and the connections to the sentinels)."""
         await self._redis.aclose()
+        if self._sentinel is not None:
+            for client in self._sentinel.sentinels:
+                await client.aclose()
 
     async def _call(self, awaitable: Awaitable[Any]) -> Any:
         """Run one Redis call with the timeout, translating failures."""
@@ -787,6 +795,59 @@ class ControlPlane:
         """The agent currently holding leadership."""
         value: str | None = await self._call(self._redis.get(self.key("leader")))
         return value
+
+
+# A Redis that restarted (or a primary that was replaced) leaves every pooled connection
+# dead; without a retry each of them fails one call ("Connection closed by server")
+# before it is replaced. One immediate retry on a fresh connection hides that, and never
+# repeats a command that reached Redis: a dropped connection is found on write. Behind
+# Sentinel the fresh connection asks the sentinels for the primary, so a promoted replica
+# is followed by itself.
+def _options(timeout: float) -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
+    }
+
+
+def _sentinel(
+    sentinels: tuple[tuple[str, int], ...], timeout: float, password: str | None
+) -> Sentinel:
+    return Sentinel(  # type: ignore[no-untyped-call]
+        list(sentinels),
+        sentinel_kwargs={
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "password": password,
+        },
+        **_options(timeout),
+    )
+
+
+def _client(
+    url: str, timeout: float, sentinel: Sentinel | None, master_name: str
+) -> aioredis.Redis:
+    """The Redis client: straight to ``url``, or to the primary the sentinels name."""
+    if sentinel is None:
+        return aioredis.Redis.from_url(url, health_check_interval=30, **_options(timeout))
+    parts = urlsplit(url)
+    db = parts.path.strip("/")
+    client: aioredis.Redis = sentinel.master_for(
+        master_name,
+        password=unquote(parts.password) if parts.password else None,
+        username=unquote(parts.username) if parts.username else None,
+        db=int(db) if db.isdigit() else 0,
+    )
+    return client
+
+
+def _sentinel_label(sentinels: tuple[tuple[str, int], ...], master_name: str) -> str:
+    """How messages name a Sentinel-backed control plane."""
+    hosts = ",".join(f"{host}:{port}" for host, port in sentinels)
+    return f"redis+sentinel://{hosts}/{master_name}"
 
 
 def _event(event_id: str, fields: Mapping[str, str]) -> Event:
