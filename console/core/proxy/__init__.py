@@ -9,9 +9,11 @@ Modules, each readable alone:
 - ``channel``: one connection as buffered reads and writes with back-pressure;
 - ``request`` / ``response``: strict parsing (llhttp through httptools) and framing;
 - ``pool``: upstreams, their idle connections, the route table;
-- ``forward``: one request forwarded, and when a retry is safe;
+- ``forward``: one request forwarded, and when a retry is safe (the full path, a task);
+- ``fast``: the common plain exchange in callbacks, handed to ``forward`` otherwise;
 - ``tunnel``: upgraded (WebSocket) connections pinned to a colour;
-- ``server``: the listener, connection cap, TLS, stats;
+- ``server``: the listener, connection cap, TLS, the timeout reaper, stats;
+- ``fastloop``: uvloop for ``bgconsole serve`` when installed;
 - ``tally``: repeated errors reported once with a count.
 """
 
