@@ -177,6 +177,8 @@ class RouterConfig:
     kind: RouterKind
     listen: str = "127.0.0.1:8080"
     """builtin: address the agent's reverse proxy listens on."""
+    name: str = ""
+    """How messages name this router when there are several (``[[router]]``)."""
     public_url: str | None = None
     """The front door clients use; switches verify through it (defaults to listen)."""
     verify_requests: int = 5
@@ -345,8 +347,15 @@ class Config:
     flags: dict[str, FlagConfig]
     path: Path | None = None
     migrate: MigrateConfig = MigrateConfig()
+    routers: tuple[RouterConfig, ...] = ()
+    """Every router of the front door (``[[router]]``); empty means just ``router``."""
     notify: tuple[NotifyConfig, ...] = ()
     hooks: tuple[HookConfig, ...] = ()
+
+    @property
+    def all_routers(self) -> tuple[RouterConfig, ...]:
+        """Every router a switch must apply to (one unless ``[[router]]`` lists several)."""
+        return self.routers or (self.router,)
 
     def env(self, colour: Colour) -> EnvConfig:
         """The environment of a colour (both always exist)."""
@@ -717,7 +726,26 @@ def _networks(table: _Table, key: str) -> tuple[str, ...]:
     return entries
 
 
-def _router(table: _Table) -> RouterConfig:
+def _routers(root: _Table) -> tuple[RouterConfig, ...]:
+    """``[router]``, or ``[[router]]`` entries: several routers of one front door."""
+    raw = root.raw("router")
+    if not isinstance(raw, list):
+        table = root.table("router", required=True)
+        assert table is not None
+        return (_router(table, 0),)
+    if not raw or not all(isinstance(entry, dict) for entry in raw):
+        raise root.error("router", "expected a table or a non-empty array of tables")
+    routers = tuple(_router(_Table(entry, f"router[{i}]"), i) for i, entry in enumerate(raw))
+    names = [r.name for r in routers]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"router[{i}].name: {name!r} is used twice (names must differ)")
+    if sum(r.kind == "builtin" for r in routers) and len(routers) > 1:
+        raise ConfigError("router: the builtin router cannot be combined with other routers")
+    return routers
+
+
+def _router(table: _Table, index: int) -> RouterConfig:
     kind = table.string("kind")
     if kind not in ROUTER_KINDS:
         close = difflib.get_close_matches(kind, ROUTER_KINDS, n=1)
@@ -727,6 +755,7 @@ def _router(table: _Table) -> RouterConfig:
         )
     router = RouterConfig(
         kind=kind,
+        name=table.string("name", f"{kind}#{index + 1}"),
         listen=table.string("listen", "127.0.0.1:8080"),
         public_url=_http_url(table, "public_url", None),
         verify_requests=table.integer("verify_requests", 5, minimum=0, maximum=1000),
@@ -825,9 +854,8 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     )
     control_t.finish()
 
-    router_t = root.table("router", required=True)
-    assert router_t is not None
-    router = _router(router_t)
+    routers = _routers(root)
+    router = routers[0]
 
     failover_t = root.table("failover") or _Table({}, "failover")
     failover = FailoverConfig(
@@ -892,7 +920,19 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
     hooks = tuple(_hook(t) for t in _table_list(root, "hook"))
     root.finish()
     config = Config(
-        console, control, router, failover, agent, ssh, envs, flags, path, migrate, notify, hooks
+        console,
+        control,
+        router,
+        failover,
+        agent,
+        ssh,
+        envs,
+        flags,
+        path,
+        migrate=migrate,
+        routers=routers if len(routers) > 1 else (),
+        notify=notify,
+        hooks=hooks,
     )
     _cross_check(config)
     return config

@@ -601,21 +601,26 @@ async def settle_front_door(config: Config, to: Colour, started: float) -> Verif
 
 
 async def verify_front_door(config: Config, to: Colour, count: int) -> Verification:
-    """Send ``count`` GETs through the front door; each must be served by ``to``.
+    """Send ``count`` GETs through each front door; each must be served by ``to``.
 
     Each request uses a fresh connection, so a keep-alive connection pinned to the old
     colour (nginx keeps them across a reload) cannot make a good switch look bad or a bad
-    one look good.
+    one look good. With several routers (``[[router]]``) every front door is checked, and
+    an answer names the router it came through.
     """
     path = config.env(to).hosts[0].health_path if config.env(to).hosts else "/"
-    url = config.router.front_door + path
+    doors = [(rc.name, rc.front_door + path) for rc in config.all_routers]
     answers: list[VerifyAnswer] = []
     limits = httpx.Limits(max_keepalive_connections=0)
     timeout = min(_VERIFY_TIMEOUT, config.router.confirm_timeout)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        for _ in range(count):
-            answers.append(await _verify_once(client, url, timeout))
-    return Verification(url, to, tuple(answers))
+        for name, url in doors:
+            for _ in range(count):
+                answer = await _verify_once(client, url, timeout)
+                if len(doors) > 1 and (answer.error or answer.served_by != to.value):
+                    answer = dataclasses.replace(answer, error=f"{name}: {answer.describe()}")
+                answers.append(answer)
+    return Verification(", ".join(url for _, url in doors), to, tuple(answers))
 
 
 async def _verify_once(client: httpx.AsyncClient, url: str, limit: float) -> VerifyAnswer:

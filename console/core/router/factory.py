@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -52,6 +53,18 @@ def build_router(
     Raises:
         ConfigError: the kind needs something the configuration lacks.
     """
+    if len(config.all_routers) > 1:
+        from console.core.router.multi import MultiRouter
+
+        # Each adapter reads config.router: give each its own section. An executor
+        # passed in applies to all (tests); otherwise each router's own ssh decides.
+        return MultiRouter(
+            [
+                (rc.name, build_router(dataclasses.replace(config, router=rc, routers=()),
+                                       control, executor))
+                for rc in config.all_routers
+            ]
+        )  # fmt: skip
     # Adapters are imported here, not at the top: they import the helpers above, and a
     # console that never switches should not pay for every adapter's imports.
     kind = config.router.kind
