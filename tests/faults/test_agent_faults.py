@@ -78,7 +78,8 @@ def haproxy_router(ha: HAProxyServer) -> dict[str, Any]:
 async def served(front: str) -> str | None:
     try:
         async with httpx.AsyncClient() as http:
-            return (await http.get(front + "/", timeout=2.0)).headers.get("x-bg-env")
+            colour: str | None = (await http.get(front + "/", timeout=2.0)).headers.get("x-bg-env")
+            return colour
     except httpx.HTTPError:
         return None
 

@@ -100,7 +100,7 @@ async def test_an_epoch_lost_in_replication_is_reported_not_accepted(
         os.kill(sentinel.replica.pid, signal.SIGSTOP)
         primary = aioredis.Redis(host="127.0.0.1", port=sentinel.primary.port)
         try:  # cut the link, so nothing written from now on is in flight to it
-            await primary.execute_command("CLIENT", "KILL", "TYPE", "replica")
+            await primary.execute_command("CLIENT", "KILL", "TYPE", "replica")  # type: ignore[no-untyped-call]
         finally:
             await primary.aclose()
         state = await control.switch(Colour.GREEN, expected_epoch=state.epoch)
