@@ -108,6 +108,8 @@ class Recorder:
     """Crash on every request: read it, close without answering."""
     delay: float = 0.0
     """Seconds before every answer (a hung app, when long)."""
+    status: int = 200
+    """The status of the default answer."""
     port: int = 0
     server: asyncio.Server | None = None
 
@@ -206,7 +208,7 @@ class Recorder:
         elif path == "/garbage":
             writer.write(self._reply(req) + b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nBAD")
         else:
-            writer.write(self._reply(req))
+            writer.write(self._reply(req, self.status))
         await writer.drain()
         if path == "/stale":
             await asyncio.sleep(0.01)

@@ -68,6 +68,7 @@ async def test_leftover_bytes_on_an_idle_connection_are_never_read_as_a_response
 ) -> None:
     blue, _green = upstreams
     proxy = await make_proxy()
+    await send_raw(proxy.port, get("/warm"))  # so /garbage takes the fast lane
     raw = await send_raw(proxy.port, get("/garbage", close=False), wait=0.3)
     await asyncio.sleep(0.05)
     raw = await send_raw(proxy.port, get("/next"))
@@ -131,3 +132,17 @@ async def test_hung_live_colour_idempotent_requests_follow_a_switch(
     assert posted[0].header("x-bg-env") == "blue"  # answered where it ran, never resent
     assert green.count("/write") == 0
     assert blue.count("/write") == 1
+
+
+async def test_retry_on_5xx_on_warm_connections(
+    make_proxy: ProxyFactory, upstreams: tuple[Recorder, Recorder]
+) -> None:
+    blue, _green = upstreams
+    proxy = await make_proxy(retry_on_5xx=True)
+    await send_raw(proxy.port, get("/warm"))
+    blue.status = 500
+    replies = parse_replies(await send_raw(proxy.port, get("/again")))
+    assert replies[0].status == 200
+    assert replies[0].header("x-bg-env") == "green"
+    replies = parse_replies(await send_raw(proxy.port, post("/write")))
+    assert replies[0].status == 500  # not idempotent: the live colour's answer stands

@@ -248,16 +248,9 @@ class FastLane:
             return False
         buf = chan.peek() if chan.buffered else b""
         if quick is None:
-            end = buf.find(_CRLF2)
-            if end < 0:
-                return False
-            quick = quick_head(buf[: end + 4])
+            quick = self._quick_head(flight, buf)
             if quick is None:
                 return False
-            if quick.length > BUFFER_BODY and flight.head.method != b"HEAD":
-                return False
-            flight.quick = quick
-            flight.head_end = end + 4
         status = quick.status
         no_body = flight.head.method == b"HEAD" or status in (204, 304)
         need = flight.head_end + (0 if no_body else quick.length)
@@ -285,6 +278,22 @@ class FastLane:
             chan.close()  # bytes after the response, or the upstream closes: not reusable
         self._done(flight.conn, keep)
         return True
+
+    def _quick_head(self, flight: Flight, buf: bytes) -> QuickHead | None:
+        """The response head in ``buf`` when it is whole and quick (noted in ``flight``)."""
+        end = buf.find(_CRLF2)
+        if end < 0:
+            return None
+        quick = quick_head(buf[: end + 4])
+        if quick is None:
+            return None
+        if quick.status >= 500 and self.fwd.retry_on_5xx:
+            return None  # maybe retried on the stand-by: the parser path decides
+        if quick.length > BUFFER_BODY and flight.head.method != b"HEAD":
+            return None
+        flight.quick = quick
+        flight.head_end = end + 4
+        return quick
 
     def _head(self, flight: Flight) -> Response | None:
         """The response head once it is whole; None while waiting or after a hand-over."""
