@@ -51,10 +51,10 @@ _START_TIMEOUT = 10.0
 # small helpers
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind :0, read, close)."""
+def free_port(host: str = HOST) -> int:
+    """A TCP port on ``host`` (127.0.0.1) that was free a moment ago (bind :0, read, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -419,7 +419,8 @@ class SshServer(ManagedServer):
 
     Keys are generated once, so ``stop()``/``start()`` keeps the same host key and port.
     ``stop()`` also ends every open session (the host "goes down").
-    Pass ``client_key`` to share one user key between servers (jump-host tests).
+    Pass ``client_key`` to share one user key between servers (jump-host tests), and
+    ``address`` (another loopback address, 127.0.0.2 ...) for one host of a fleet.
     """
 
     name = "sshd"
@@ -430,9 +431,11 @@ class SshServer(ManagedServer):
         *,
         client_key: asyncssh.SSHKey | None = None,
         binary: str = "/usr/sbin/sshd",
+        address: str = HOST,
     ) -> None:
         super().__init__()
-        self.port = port or free_port()
+        self.address = address
+        self.port = port or free_port(address)
         self.binary = binary
         self.user = getpass.getuser()
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -452,16 +455,16 @@ class SshServer(ManagedServer):
 
     @property
     def known_hosts_line(self) -> str:
-        return f"[{HOST}]:{self.port} {self.host_public_key}"
+        return f"[{self.address}]:{self.port} {self.host_public_key}"
 
     @property
     def target(self) -> str:
-        return f"{self.user}@{HOST}:{self.port}"
+        return f"{self.user}@{self.address}:{self.port}"
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``asyncssh.connect`` that ignore ~/.ssh and the agent."""
         return {
-            "host": HOST,
+            "host": self.address,
             "port": self.port,
             "username": self.user,
             "client_keys": [str(self.client_key_path)],
@@ -471,14 +474,14 @@ class SshServer(ManagedServer):
         }
 
     def _new_ports(self) -> None:
-        self.port = free_port()
+        self.port = free_port(self.address)
 
     def _prepare(self) -> None:
         with contextlib.suppress(PermissionError):
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         self.known_hosts_path.write_text(self.known_hosts_line + "\n")
         self.config_path.write_text(
-            f"ListenAddress {HOST}\n"
+            f"ListenAddress {self.address}\n"
             f"Port {self.port}\n"
             f"HostKey {self.host_key_path}\n"
             f"PidFile {self.pid_file}\n"
@@ -504,7 +507,7 @@ class SshServer(ManagedServer):
         return [self.binary, "-D", "-e", "-f", str(self.config_path)]
 
     def _ready(self) -> bool:
-        return port_open(self.port)
+        return port_open(self.port, self.address)
 
 
 # --------------------------------------------------------------------------------------
@@ -871,7 +874,8 @@ class Server(ThreadingHTTPServer):
         pass
 
 
-Server(("127.0.0.1", PORT), Handler).serve_forever()
+# The address is optional (4th argument) so one loopback address per fleet host works.
+Server((sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1", PORT), Handler).serve_forever()
 """
 
 
@@ -891,33 +895,41 @@ class HttpBackend(ManagedServer):
     name = "backend"
 
     def __init__(
-        self, colour: str = "blue", version: str = "1.0.0", port: int | None = None
+        self,
+        colour: str = "blue",
+        version: str = "1.0.0",
+        port: int | None = None,
+        *,
+        host: str = HOST,
     ) -> None:
         super().__init__()
         self.colour = colour
         self.version = version
-        self.port = port or free_port()
+        self.host = host
+        """The loopback address it listens on (127.0.0.2 ... for one host of a fleet)."""
+        self.port = port or free_port(host)
 
     @property
     def address(self) -> str:
-        return f"{HOST}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _new_ports(self) -> None:
-        self.port = free_port()
+        self.port = free_port(self.host)
 
     def _argv(self) -> list[str]:
-        return [sys.executable, "-c", _BACKEND_SCRIPT, str(self.port), self.colour, self.version]
+        argv = [sys.executable, "-c", _BACKEND_SCRIPT, str(self.port), self.colour, self.version]
+        return argv if self.host == HOST else [*argv, self.host]
 
     def _ready(self) -> bool:
-        return port_open(self.port)
+        return port_open(self.port, self.host)
 
     def control(self, change: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
         """POST ``change`` to ``/__control`` (GET without one); returns the backend's state."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             if change is None:
                 conn.request("GET", "/__control")
