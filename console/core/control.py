@@ -486,7 +486,7 @@ class ControlPlane:
     ) -> str:
         """Append an event to the audit stream and notify listeners; returns its id."""
         fields: dict[Any, Any] = {
-            "at": f"{time.time():.6f}",
+            "at": f"{self.clock_now():.6f}",
             "kind": kind,
             "actor": actor or self.actor,
             "summary": summary,
@@ -594,7 +594,7 @@ class ControlPlane:
             await asyncio.sleep(0.05)
 
     async def _acquire_once(self, name: str, purpose: str, ttl: float) -> LockInfo:
-        now = time.time()
+        now = self.clock_now()
         token = secrets.token_hex(16)
         script = self._redis.register_script(_ACQUIRE_LUA)
         got = await self._call(
@@ -619,7 +619,7 @@ class ControlPlane:
     async def renew_lock(self, lock: LockInfo, ttl: float) -> bool:
         """Extend a lock we hold; False if it was lost (expired or taken)."""
         script = self._redis.register_script(_RENEW_LUA)
-        now = time.time()
+        now = self.clock_now()
         renewed = await self._call(
             script(
                 keys=[self.key(f"lock:{lock.name}")], args=[lock.token, int(ttl * 1000), now + ttl]

@@ -59,6 +59,7 @@ async def gather_status(
         float, ActiveState | None, bool | None, list[AgentHeartbeat], list[LockInfo], str | None
     ]:
         latency = await control.ping()
+        await control.clock()  # ages below are measured on the control plane's clock
         try:
             persistence = await control.persistence()
         except ConsoleError:
