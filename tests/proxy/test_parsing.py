@@ -183,3 +183,25 @@ async def test_valid_requests_before_a_malformed_one_are_answered_first(
         replies = parse_replies(raw)
         assert [r.status for r in replies] == [200, 400]
         assert replies[1].header("connection") == "close"
+
+
+async def test_framing_on_warm_connections(make_proxy: ProxyFactory) -> None:
+    """The same framing when requests take the fast lane (a pooled upstream connection)."""
+    proxy = await make_proxy()
+    await send_raw(proxy.port, get("/warm"))
+    raw = await send_raw(proxy.port, b"GET /chunked HTTP/1.0\r\nHost: a\r\n\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert body == b"hello world"
+    replies = parse_replies(await send_raw(proxy.port, get("/chunked")))
+    assert replies[0].body == b"hello world"
+    assert replies[0].header("transfer-encoding") == "chunked"
+    raw = await send_raw(proxy.port, b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n" + get("/next"))
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Content-Length: 5" in head
+    assert parse_replies(rest)[0].json()["target"] == "/next"
+    raw = await send_raw(proxy.port, get("/close", close=False))
+    assert raw.endswith(b"\r\n\r\nuntil close")
+    assert b"Connection: close" in raw
+    replies = parse_replies(await send_raw(proxy.port, get("/204", close=False) + get("/x")))
+    assert [r.status for r in replies] == [204, 200]

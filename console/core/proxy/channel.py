@@ -70,8 +70,9 @@ class Channel(asyncio.Protocol):
         self._eof = True
         self._wake()
         # Keep the write side open: a client that half-closed after its request still
-        # gets its answer.
-        return True
+        # gets its answer. TLS has no half-close (asyncio warns when asked for one).
+        transport = self.transport
+        return transport is None or transport.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
