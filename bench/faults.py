@@ -27,9 +27,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,10 +42,15 @@ import tomli_w
 from common import HOST, REPO, Process, free_port, redis_server
 
 sys.path.insert(0, str(REPO / "tests"))
-from servers import HAProxyServer, HttpBackend, NginxServer
+from deploy_support import deploy_config
+from procscan import processes_with, unique_marker
+from servers import HAProxyServer, HttpBackend, NginxServer, RedisServer, SshServer
 
 from console.core.control import ControlPlane
+from console.core.deploy import DeployRunner
+from console.core.health import HealthChecker
 from console.core.models import Colour
+from console.core.ssh import SshPool
 
 APP = "faults"
 
@@ -488,6 +495,60 @@ def _status_at(path: Path) -> dict[str, Any]:
         return {}
 
 
+async def deploy_fault(kind: str) -> Row:
+    """A deploy over real sshd whose host dies, or whose lock expires, mid-step."""
+    redis, ssh = RedisServer().start(), SshServer().start()
+    app = HttpBackend("blue").start()
+    workdir = Path(tempfile.mkdtemp(prefix="bgdeploy", dir="/tmp"))
+    marker = unique_marker("bgbench")
+    steps = [f"sh -c 'sleep 3' {marker}", "touch STEP2"]
+    config = deploy_config(ssh, workdir, redis.url, app, steps=steps, health_timeout=2.0)
+    control = ControlPlane(redis.url, config.console.name, timeout=1.0, actor="bench@here")
+    other = ControlPlane(redis.url, config.console.name, timeout=1.0, actor="eve@there")
+    pool, health = SshPool(config.ssh), HealthChecker(config, hysteresis=False)
+    runner = DeployRunner(config, control, pool, health, lock_ttl=1.0, lock_renew_every=0.2)
+    started = time.monotonic()
+    note, ok = "", True
+    try:
+        task = asyncio.create_task(runner.deploy(Colour.BLUE, live_ok=True))
+        await asyncio.sleep(1.0)
+        if kind == "ssh":
+            ssh.kill()
+        else:  # the lock vanishes under the holder (it froze past the TTL) and is taken
+            await control._redis.delete(control.key("lock:deploy:blue"))
+            await other.acquire_lock("deploy:blue", "someone else", 30)
+        try:
+            result = await task
+            outcome = (
+                "unknown"
+                if any(h.unknown for h in result.hosts)
+                else ("ok" if result.ok else "failed")
+            )
+            note = f"deploy: {outcome}"
+        except Exception as e:
+            note = f"deploy raised: {str(e)[:90]}"
+        leftovers = processes_with(marker)
+        await asyncio.sleep(2.5 if kind == "ssh" else 0.5)
+        leftovers = processes_with(marker)
+        holder = await other.lock_info("deploy:blue")
+        step2 = await asyncio.to_thread(os.path.exists, workdir / "STEP2")
+        ok = not leftovers and not step2 and (kind == "ssh" or "lock lost" in note)
+        if kind == "ssh":
+            ok = ok and holder is None
+        note += f"; left running: {len(leftovers)}; step 2 ran: {step2}"
+        events = [f"{e.kind}/{e.outcome}" for e in await other.events(20)]
+    finally:
+        await pool.aclose()
+        await health.aclose()
+        await control.aclose()
+        await other.aclose()
+        for server in (app, ssh, redis):
+            server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    name = "SSH host killed mid-deploy" if kind == "ssh" else "lock expiry mid-deploy"
+    return Row(name, Tally(), time.monotonic() - started, events, ok, note)
+
+
 FAULTS: dict[str, tuple[Inject, dict[str, int]]] = {
     "live app SIGKILL": (live_sigkill, {}),
     "live app SIGSTOP (hung)": (live_sigstop, {}),
@@ -532,6 +593,11 @@ async def main() -> int:
             continue
         print(f"== {name}", flush=True)
         rows.append(await run_fault(name, inject, args.rate, **opts))
+    for kind, label in (("ssh", "SSH host killed mid-deploy"), ("lock", "lock expiry mid-deploy")):
+        if args.only and not any(o in label for o in args.only):
+            continue
+        print(f"== {label}", flush=True)
+        rows.append(await deploy_fault(kind))
     for kind in ("haproxy", "nginx"):
         if args.only and not any(o in f"switches ({kind})" for o in args.only):
             continue
