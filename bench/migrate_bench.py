@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -86,24 +86,42 @@ def count(path: Path, table: str) -> int:
         return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-class Writer(threading.Thread):
-    """The live application: one insert every 5 ms; records how long each one waited."""
+WRITER = """
+import json, os, sqlite3, sys, time
+db, stop = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(db, timeout=30)
+waits = []
+while not os.path.exists(stop):
+    began = time.perf_counter()
+    with conn:
+        conn.execute("INSERT INTO live (at) VALUES (?)", (time.time(),))
+    waits.append(time.perf_counter() - began)
+    time.sleep(0.005)
+print(json.dumps(waits))
+"""
+
+
+class Writer:
+    """The live application, in a process of its own (so the bench's own work cannot
+    stall it): one insert every 5 ms; records how long each one waited for the lock."""
 
     def __init__(self, db: Path) -> None:
-        super().__init__(daemon=True)
         self.db = db
+        self.stop_file = db.parent / "writer.stop"
         self.waits: list[float] = []
-        self.stop = threading.Event()
+        self.proc: asyncio.subprocess.Process | None = None
 
-    def run(self) -> None:
-        conn = sqlite3.connect(self.db, timeout=30)
-        while not self.stop.is_set():
-            began = time.perf_counter()
-            with conn:
-                conn.execute("INSERT INTO live (at) VALUES (?)", (time.time(),))
-            self.waits.append(time.perf_counter() - began)
-            time.sleep(0.005)
-        conn.close()
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", WRITER, str(self.db), str(self.stop_file),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    async def finish(self) -> None:
+        assert self.proc is not None
+        await asyncio.to_thread(self.stop_file.touch)
+        out, _ = await self.proc.communicate()
+        self.waits = json.loads(out)
 
 
 class Bench:
@@ -131,13 +149,12 @@ class Bench:
         make(self.green, self.rows)
         make(self.blue, 0)
         writer = Writer(self.blue)
-        writer.start()
+        await writer.start()
         started = time.perf_counter()
         request = MigrationRequest(GREEN, BLUE, tables=("uploads", "hits"))
         result = await self.runner.migrate(request)
         took = time.perf_counter() - started
-        writer.stop.set()
-        writer.join()
+        await writer.finish()
         assert result.copied == 2 * self.rows, result.summary()
         # The writer's rows land in "live", a table not migrated (a table the app writes
         # during the run would fail its whole-table verification, rightly).

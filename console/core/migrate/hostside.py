@@ -777,13 +777,9 @@ def cmd_changes(args: dict[str, Any]) -> None:
                 current = tbl
                 header = {k: v for k, v in metas[tbl].items() if not k.startswith("_")}
                 f.write(json.dumps({"table": tbl, **header}) + "\n")
-            item = [
-                "c" + op,
-                seq,
-                json.loads(old) if old else None,
-                json.loads(new) if new else None,
-            ]
-            f.write(json.dumps(item, separators=(",", ":")) + "\n")
+            # The triggers wrote JSON already: pass it through rather than parse and redo it.
+            olds, news = old or "null", new or "null"
+            f.write('["c' + op + '",' + str(seq) + "," + olds + "," + news + "]\n")
             last = seq
             total += 1
     conn.execute("COMMIT")
@@ -833,6 +829,7 @@ class ChangeApplier:
         self.source = source
         self.slice = slice_s
         self.parent = os.getppid()
+        self.sql: dict[str, tuple[str, str, str]] = {}
         conn.execute(
             "CREATE TABLE IF NOT EXISTS " + CURSOR + " (source TEXT PRIMARY KEY, seq INTEGER)"
         )
@@ -884,39 +881,48 @@ class ChangeApplier:
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
-    def _one(
-        self, header: dict[str, Any], op: str, old: Any, new: Any, counts: dict[str, int]
-    ) -> None:
+    def _statements(self, header: dict[str, Any]) -> tuple[str, str, str]:
+        """INSERT, UPDATE and DELETE of one row by identity (built once per table)."""
+        cached = self.sql.get(header["table"])
+        if cached is not None:
+            return cached
         name = quote(header["table"])
         cols = list(header["columns"])
         ident = header["identity"]
         key_cols = cols if ident["kind"] == "row" else list(ident["columns"])
         where = " AND ".join(quote(c) + " IS ?" for c in key_cols)
-        old_values = [decode(v) for v in old] if old is not None else []
-        new_values = [decode(v) for v in new] if new is not None else []
         # One row, even when whole-row identity has duplicates (rowid picks one of them).
         one = (
             " WHERE rowid IN (SELECT rowid FROM " + name + " WHERE " + where + " LIMIT 1)"
             if header["rowid"]
             else " WHERE " + where
         )
+        made = (
+            "INSERT INTO " + name + " (" + ", ".join(quote(c) for c in cols) + ") VALUES ("
+            + ", ".join("?" for _ in cols) + ")",
+            "UPDATE " + name + " SET " + ", ".join(quote(c) + " = ?" for c in cols) + one,
+            "DELETE FROM " + name + one,
+        )  # fmt: skip
+        self.sql[header["table"]] = made
+        return made
+
+    def _one(
+        self, header: dict[str, Any], op: str, old: Any, new: Any, counts: dict[str, int]
+    ) -> None:
+        name = quote(header["table"])
+        cols = list(header["columns"])
+        insert, update, delete = self._statements(header)
+        old_values = [decode(v) for v in old] if old is not None else []
+        new_values = [decode(v) for v in new] if new is not None else []
         try:
             if op == "ci":
-                self.conn.execute(
-                    "INSERT INTO " + name + " (" + ", ".join(quote(c) for c in cols)
-                    + ") VALUES (" + ", ".join("?" for _ in cols) + ")",
-                    new_values,
-                )  # fmt: skip
+                self.conn.execute(insert, new_values)
                 counts["inserted"] += 1
             elif op == "cu":
-                cur = self.conn.execute(
-                    "UPDATE " + name + " SET " + ", ".join(quote(c) + " = ?" for c in cols)
-                    + one,
-                    [*new_values, *old_values],
-                )  # fmt: skip
+                cur = self.conn.execute(update, [*new_values, *old_values])
                 counts["updated" if cur.rowcount else "refused"] += 1
             elif op == "cd":
-                cur = self.conn.execute("DELETE FROM " + name + one, old_values)
+                cur = self.conn.execute(delete, old_values)
                 counts["deleted" if cur.rowcount else "skipped"] += 1
         except sqlite3.IntegrityError as e:
             if op == "ci" and self._present(name, cols, new_values):
@@ -974,6 +980,7 @@ def cmd_install(args: dict[str, Any]) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         backup = os.path.join(backups, os.path.basename(db) + ".bak-" + stamp + "-" + Context.run)
         old = connect(db, readonly=False)
+        before = counts(old)
         keep = sqlite3.connect(backup)
         old.backup(keep)
         keep.close()
@@ -981,7 +988,7 @@ def cmd_install(args: dict[str, Any]) -> None:
         # write transaction (all or nothing), and the app's open connections and WAL stay
         # valid; renaming a file under a WAL database corrupts it.
         fresh.backup(old)
-        result = {"backup": backup, "counts": counts(old), "replaced": True}
+        result = {"backup": backup, "counts": counts(old), "before": before, "replaced": True}
         old.close()
         fresh.close()
         os.remove(new)
@@ -996,7 +1003,7 @@ def cmd_install(args: dict[str, Any]) -> None:
         os.replace(staged, db)  # atomic: the db appears complete or not at all
         os.remove(new)
         conn = connect(db, readonly=True)
-        result = {"backup": None, "counts": counts(conn), "replaced": False}
+        result = {"backup": None, "counts": counts(conn), "before": {}, "replaced": False}
     conn = connect(db, readonly=True)
     result["integrity"] = conn.execute("PRAGMA integrity_check").fetchone()[0]
     emit(result)

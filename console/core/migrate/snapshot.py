@@ -96,7 +96,6 @@ class SnapshotMigration:
     async def _copy(
         self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path, index: int
     ) -> tuple[list[ItemResult], list[str], str | None]:
-        before = await target.call("check", missing_ok=True)
         copy = await source.call("backup")
         remote_copy = source.track(str(copy["path"]))
         local = workdir / f"snapshot-{index}.db"
@@ -117,7 +116,7 @@ class SnapshotMigration:
                 f"{target.name}: row counts differ from the snapshot after install "
                 f"(tables {', '.join(differing) or 'set differs'})"
             )
-        items = _items(target, expected, before["counts"], not problems, copied=got)
+        items = _items(target, expected, installed.get("before", {}), not problems, copied=got)
         return items, problems, installed.get("backup")
 
     def _bytes(self, phase: str, item: str) -> Any:
