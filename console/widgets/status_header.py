@@ -101,6 +101,10 @@ def plane_line(
         parts.append(("→ ", "$text-muted"))
         live = report.router.live
         parts.append(colour_name(live) if live else ("no single colour", "bold $warning"))
+        if report.router.kind == "multi":
+            # Several routers ([[router]]): each one's state, so a lagging one is named.
+            style = "$text-muted" if live else "$warning"
+            parts.append((f" ({printable(report.router.detail)})", style))
     else:
         parts.append(("unknown", "bold $status-degraded"))
     if report.drift:
