@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from configs import config_data, write_config
+from textual.app import App
 from textual.pilot import Pilot
 
 from console.app import ConsoleApp
@@ -226,7 +228,7 @@ async def wait_for(
     await asyncio.sleep(0)
 
 
-def screen_text(app: ConsoleApp) -> list[str]:
+def screen_text(app: App[Any]) -> list[str]:
     """What the terminal shows now, one string per row (every layer: dialogs, toasts)."""
     strips = app.screen._compositor.render_strips()
     return [strip.text for strip in strips]

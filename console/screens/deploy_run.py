@@ -22,6 +22,7 @@ from console.core.text import printable
 from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest
+from console.widgets.event_strip import EVIDENCE_KINDS
 from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 
@@ -75,21 +76,31 @@ class DeployRunScreen(Screen[None]):
         self.running = False
 
     def compose(self) -> ComposeResult:
-        ref = self.request.ref or "(no ref)"
-        colour = self.request.colour
-        yield Static(
-            Content.assemble(
-                ("deploy ", "bold"),
-                ref,
-                " → ",
-                (colour.value.upper(), f"bold $env-{colour.value}"),
-                (" (live)" if self.live_ok else "", "bold $warning"),
-            ),
-            classes="deploy-title",
-        )
+        yield Static(self._title(), classes="deploy-title")
         yield LogPane(self.services.config.console.log_lines)
         yield Static("running…", classes="deploy-result")
         yield KeyFooter()
+
+    def _title(self) -> Content:
+        """``deploy good → GREEN (live)``; after a failover, where traffic went instead."""
+        colour = self.request.colour
+        parts: list[str | tuple[str, str]] = [
+            ("deploy ", "bold"),
+            printable(self.request.ref or "(no ref)"),
+            " → ",
+            (colour.value.upper(), f"bold $env-{colour.value}"),
+        ]
+        moved = self.result.failover if self.result is not None else None
+        if moved is not None:
+            # It is not live any more: the agent took traffic away during the deploy.
+            parts += [
+                ("  FAILED OVER: traffic now on ", "bold $status-down"),
+                (moved.colour.value.upper(), f"bold $env-{moved.colour.value}"),
+                (f" (epoch {moved.epoch})", "bold $status-down"),
+            ]
+        elif self.live_ok:
+            parts.append((" (live)", "bold $warning"))
+        return Content.assemble(*parts)
 
     def on_mount(self) -> None:
         self.run_deploy()
@@ -131,11 +142,32 @@ class DeployRunScreen(Screen[None]):
             self.running = False
         for warning in self.result.warnings:
             self.notify(warning, severity="warning")
-        self._finish(self.result.ok, deploy_summary(self.result))
+        self.query_one(".deploy-title", Static).update(self._title())
+        evidence = await self._failover_evidence(self.result)
+        self._finish(self.result.ok, deploy_summary(self.result), evidence)
 
-    def _finish(self, ok: bool, summary: str) -> None:
+    async def _failover_evidence(self, result: DeployResult) -> list[str]:
+        """The agent's evidence for a failover during the deploy (from its event)."""
+        moved = result.failover
+        if moved is None:
+            return []
+        lines: list[str] = []
+        try:
+            recent = await self.services.events(limit=50)
+        except ConsoleError as e:
+            return [*lines, f"evidence: not readable ({e})"]
+        for event in reversed(recent):
+            if event.kind in EVIDENCE_KINDS and f"(epoch {moved.epoch})" in event.summary:
+                lines += [
+                    f"evidence: {printable(k)}: {printable(v)}" for k, v in event.details.items()
+                ]
+                break
+        return lines
+
+    def _finish(self, ok: bool, summary: str, more: list[str] | None = None) -> None:
         result = self.query_one(".deploy-result", Static)
-        result.update(Content(summary + "   (Escape closes)"))
+        # The lasting outcome: stays on this screen (the toast goes after 10 s).
+        result.update(Content("\n".join([summary, *(more or ()), "(Escape closes)"])))
         result.set_class(ok, "-ok")
         result.set_class(not ok, "-failed")
         self.notify(summary, severity="information" if ok else "error", timeout=10)

@@ -66,6 +66,16 @@ class LogPane(Vertical):
         self.watch(log, "scroll_y", self._scrolled, init=False)
         self._show_status()
 
+    def on_resize(self) -> None:
+        # Log scrolls to its end on a write, not on a resize: while following, put the
+        # newest line back in view once the new size is laid out.
+        if self.tail:
+            self.call_after_refresh(self._to_end)
+
+    def _to_end(self) -> None:
+        if self.tail:
+            self.query_one(Log).scroll_end(animate=False, immediate=True)
+
     def _scrolled(self, _old: float, new: float) -> None:
         log = self.query_one(Log)
         if self.tail and new < log.max_scroll_y - 0.5:

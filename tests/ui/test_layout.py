@@ -25,7 +25,7 @@ async def _dashboard(pilot: Pilot[None]) -> DashboardScreen:
     assert isinstance(screen, DashboardScreen)
     await wait_for(pilot, lambda: screen.report is not None, what="first status")
     app = pilot.app
-    await wait_for(pilot, lambda: "q Quit" in screen_text(app)[-1], what="the footer")  # type: ignore[arg-type]
+    await wait_for(pilot, lambda: "q Quit" in screen_text(app)[-1], what="the footer")
     await pilot.pause(0.1)
     return screen
 
