@@ -14,6 +14,7 @@ listener's reaper (one pass over all connections, a few times a second).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from console.core.proxy.channel import Channel
@@ -47,9 +48,17 @@ from console.core.proxy.response import (
 )
 
 _CRLF2 = b"\r\n\r\n"
+_now = time.monotonic  # the clock of every deadline here and in the reaper
 _PIPELINE_PAUSE = 16
 """Requests queued behind one in flight before the client's socket stops being read."""
 _HIGH_WATER = 256 * 1024
+# The Connection header a response gets, by (keep-alive, HTTP/1.0 client).
+_CONNECTION = {
+    (False, False): b"\r\nConnection: close",
+    (False, True): b"\r\nConnection: close",
+    (True, False): b"",
+    (True, True): b"\r\nConnection: keep-alive",
+}
 
 Continuation = Callable[[], Awaitable[bool]]
 GoSlow = Callable[["ClientConn", Continuation | None], None]
@@ -143,7 +152,7 @@ class FastLane:
         reader = conn.reader
         if reader is None:
             return
-        conn.active_at = self._loop.time()
+        conn.active_at = _now()
         reader.feed(data)
         if reader.failed is not None and conn.transport is not None:
             conn.transport.pause_reading()  # nothing after a malformed request is read
@@ -195,7 +204,7 @@ class FastLane:
         out = upstream_head(head, conn.peer_b, self.proto, conn.trusted, up.host_header)
         chan.write(out + body if body else out)
         flight = Flight(self, conn, head, body, up, chan,
-                        self._loop.time() + fwd.timeouts.first_byte)  # fmt: skip
+                        _now() + fwd.timeouts.first_byte)  # fmt: skip
         conn.flight = flight
         chan.on_event = flight
 
@@ -237,7 +246,7 @@ class FastLane:
         elif resp.held > BUFFER_BODY or chan.at_eof or chan.lost:
             self._handover(flight)  # large, or ended early: the full path streams or fails
         else:
-            flight.deadline = self._loop.time() + self.fwd.timeouts.first_byte
+            flight.deadline = _now() + self.fwd.timeouts.first_byte
 
     def _quick(self, flight: Flight) -> bool:
         """The plainest response (see ``quick_head``) relayed from bytes; False when it is
@@ -258,19 +267,22 @@ class FastLane:
             if chan.at_eof or chan.lost:
                 self._fail(flight, 502, "closed in the response body")
             else:
-                flight.deadline = self._loop.time() + self.fwd.timeouts.first_byte
+                flight.deadline = _now() + self.fwd.timeouts.first_byte
             return True
         chan.take()
         head = flight.head
         keep = head.keep_alive
-        out = quick.kept + b"\r\n" + self.fwd.colour_header(flight.up.colour)
-        if status != 204:
-            out += b"\r\nContent-Length: %d" % quick.length
-        if not keep:
-            out += b"\r\nConnection: close"
-        elif head.http10:
-            out += b"\r\nConnection: keep-alive"
-        flight.conn.write(out + _CRLF2 + buf[flight.head_end : need])
+        flight.conn.write(
+            b"".join((
+                quick.kept,
+                b"\r\n",
+                self.fwd.colour_header(flight.up.colour),
+                b"" if status == 204 else b"\r\nContent-Length: %d" % quick.length,
+                _CONNECTION[keep, head.version == "1.0"],
+                _CRLF2,
+                buf[flight.head_end : need],
+            ))
+        )  # fmt: skip
         chan.on_event = None
         if quick.keep_alive and len(buf) == need:
             flight.up.give_back(chan)
@@ -424,7 +436,7 @@ class FastLane:
         if not keep or self.closing or conn.lost:
             conn.close()
             return
-        conn.active_at = self._loop.time()
+        conn.active_at = _now()
         self.waiting[conn] = None
         if conn.paused and conn.transport is not None:
             conn.paused = False

@@ -25,11 +25,10 @@ CHUNKED = 2
 UNTIL_CLOSE = 3
 
 
-# Response header lines the proxy never passes on (see HOP_BY_HOP); a quick head has no
-# Connection header naming others.
+# Response header lines the proxy never passes on (see HOP_BY_HOP), with their values.
 _HOP_LINE = re.compile(
-    rb"\r\n(?:connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|content-length|x-bg-env):[^\r\n]*",
+    rb"\r\n(connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|content-length|x-bg-env):([^\r\n]*)",
     re.IGNORECASE,
 )
 
@@ -44,8 +43,8 @@ class QuickHead(NamedTuple):
 
 def quick_head(head: bytes) -> QuickHead | None:
     """The plainest response head - HTTP/1.1, a final status, one Content-Length, no
-    Transfer-Encoding, Connection absent or keep-alive/close - read with a few byte
-    searches instead of a parser callback per header; None for anything else (the
+    Transfer-Encoding, Connection absent or keep-alive/close - read with one regular
+    expression pass instead of a parser callback per header; None for anything else (the
     parser path then reads it, strictly)."""
     if not head.startswith(b"HTTP/1.1 ") or b"\n " in head or b"\n\t" in head:
         return None
@@ -55,26 +54,31 @@ def quick_head(head: bytes) -> QuickHead | None:
     status = int(code)
     if status < 200:
         return None
-    low = head.lower()
-    if b"\r\ntransfer-encoding:" in low:
-        return None
-    i = low.find(b"\r\ncontent-length:")
-    if i < 0 or low.find(b"\r\ncontent-length:", i + 2) >= 0:
-        return None
-    value = head[i + 17 : head.index(b"\r\n", i + 2)].strip(b" \t")
-    if not value.isdigit():
-        return None
+    length = -1
     keep_alive = True
-    i = low.find(b"\r\nconnection:")
-    if i >= 0:
-        if low.find(b"\r\nconnection:", i + 2) >= 0:
+    kept: list[bytes] = []
+    last = 0
+    for match in _HOP_LINE.finditer(head):
+        name = match[1].lower()
+        if name == b"content-length":
+            value = match[2].strip(b" \t")
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"connection":
+            token = match[2].strip(b" \t").lower()
+            if token == b"close":
+                keep_alive = False
+            elif token != b"keep-alive":
+                return None  # it names other headers: the parser path drops those
+        elif name == b"transfer-encoding":
             return None
-        token = low[i + 13 : low.index(b"\r\n", i + 2)].strip(b" \t")
-        if token == b"close":
-            keep_alive = False
-        elif token != b"keep-alive":
-            return None
-    return QuickHead(status, _HOP_LINE.sub(b"", head[:-4]), int(value), keep_alive)
+        kept.append(head[last : match.start()])
+        last = match.end()
+    if length < 0:
+        return None
+    kept.append(head[last:-4])
+    return QuickHead(status, b"".join(kept), length, keep_alive)
 
 
 class UpstreamClosed(Exception):

@@ -203,12 +203,11 @@ class Proxy:
             conn.write(error_response(503, "too many connections", True))
             conn.close()
             return
-        loop = asyncio.get_running_loop()
-        conn.reader = RequestReader(conn, self.max_head, loop.time)
+        conn.reader = RequestReader(conn, self.max_head, time.monotonic)
         peer = conn.peer()
         conn.peer_b = peer.encode()
         conn.trusted = peer in self._trusted
-        conn.active_at = loop.time()
+        conn.active_at = time.monotonic()
         self._clients[conn] = None
         self._waiting[conn] = None
 
@@ -237,12 +236,11 @@ class Proxy:
         """Timeouts of connections in the fast lane, which have no task to time out."""
         t = self.timeouts
         every = min(max(min(t.head, t.idle, t.first_byte) / 4, 0.05), 1.0)
-        loop = asyncio.get_running_loop()
         lane = self._lane
         assert lane is not None
         while True:
             await asyncio.sleep(every)
-            now = loop.time()
+            now = time.monotonic()
             self._fwd.leave_hung()
             for conn in list(self._clients):
                 if conn.task is not None:
@@ -285,7 +283,7 @@ class Proxy:
         finally:
             conn.task = None
             if back_to_fast:
-                conn.active_at = asyncio.get_running_loop().time()
+                conn.active_at = time.monotonic()
             else:
                 self._forget(conn)
                 conn.close()
