@@ -19,6 +19,7 @@ from console.cli.common import (
 )
 from console.core.config import Config, redact_url
 from console.core.control import ControlPlane
+from console.core.fleet import COLLAPSE_ABOVE, collapses, summarize
 from console.core.health import HealthChecker
 from console.core.models import Colour
 from console.core.status import StatusReport, gather_status
@@ -32,10 +33,29 @@ def register(subparsers: SubParsers) -> None:
         help="live colour, health of both environments, router, agent",
         description="Show the live colour and epoch, each host's health and version, what the "
         "router actually does (drift), the agent's heartbeat and the control plane. Exits 1 "
-        "when the control plane or the router cannot be read, or they disagree.",
+        "when the control plane or the router cannot be read, they disagree, or the live "
+        "colour is down and nothing will fail over (ALARM). With --all: one line per app "
+        "of the apps directory.",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every app of the apps directory, one line each"
+    )
+    parser.add_argument(
+        "--apps",
+        metavar="DIR",
+        default=None,
+        help="apps directory (default: ~/.config/bgconsole/apps); one *.toml per app",
     )
     add_config_option(parser)
     add_json_option(parser)
+    parser.add_argument(
+        "--hosts",
+        "--wide",
+        dest="wide",
+        action="store_true",
+        help=f"a row for every host (a colour of more than {COLLAPSE_ABOVE} hosts is "
+        "otherwise one summary line)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -44,6 +64,8 @@ async def run(args: argparse.Namespace) -> int:
     # Imported here: the router adapters are only needed once a verb runs.
     from console.core.router.factory import build_router
 
+    if args.all or args.apps:
+        return await _run_all(args)
     config = config_from(args)
     control = ControlPlane.from_config(config.control, config.console.name)
     health = HealthChecker(config, hysteresis=False)
@@ -57,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(as_json(config, report))
     else:
-        print(render(config, report))
+        print(render(config, report, wide=args.wide))
     trouble = report.control_error or report.router_error or report.drift
     return EXIT_FAILED if trouble or report.failover.alarm else EXIT_OK
 
@@ -139,8 +161,8 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
     }
 
 
-def render(config: Config, report: StatusReport) -> str:
-    """The report as text for a terminal."""
+def render(config: Config, report: StatusReport, *, wide: bool = False) -> str:
+    """The report as text for a terminal (``wide``: a row per host even for a fleet)."""
     lines: list[str] = []
     if report.control_error:
         lines.append(f"control plane: UNAVAILABLE: {printable(report.control_error)}")
@@ -177,9 +199,14 @@ def render(config: Config, report: StatusReport) -> str:
         )
     lines.append("")
     rows: list[list[str]] = []
+    fleets: list[str] = []
     for colour in Colour:
         env = report.health.envs[colour]
         mark = "*" if active is not None and active.colour is colour else ""
+        if not wide and collapses(env):
+            # Tens of hosts: one line per colour (who is down and why); --hosts for rows.
+            fleets.append(f"{env.verdict.value:<8} {mark or ' '} {summarize(env).line()}")
+            continue
         for i, host in enumerate(env.hosts):
             last = host.last
             rows.append(
@@ -193,7 +220,12 @@ def render(config: Config, report: StatusReport) -> str:
                     (last.error or "") if last else "",
                 ]
             )
-    lines.append(table(rows, ["ENV", "VERDICT", "HOST", "STATUS", "LATENCY", "VERSION", "ERROR"]))
+    if rows:
+        header = ["ENV", "VERDICT", "HOST", "STATUS", "LATENCY", "VERSION", "ERROR"]
+        lines.append(table(rows, header))
+    if fleets:
+        lines += fleets
+        lines.append("(bgconsole status --hosts: a row for every host)")
     return "\n".join(lines)
 
 
@@ -240,3 +272,44 @@ def _failover_line(config: Config, report: StatusReport) -> str:
     if readiness.active:
         return f"failover: ACTIVE ({armed}{agent})"
     return f"failover: NOT ACTIVE: {printable(readiness.why_not or '')} ({armed}{agent})"
+
+
+async def _run_all(args: argparse.Namespace) -> int:
+    """``status --all``: one line per app; exit 1 when any app needs an operator."""
+    from console.core.apps import apps_dir, load_apps, summarize_all
+
+    summaries = await summarize_all(load_apps(apps_dir(args.apps)))
+    if args.json:
+        print_json(
+            [
+                {
+                    "app": s.name,
+                    "config": str(s.path),
+                    "live": s.live.value if s.live else None,
+                    "epoch": s.epoch,
+                    "health": s.verdicts,
+                    "failover": s.failover,
+                    "alarm": s.alarm,
+                    "in_progress": list(s.in_progress),
+                    "error": s.error,
+                }
+                for s in summaries
+            ]
+        )
+    else:
+        rows = [
+            [
+                printable(s.name),
+                s.live.value if s.live else "-",
+                str(s.epoch) if s.epoch is not None else "-",
+                s.verdicts.get("blue", "-"),
+                s.verdicts.get("green", "-"),
+                printable(s.failover or "-"),
+                printable("; ".join(s.in_progress) or "-"),
+                printable(s.error or s.alarm or ""),
+            ]
+            for s in summaries
+        ]
+        headers = ["APP", "LIVE", "EPOCH", "BLUE", "GREEN", "FAILOVER", "IN PROGRESS", "PROBLEM"]
+        print(table(rows, headers))
+    return EXIT_FAILED if any(s.trouble for s in summaries) else EXIT_OK
