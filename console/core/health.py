@@ -162,7 +162,10 @@ class HealthChecker:
                 latency = (time.perf_counter() - started) * 1000
                 ok = response.status_code == host.expect_status
                 version = None
-                if ok and want_version:
+                # A failing answer still says which release gave it (a header, a JSON
+                # field): the version shown is the latest probe's, not the last good one's.
+                # A path: source costs another request, so only on a good probe.
+                if want_version and (ok or (host.version and host.version.kind != "path")):
                     version = await self._version(host, response)
         except TimeoutError:
             return Probe(

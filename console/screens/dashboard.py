@@ -34,6 +34,7 @@ from console.widgets.alarm_banner import AlarmBanner
 from console.widgets.env_panel import EnvPanel
 from console.widgets.event_strip import EventStrip
 from console.widgets.formatting import clock
+from console.widgets.host_table import version_detail
 from console.widgets.key_footer import KeyFooter
 from console.widgets.status_header import StatusHeader
 
@@ -268,7 +269,8 @@ class DashboardScreen(Screen[None]):
             state = "up" if host.up else "DOWN"
             latency = f" {last.latency_ms:.0f} ms" if last and last.latency_ms is not None else ""
             error = f" ({last.error})" if last and last.error else ""
-            lines.append(f"  {host.host}: {state}{latency} version {host.version or '-'}{error}")
+            version = version_detail(host, report.at)
+            lines.append(f"  {printable(host.host)}: {state}{latency} version {version}{error}")
         question = Content.assemble(
             "Switch live traffic ",
             (before.value.upper(), f"bold $env-{before.value}"),
