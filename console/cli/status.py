@@ -198,6 +198,13 @@ def render(config: Config, report: StatusReport, *, wide: bool = False) -> str:
             f"{ago(lock.since, report.at)} ago"
         )
     lines.append("")
+    lines += _host_table(report, wide)
+    return "\n".join(lines)
+
+
+def _host_table(report: StatusReport, wide: bool) -> list[str]:
+    """A row per host; a colour of many hosts (a fleet) as one summary line unless ``wide``."""
+    active = report.active
     rows: list[list[str]] = []
     fleets: list[str] = []
     for colour in Colour:
@@ -205,7 +212,7 @@ def render(config: Config, report: StatusReport, *, wide: bool = False) -> str:
         mark = "*" if active is not None and active.colour is colour else ""
         if not wide and collapses(env):
             # Tens of hosts: one line per colour (who is down and why); --hosts for rows.
-            fleets.append(f"{env.verdict.value:<8} {mark or ' '} {summarize(env).line()}")
+            fleets.append(f"{colour}{mark}  {env.verdict.value}  {summarize(env).line()}")
             continue
         for i, host in enumerate(env.hosts):
             last = host.last
@@ -220,13 +227,14 @@ def render(config: Config, report: StatusReport, *, wide: bool = False) -> str:
                     (last.error or "") if last else "",
                 ]
             )
+    lines: list[str] = []
     if rows:
         header = ["ENV", "VERDICT", "HOST", "STATUS", "LATENCY", "VERSION", "ERROR"]
         lines.append(table(rows, header))
     if fleets:
         lines += fleets
         lines.append("(bgconsole status --hosts: a row for every host)")
-    return "\n".join(lines)
+    return lines
 
 
 def _traffic_line(report: StatusReport) -> str | None:
