@@ -51,6 +51,7 @@ class ConsoleApp(App[None]):
         dashboard: DashboardFactory | None = None,
         close_services: bool = True,
         tour: SandboxInfo | None = None,
+        overview: bool = False,
     ) -> None:
         """Args:
         services: the session's clients; closed on unmount unless ``close_services`` is off.
@@ -58,6 +59,7 @@ class ConsoleApp(App[None]):
         dashboard: builds the default screen (tests pass one with fixed settings).
         close_services: close ``services`` when the app ends (off when the caller owns them).
         tour: the demo sandbox this console runs on (enables the Tour screen, key t).
+        overview: opened from the overview of many apps (Escape goes back to it).
         """
         super().__init__()
         self.services = services
@@ -65,6 +67,9 @@ class ConsoleApp(App[None]):
         self._dashboard = dashboard or (lambda s: DashboardScreen(s))
         self.close_services = close_services
         self.tour = tour
+        if overview:
+            # Opened from the overview of many apps: Escape on the dashboard goes back.
+            self.bind("escape", "back", description="Apps")
 
     def notify(
         self,
