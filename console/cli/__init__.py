@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="configuration file (default: $BGCONSOLE_CONFIG, ./bgconsole.toml, "
         "then ~/.config/bgconsole/bgconsole.toml)",
     )
+    parser.add_argument(
+        "--apps",
+        metavar="DIR",
+        help="open the overview of every app in DIR (one *.toml each; default when no "
+        "configuration is found: ~/.config/bgconsole/apps)",
+    )
     subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb in VERBS:
         verb.register(subparsers)
