@@ -515,6 +515,8 @@ class Applier:
         self.delay = delay
         self.parent = os.getppid()
         self.journal = work_file("journal.jsonl")
+        self.locked_at = time.monotonic()
+        self.commit_cost = 0.0
 
     def _alive(self) -> None:
         if os.getppid() != self.parent:
@@ -544,24 +546,27 @@ class Applier:
             + ", ".join(quote(cols[i]) + " = ?" for i in set_pos)
             + " WHERE " + " AND ".join(quote(c) + " IS ?" for c in key_cols)
         )  # fmt: skip
-        outcome: dict[str, Any] = {"table": name, "inserted": 0, "updated": 0, "created": False}
+        outcome: dict[str, Any] = {
+            "table": name, "inserted": 0, "updated": 0, "created": False, "longest": 0.0,
+        }  # fmt: skip
         done = 0
         last_progress = time.monotonic()
         # IMMEDIATE takes the write lock now, so the app's writers wait (at most one
         # slice) instead of failing halfway.
         self.conn.execute("BEGIN IMMEDIATE")
+        self.locked_at = time.monotonic()
         if not self.conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).fetchone():
             self.conn.execute(header["sql"])
             outcome["created"] = True
-        began = time.monotonic()
         pending = {"inserted": 0, "updated": 0}
         # Inserts go in chunks through executemany (several times faster than a call per
         # row); a chunk that hits a constraint is redone row by row to find the culprit.
         # A throttled apply (delay) goes row by row.
         chunk = 1 if self.delay else CHUNK
         while done < len(rows):
+            chunk_began = time.monotonic()
             batch = rows[done : done + chunk]
             if len(batch) > 1 and all(op == "i" for op, _ in batch):
                 self.conn.execute("SAVEPOINT chunk")
@@ -581,10 +586,12 @@ class Applier:
             if self.delay:
                 time.sleep(self.delay)
             now = time.monotonic()
-            if now - began >= self.slice:
+            # Commit before the next chunk and the commit itself would overrun the slice.
+            chunk_cost = now - chunk_began
+            if now - self.locked_at + chunk_cost + self.commit_cost >= self.slice:
                 self._commit(name, done, len(rows), pending, outcome)
                 self.conn.execute("BEGIN IMMEDIATE")
-                began = time.monotonic()
+                self.locked_at = time.monotonic()
             if now - last_progress >= PROGRESS_EVERY:
                 last_progress = now
                 emit({"progress": name, "done": done, "total": len(rows)})
@@ -641,7 +648,13 @@ class Applier:
             except ClientGone:
                 self.conn.execute("ROLLBACK")
                 raise
+            committing = time.monotonic()
             self.conn.execute("COMMIT")
+            self.commit_cost = time.monotonic() - committing
+            # How long the write lock was held, BEGIN IMMEDIATE to the end of COMMIT (its
+            # fsync included): what the live application's writers may have waited.
+            held = time.monotonic() - self.locked_at
+            outcome["longest"] = max(outcome["longest"], held)
             outcome["inserted"] += pending["inserted"]
             outcome["updated"] += pending["updated"]
             self._note({"table": name, "inserted": pending["inserted"],

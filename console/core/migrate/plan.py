@@ -100,6 +100,8 @@ class ItemResult:
     """The identity of every row overwritten."""
     expected: str = ""
     """What the plan promised for the whole target table (count and digest)."""
+    longest_lock: float = 0.0
+    """Seconds of the longest write transaction the apply held on the target."""
 
     def cells(self) -> tuple[str, ...]:
         """This item as text cells, in :data:`RESULT_COLUMNS` order."""
@@ -135,6 +137,7 @@ class ItemResult:
             "updated": self.updated,
             "changed": list(self.changed),
             "expected": self.expected,
+            "longest_lock": round(self.longest_lock, 4),
         }
 
 

@@ -105,6 +105,7 @@ class _Applied:
     refused: dict[str, str] | None = None
     refusal_reasons: tuple[str, ...] = ()
     vanished: tuple[str, ...] = ()
+    longest_lock: float = 0.0
 
 
 class RowsMigration:
@@ -228,6 +229,7 @@ class RowsMigration:
                     refused=refused.get(table, {}),
                     refusal_reasons=tuple(reasons.get(table, ())),
                     vanished=tuple(vanished.get(table, ())),
+                    longest_lock=float(item.get("longest", 0.0)),
                 )
                 plan = by_table.get(table)
                 if plan is not None:
@@ -289,6 +291,7 @@ class RowsMigration:
                     updated=outcome.updated,
                     changed=outcome.changed,
                     expected=f"{want_count} rows, digest {want_digest}",
+                    longest_lock=outcome.longest_lock,
                 )
             )
         return items, problems
