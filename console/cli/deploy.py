@@ -25,6 +25,7 @@ from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.deploy import (
     DEFAULT_PARALLEL,
+    BatchProgress,
     DeployMethod,
     DeployResult,
     DeployRunner,
@@ -33,6 +34,7 @@ from console.core.deploy import (
     live_deploy_preview,
 )
 from console.core.errors import ConsoleError, UsageError
+from console.core.fleet import name_list
 from console.core.git_pipeline import HostRun
 from console.core.health import HealthChecker
 from console.core.models import Colour
@@ -51,14 +53,18 @@ def register(subparsers: SubParsers) -> None:
         help="deploy a release to a colour (steps over SSH, or git push)",
         usage=(
             "bgconsole deploy COLOUR [--ref REF] [--live [--yes]] [--git] [--repo PATH] "
-            "[--reason TEXT] [--json]\n       bgconsole deploy setup COLOUR"
+            "[--parallel N] [--no-canary] [--reason TEXT] [--json]\n"
+            "       bgconsole deploy setup COLOUR"
         ),
         description=(
             "Deploy to COLOUR: run each host's deploy steps over SSH (or, with --git or an "
             "environment that only has [env.COLOUR.git], push REF from the local repository "
             "to the hosts' bare repositories, whose hook checks it out and restarts), with "
             "output streamed live; then wait for COLOUR to turn healthy and report its "
-            "version. Holds the control-plane lock deploy:COLOUR and records events. The "
+            "version. Steps go in batches: the first host alone (the canary), then --parallel "
+            "hosts at a time, each batch healthy before the next; the first batch that fails "
+            "stops the rollout and the rest are left untouched. Holds the control-plane "
+            "lock deploy:COLOUR and records events. The "
             "live colour is refused unless --live, and then says what happens to traffic "
             "and asks (--yes in scripts). The result always says where traffic is at the "
             "end. 'deploy setup COLOUR' creates the bare repository and post-receive hook "
@@ -90,7 +96,12 @@ def register(subparsers: SubParsers) -> None:
         type=count(1, 1000),
         default=DEFAULT_PARALLEL,
         metavar="N",
-        help=f"hosts deployed at once (default {DEFAULT_PARALLEL})",
+        help=f"hosts per batch after the canary (default {DEFAULT_PARALLEL})",
+    )
+    parser.add_argument(
+        "--no-canary",
+        action="store_true",
+        help="no canary: the first batch is --parallel hosts, not the first host alone",
     )
     add_config_option(parser)
     add_json_option(parser)
@@ -127,17 +138,41 @@ async def run(args: argparse.Namespace) -> int:
 class _Services:
     """The clients a deploy needs, closed together."""
 
-    def __init__(self, config: Config, parallel: int) -> None:
+    def __init__(self, config: Config, parallel: int, canary: bool = True) -> None:
         self.control = ControlPlane.from_config(config.control, config.console.name)
         self.pool = SshPool(config.ssh)
         # No hysteresis: the wait should see a host as soon as it answers again.
         self.health = HealthChecker(config, hysteresis=False)
-        self.runner = DeployRunner(config, self.control, self.pool, self.health, parallel=parallel)
+        self.runner = DeployRunner(
+            config, self.control, self.pool, self.health, parallel=parallel, canary=canary
+        )
 
     async def aclose(self) -> None:
         await self.pool.aclose()
         await self.health.aclose()
         await self.control.aclose()
+
+
+def _batch_printer(colour: Colour, out: TextIO) -> Callable[[BatchProgress], None]:
+    """``blue: canary app1`` / ``blue: batch 2/5 (app2, ...) healthy after 0.4 s`` lines."""
+
+    def on_batch(batch: BatchProgress) -> None:
+        if batch.total <= 1:
+            return  # one batch: the per-host lines say it all
+        what = (
+            f"canary {batch.hosts[0]} (batch 1/{batch.total})"
+            if batch.canary
+            else f"batch {batch.index}/{batch.total} ({name_list(batch.hosts)})"
+        )
+        if batch.state == "started":
+            text = f"{colour}: {what}: deploying"
+        elif batch.state == "healthy":
+            text = f"{colour}: {what}: {batch.detail}"
+        else:
+            text = f"{colour}: {what}: FAILED: {printable(batch.detail)}; stopping the rollout"
+        print(text, file=out, flush=True)
+
+    return on_batch
 
 
 def _printer(
@@ -165,7 +200,7 @@ async def _deploy(args: argparse.Namespace, colour: Colour) -> int:
     # Live output goes to stderr under --json so stdout stays one JSON document.
     out = sys.stderr if args.json else sys.stdout
     method: DeployMethod | None = "git" if args.git or args.repo else None
-    services = _Services(config, args.parallel)
+    services = _Services(config, args.parallel, canary=not args.no_canary)
     on_line, on_step = _printer(colour, out)
     try:
         if args.live:
@@ -179,6 +214,7 @@ async def _deploy(args: argparse.Namespace, colour: Colour) -> int:
             reason=args.reason,
             on_line=on_line,
             on_step=on_step,
+            on_batch=_batch_printer(colour, out),
         )
     except asyncio.CancelledError:
         print(
@@ -240,6 +276,14 @@ def summary(result: DeployResult) -> str:
         if host.note:
             extra = f"  {host.note}"
         lines.append(f"  {host.host:<16} exit {status:<4} {host.duration:6.1f} s{extra}")
+    rollout = result.rollout()
+    if rollout is not None:
+        where = result.stopped()
+        batches = len(result.batches)
+        how = f"stopped at {where}" if where else f"{batches} batch(es), every one healthy"
+        lines.append(f"rollout: {rollout}; {how}")
+        if result.untouched:
+            lines.append(f"  untouched (not deployed): {', '.join(result.untouched)}")
     health = result.health
     if health is None:
         lines.append("health: not checked (the deploy did not complete)")

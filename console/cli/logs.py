@@ -20,7 +20,7 @@ from console.cli.common import (
 from console.core.config import HostConfig
 from console.core.errors import UsageError
 from console.core.health import PROBE_MARK
-from console.core.logs import LogBatch, LogFollower
+from console.core.logs import PER_HOST_LINES, LogBatch, LogFollower
 from console.core.models import Colour
 from console.core.ssh import SshPool
 from console.core.text import printable
@@ -32,8 +32,10 @@ def register(subparsers: SubParsers) -> None:
         "logs",
         help="stream the hosts' logs of a colour over SSH",
         description="Print the last lines of every host's log commands ([env.<colour>.logs]) "
-        "of a colour, each line prefixed with colour/host; --follow keeps streaming, "
-        "reconnecting when a host drops (marked with '-- ... --' lines).",
+        "of a colour, each line prefixed with colour/host (aligned); --follow keeps "
+        "streaming, reconnecting when a host drops, with a bounded buffer per host whose "
+        "oldest lines are dropped when the reader falls behind (gaps and reconnects are "
+        "marked with '[...]' lines).",
     )
     add_config_option(parser)
     add_json_option(parser)
@@ -117,9 +119,10 @@ def _closed(line: str) -> str:
     return line + "\x1b[0m" if colours and colours[-1] not in ("\x1b[0m", "\x1b[m") else line
 
 
-def format_batch(batch: LogBatch, with_log: bool, color: bool = False) -> str:
+def format_batch(batch: LogBatch, with_log: bool, color: bool = False, width: int = 0) -> str:
     """The batch as printed: ``blue/app1 | text`` per line (``blue/app1:app | text`` when
-    ``with_log``), markers as ``-- text --``, every line ending in a newline."""
+    ``with_log``), the source padded to ``width`` so the texts of a fleet line up; markers
+    as ``[text]`` (``[blue/app7: 1,234 lines dropped ...]``); every line ends in a newline."""
     # Log lines are the hosts' text (an access log holds whatever clients sent): control
     # characters escaped so an ESC sequence cannot drive the terminal; tabs kept, since
     # lines are already split at newlines. --json carries the exact text.
@@ -128,9 +131,9 @@ def format_batch(batch: LogBatch, with_log: bool, color: bool = False) -> str:
         # A colour left open must not run into the next line's prefix.
         lines = [_closed(line) for line in lines]
     if batch.marker:
-        return "".join(f"-- {text} --\n" for text in lines)
+        return "".join(f"[{text}]\n" for text in lines)
     source = f"{batch.source}:{batch.log}" if with_log else batch.source
-    prefix = f"{source} | "
+    prefix = f"{source:<{width}} | "
     return prefix + f"\n{prefix}".join(lines) + "\n"
 
 
@@ -173,8 +176,15 @@ async def run(args: argparse.Namespace) -> int:
             follow=args.follow,
             grep=grep,
             hide_probes=not args.all,
+            # Following: a bounded buffer per host, oldest lines dropped (and said) when
+            # the reader falls behind. Without --follow every line asked for is printed.
+            per_host_lines=PER_HOST_LINES if args.follow else None,
         )
         with_log = len({name for _, _, name, _ in follower.streams}) > 1
+        width = max(
+            len(f"{c.value}/{h.name}:{log}" if with_log else f"{c.value}/{h.name}")
+            for c, h, log, _ in follower.streams
+        )
         failed = False
         out = sys.stdout
         stream = follower.batches()
@@ -185,7 +195,7 @@ async def run(args: argparse.Namespace) -> int:
                 out.write(
                     batch_as_json(batch)
                     if args.json
-                    else format_batch(batch, with_log, color=args.color)
+                    else format_batch(batch, with_log, color=args.color, width=width)
                 )
                 out.flush()
         except BrokenPipeError:

@@ -8,7 +8,7 @@ import dataclasses
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
 from console.core.errors import ConfigError, ConsoleError, HostUnreachable, UsageError
+from console.core.fleet import name_list
 from console.core.gates import after_deploy
 from console.core.git_pipeline import GitPipeline, HostRun
 from console.core.locks import HeldLock
@@ -31,6 +32,7 @@ TAIL_LINES = 20
 """Output lines kept per host for the failure message."""
 DEFAULT_PARALLEL = 10
 """Hosts deployed at once: a fleet of tens of hosts goes in waves, not all in one burst."""
+BatchState = Literal["started", "healthy", "failed"]
 LOCK_TTL = 60.0
 """The deploy lock lives this long unrenewed, so a crashed deploy frees it within a minute."""
 LOCK_RENEW_EVERY = 15.0
@@ -52,6 +54,34 @@ class StepStarted:
     """1-based position of the step."""
     total: int
     command: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    """Reported through ``on_batch`` as a batch of hosts starts, turns healthy or fails."""
+
+    index: int
+    """1-based position of the batch."""
+    total: int
+    hosts: tuple[str, ...]
+    canary: bool
+    """The first batch, one host alone, when the deploy has a canary."""
+    state: BatchState
+    detail: str = ""
+    """``healthy after 0.4 s``, or why the batch failed."""
+    waited: float = 0.0
+
+
+def plan_batches(hosts: Sequence[str], parallel: int, canary: bool) -> list[tuple[str, ...]]:
+    """The hosts in the order they are deployed: the canary alone (the first host), then
+    batches of ``parallel``. Each batch must be deployed and healthy before the next starts,
+    so a bad release stops at the canary, or at the first batch it breaks."""
+    size = max(1, parallel)
+    names = list(hosts)
+    first: list[tuple[str, ...]] = []
+    if canary and len(names) > 1:
+        first, names = [(names[0],)], names[1:]
+    return first + [tuple(names[i : i + size]) for i in range(0, len(names), size)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +138,8 @@ class HealthWait:
     stale: bool = False
     """Every host answered, but some still served the version from before the deploy
     when the wait ended (``problems`` names them): the new release is not serving."""
+    failing: tuple[str, ...] = ()
+    """The hosts ``problems`` is about (names only), in config order."""
 
     @property
     def version(self) -> str | None:
@@ -136,11 +168,55 @@ class DeployResult:
     """The control plane's live colour when the deploy began (None: none set yet)."""
     traffic_after: ActiveState | None = None
     """The live colour read again at the end (None: unknown, the read failed)."""
+    batches: tuple[tuple[str, ...], ...] = ()
+    """The rollout plan (canary first); empty for a git push (all hosts at once)."""
+    stopped_at: int | None = None
+    """1-based batch that failed and stopped the rollout (None: it did not stop)."""
+    untouched: tuple[str, ...] = ()
+    """Hosts of later batches, left as they were (nothing ran on them)."""
 
     @property
     def deployed(self) -> bool:
-        """Every host ran its deploy successfully."""
-        return all(h.ok for h in self.hosts)
+        """Every host ran its deploy successfully (none left untouched)."""
+        return all(h.ok for h in self.hosts) and not self.untouched
+
+    @property
+    def failed_hosts(self) -> tuple[str, ...]:
+        """Hosts whose steps failed (or whose outcome is unknown), then hosts deployed but
+        not healthy when the rollout stopped."""
+        bad = [h.host for h in self.hosts if not h.ok]
+        if self.health is not None and not self.health.healthy:
+            bad += [name for name in self.health.failing if name not in bad]
+        return tuple(bad)
+
+    @property
+    def deployed_hosts(self) -> tuple[str, ...]:
+        """Hosts that ran every step and were not found unhealthy."""
+        failed = set(self.failed_hosts)
+        return tuple(h.host for h in self.hosts if h.ok and h.host not in failed)
+
+    def rollout(self) -> str | None:
+        """``6 of 20 host(s) deployed, 1 failed (app7), 13 left untouched (app8, ...)``;
+        None for a deploy in one batch that did not stop (nothing to add)."""
+        if len(self.batches) <= 1 and not self.untouched:
+            return None
+        total = len(self.hosts) + len(self.untouched)
+        text = f"{len(self.deployed_hosts)} of {total} host(s) deployed"
+        failed = self.failed_hosts
+        if failed:
+            text += f", {len(failed)} failed ({name_list(failed)})"
+        if self.untouched:
+            text += f", {len(self.untouched)} left untouched ({name_list(self.untouched)})"
+        return text
+
+    def stopped(self) -> str | None:
+        """``the canary app1`` / ``batch 3/5 (app7, ...)``: where the rollout stopped."""
+        if self.stopped_at is None or len(self.batches) <= 1:
+            return None  # one batch: the failure itself says it all
+        batch = self.batches[self.stopped_at - 1]
+        if self.stopped_at == 1 and len(batch) == 1 and len(self.batches) > 1:
+            return f"the canary {batch[0]}"
+        return f"batch {self.stopped_at}/{len(self.batches)} ({name_list(batch)})"
 
     @property
     def failover(self) -> ActiveState | None:
@@ -188,6 +264,15 @@ class DeployResult:
 
     def failure(self) -> str | None:
         """One line on why the deploy failed (or has an unknown outcome), None when it did not."""
+        why = self._failure()
+        if why is None:
+            return None
+        where, rollout = self.stopped(), self.rollout()
+        if where is not None:
+            why = f"{why}; stopped at {where}"
+        return f"{why}; {rollout}" if rollout else why
+
+    def _failure(self) -> str | None:
         failover = self.failover
         if failover is not None and self.traffic_before is not None:
             return (
@@ -233,6 +318,11 @@ class DeployResult:
             "version": self.version,
             "previous_version": self.previous_version,
             "error": self.failure(),
+            "batches": [list(b) for b in self.batches],
+            "stopped_at_batch": self.stopped_at,
+            "deployed_hosts": list(self.deployed_hosts),
+            "failed_hosts": list(self.failed_hosts),
+            "untouched_hosts": list(self.untouched),
             "hosts": [
                 {
                     "host": h.host,
@@ -406,6 +496,7 @@ class DeployRunner:
         health: HealthSource,
         *,
         parallel: int = DEFAULT_PARALLEL,
+        canary: bool = True,
         lock_ttl: float = LOCK_TTL,
         lock_renew_every: float = LOCK_RENEW_EVERY,
     ) -> None:
@@ -414,6 +505,8 @@ class DeployRunner:
         self.pool = pool
         self.health = health
         self.parallel = max(1, parallel)
+        self.canary = canary
+        """Deploy the first host alone, and see it healthy, before any other (steps only)."""
         self.lock_ttl = lock_ttl
         self.lock_renew_every = lock_renew_every
         self._lock: HeldLock | None = None
@@ -430,8 +523,14 @@ class DeployRunner:
         reason: str = "",
         on_line: LineCallback | None = None,
         on_step: Callable[[StepStarted], None] | None = None,
+        on_batch: Callable[[BatchProgress], None] | None = None,
     ) -> DeployResult:
         """Deploy ``ref`` to ``colour`` and wait for it to turn healthy.
+
+        With steps, hosts go in batches (``plan_batches``): the canary alone, then
+        ``parallel`` at a time, each batch deployed and healthy (with every host before it)
+        before the next starts. The first batch that fails stops the rollout: the hosts of
+        later batches are left untouched, and the result names them.
 
         Failures of the deploy itself (a step exits non-zero, a host is unreachable, the
         health wait times out) come back in the result; refusals raise.
@@ -466,6 +565,11 @@ class DeployRunner:
             warnings: list[str] = []
             try:
                 details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
+                plan = plan_batches([h.name for h in env.hosts], self.parallel, self.canary)
+                if chosen == "steps" and len(plan) > 1:
+                    details["batches"] = "+".join(str(len(b)) for b in plan)
+                    if self.canary:
+                        details["canary"] = plan[0][0]
                 if chosen == "git":
                     details["commit"] = await git.resolve(ref or "HEAD", repo)
                 previous_versions = await self._versions(colour)
@@ -480,9 +584,19 @@ class DeployRunner:
                     details=details,
                 )
                 await self._publish(colour, "started", ref)
+                targets = {t for t in (ref, details.get("commit")) if t}
+                new_release = (targets, previous_versions) if targets else None
+                rollout: tuple[tuple[tuple[str, ...], ...], int | None, tuple[str, ...]] = (
+                    (),
+                    None,
+                    (),
+                )
+                health: HealthWait | None = None
                 if chosen == "steps":
-                    hosts = await self._run_steps(env, steps, on_line, on_step)
-                    hosts = await self._recheck(colour, ref, hosts, previous_versions)
+                    hosts, health, rollout = await self._rollout(
+                        env, plan, steps, ref, previous_versions, live_epoch, new_release,
+                        on_line, on_step, on_batch,
+                    )  # fmt: skip
                 else:
                     runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
                     hosts = [
@@ -498,14 +612,11 @@ class DeployRunner:
                         )
                         for r in runs
                     ]
-                health = None
-                if all(h.ok for h in hosts):
-                    targets = {t for t in (ref, details.get("commit")) if t}
+                if chosen == "git" and all(h.ok for h in hosts):
                     health = await self.wait_healthy(
-                        colour,
-                        live_epoch=live_epoch,
-                        new_release=(targets, previous_versions) if targets else None,
+                        colour, live_epoch=live_epoch, new_release=new_release
                     )
+                if health is not None:
                     warnings.extend(_version_warnings(env, health))
                 result = DeployResult(
                     colour,
@@ -519,6 +630,9 @@ class DeployRunner:
                     # Read again at the end: the answer to "where is traffic now?" is a
                     # fact of the control plane, not what it was when the deploy began.
                     traffic_after=await self._active_or_none(),
+                    batches=rollout[0],
+                    stopped_at=rollout[1],
+                    untouched=rollout[2],
                 )
                 await self._record_end(result, reason, details, warnings)
                 if result.ok:  # [[hook]] post_deploy: reported, never undoing the deploy
@@ -540,6 +654,68 @@ class DeployRunner:
                     )
                 raise
 
+    async def _rollout(
+        self,
+        env: EnvConfig,
+        plan: list[tuple[str, ...]],
+        steps: Mapping[str, Sequence[str]],
+        ref: str | None,
+        previous_versions: Mapping[str, str | None],
+        live_epoch: int | None,
+        new_release: tuple[set[str], Mapping[str, str | None]] | None,
+        on_line: LineCallback | None,
+        on_step: Callable[[StepStarted], None] | None,
+        on_batch: Callable[[BatchProgress], None] | None,
+    ) -> tuple[
+        list[HostDeployResult],
+        HealthWait | None,
+        tuple[tuple[tuple[str, ...], ...], int | None, tuple[str, ...]],
+    ]:
+        """Deploy ``plan`` batch by batch; stop at the first batch that fails its steps or
+        its health wait. Returns the hosts' results, the last health wait (None when the
+        last batch's steps failed: it was not waited for) and (plan, stopped at, untouched).
+        """
+        by_name = {h.name: h for h in env.hosts}
+        results: list[HostDeployResult] = []
+        health: HealthWait | None = None
+        canary = self.canary and len(plan) > 1
+        for index, batch in enumerate(plan, start=1):
+
+            def report(
+                state: BatchState,
+                detail: str = "",
+                waited: float = 0.0,
+                index: int = index,
+                batch: tuple[str, ...] = batch,
+            ) -> None:
+                if on_batch is not None:
+                    first = canary and index == 1
+                    progress = BatchProgress(index, len(plan), batch, first, state, detail, waited)
+                    on_batch(progress)
+
+            report("started")
+            done = await self._run_steps(env, steps, on_line, on_step, [by_name[n] for n in batch])
+            done = await self._recheck(env.colour, ref, done, previous_versions)
+            results += done
+            untouched = tuple(name for later in plan[index:] for name in later)
+            failed = [h for h in done if not h.ok]
+            if failed:
+                report("failed", "; ".join(h.describe() for h in failed))
+                return results, None, (tuple(plan), index, untouched)
+            # Every host deployed so far, not just this batch: a canary that broke once
+            # the next batch came up (shared state, load) stops the rollout too.
+            health = await self.wait_healthy(
+                env.colour,
+                live_epoch=live_epoch,
+                new_release=new_release,
+                hosts={h.host for h in results},
+            )
+            if not health.healthy:
+                report("failed", "; ".join(health.problems), health.waited)
+                return results, health, (tuple(plan), index, untouched)
+            report("healthy", f"healthy after {health.waited:.1f} s", health.waited)
+        return results, health, (tuple(plan), None, ())
+
     def _old_release(
         self,
         colour: Colour,
@@ -552,6 +728,8 @@ class DeployRunner:
         targets, before = new_release
         old: list[str] = []
         for host in self.config.env(colour).hosts:
+            if host.name not in versions:
+                continue  # not part of this wait (a later batch)
             if host.version is None:
                 continue  # cannot tell; said once, as a warning, at the end
             now, was = versions.get(host.name), before.get(host.name)
@@ -700,6 +878,16 @@ class DeployRunner:
             end_details["failover"] = (
                 f"{result.traffic_before.colour} -> {moved.colour} (epoch {moved.epoch})"
             )
+        rollout = result.rollout()
+        if rollout is not None:
+            # Who has the release and who does not, for whoever picks up a stopped rollout.
+            end_details["rollout"] = rollout
+            end_details["deployed_hosts"] = ",".join(result.deployed_hosts)
+            end_details["failed_hosts"] = ",".join(result.failed_hosts)
+            end_details["untouched_hosts"] = ",".join(result.untouched)
+            where = result.stopped()
+            if where is not None:
+                end_details["stopped_at"] = where
         notes = [f"{h.host}: {h.note}" for h in result.hosts if h.note]
         if notes:
             end_details["notes"] = "; ".join(notes)
@@ -726,11 +914,14 @@ class DeployRunner:
         steps: Mapping[str, Sequence[str]],
         on_line: LineCallback | None,
         on_step: Callable[[StepStarted], None] | None,
+        only: Sequence[HostConfig] | None = None,
     ) -> list[HostDeployResult]:
-        """Every host's steps, hosts concurrently (at most ``parallel`` at once)."""
+        """The steps of ``only`` (default every host), hosts concurrently (at most
+        ``parallel`` at once), all within ``deploy_timeout``."""
+        batch = env.hosts if only is None else tuple(only)
         semaphore = asyncio.Semaphore(self.parallel)
-        tails = {h.name: deque[str](maxlen=TAIL_LINES) for h in env.hosts}
-        progress = {h.name: 0 for h in env.hosts}
+        tails = {h.name: deque[str](maxlen=TAIL_LINES) for h in batch}
+        progress = {h.name: 0 for h in batch}
         started = time.monotonic()
 
         async def one(host: HostConfig) -> HostDeployResult:
@@ -739,7 +930,7 @@ class DeployRunner:
                     host, steps[host.name], tails[host.name], progress, on_line, on_step
                 )
 
-        tasks = {h.name: asyncio.create_task(one(h)) for h in env.hosts}
+        tasks = {h.name: asyncio.create_task(one(h)) for h in batch}
         try:
             await asyncio.wait(tasks.values(), timeout=env.deploy_timeout)
         finally:
@@ -747,7 +938,7 @@ class DeployRunner:
                 task.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
         results: list[HostDeployResult] = []
-        for host in env.hosts:
+        for host in batch:
             task = tasks[host.name]
             if task.done() and not task.cancelled() and task.exception() is None:
                 results.append(task.result())
@@ -872,8 +1063,12 @@ class DeployRunner:
         *,
         live_epoch: int | None = None,
         new_release: tuple[set[str], Mapping[str, str | None]] | None = None,
+        hosts: Collection[str] | None = None,
     ) -> HealthWait:
         """Probe until every host of ``colour`` answers its health check, or time out.
+
+        With ``hosts``, only those hosts count (a rollout's batches so far); the others
+        may be down or on the old release.
 
         Polls every ``[failover] interval`` for at most the environment's ``health_timeout``;
         looks at each host's last probe (not the fall/rise verdict), since a host that just
@@ -903,23 +1098,30 @@ class DeployRunner:
             except TimeoutError:
                 return HealthWait(False, time.monotonic() - started, versions, problems)
             env = snapshot.envs.get(colour)
-            hosts = env.hosts if env else ()
+            probed = [h for h in env.hosts if hosts is None or h.host in hosts] if env else []
             # The last probe carries the version when the source is in the health answer;
             # a version fetched from its own path is only refreshed now and then.
-            versions = {h.host: (h.last.version if h.last else None) or h.version for h in hosts}
+            versions = {h.host: (h.last.version if h.last else None) or h.version for h in probed}
+            down = [h.host for h in probed if h.last is None or not h.last.ok]
             problems = tuple(
                 f"{h.host}: {(h.last.error if h.last else None) or 'no answer'}"
-                for h in hosts
-                if h.last is None or not h.last.ok
+                for h in probed
+                if h.host in down
             )
             old = self._old_release(colour, versions, new_release) if not problems else ()
-            if hosts and not problems and not old:
+            if probed and not problems and not old:
                 return HealthWait(True, time.monotonic() - started, versions)
             if old and time.monotonic() + interval > deadline:
                 stale = tuple(f"{o} after {timeout:g} s" for o in old)
-                return HealthWait(False, time.monotonic() - started, versions, stale, True)
+                failing = tuple(o.split(":", 1)[0] for o in old)
+                return HealthWait(False, time.monotonic() - started, versions, stale, True, failing)
+            failing = tuple(down)
             if live_epoch is not None and await self._failed_over_from(colour, live_epoch):
-                return HealthWait(False, time.monotonic() - started, versions, problems)
+                return HealthWait(
+                    False, time.monotonic() - started, versions, problems, failing=failing
+                )
             if time.monotonic() + interval > deadline:
-                return HealthWait(False, time.monotonic() - started, versions, problems)
+                return HealthWait(
+                    False, time.monotonic() - started, versions, problems, failing=failing
+                )
             await asyncio.sleep(interval)

@@ -5,6 +5,12 @@ in its own task; lines meet in one queue bounded in lines, so a slow reader paus
 remote commands (SSH flow control) instead of growing memory. A stream that drops is
 retried with backoff and jitter, with marker lines saying so.
 
+With ``per_host_lines`` (what ``logs --follow`` uses, for a fleet of tens of hosts) each
+stream gets its own buffer of that many lines instead, drained round-robin: a slow reader
+drops the oldest lines of each busy host (a marker says how many, ``blue/app7: 1,234 lines
+dropped``) rather than pausing the remote commands, so a live tail stays live, and one
+chatty host can neither hold back the quiet ones nor grow memory.
+
 Lines travel in batches (``LogBatch``: the lines one SSH read delivered), which is what
 makes a million lines a second affordable; ``LogFollower.stream`` hands them out one
 ``LogLine`` at a time for readers that want that.
@@ -50,6 +56,8 @@ from console.core.ssh import (
 
 QUEUE_LINES = 1000
 """Lines buffered between the hosts and the reader; beyond it the hosts are paused."""
+PER_HOST_LINES = 1000
+"""Lines buffered per stream when following (``per_host_lines``); beyond it the oldest go."""
 MAX_CONNECTING = 16
 """Hosts connecting at once; a fleet's streams start in waves of this size."""
 SNAPSHOT_TIMEOUT = 5.0
@@ -162,6 +170,88 @@ class _LineQueue:
             return item
 
 
+_StreamKey = tuple[str, str, str]
+"""(colour, host, log): one stream."""
+
+
+@dataclass(slots=True)
+class _Buffer:
+    items: collections.deque[LogBatch | None] = dataclasses.field(default_factory=collections.deque)
+    lines: int = 0
+    dropped: int = 0
+    """Lines dropped since the reader last took from this stream."""
+
+
+class _StreamBuffers:
+    """A bounded buffer per stream (host, log), drained round-robin; never blocks a writer.
+
+    When a stream's buffer holds more than ``max_lines`` lines, its oldest lines are
+    dropped and counted; the reader then gets a marker batch saying how many before that
+    stream's next lines (the gap is exactly there). Round-robin: each ``get`` takes one
+    batch from the next stream that has any, so a chatty host cannot starve a quiet one.
+    Memory: at most ``max_lines`` lines per stream (each at most ``ssh.MAX_LINE``).
+    """
+
+    def __init__(self, max_lines: int) -> None:
+        if max_lines < 1:
+            raise ValueError(f"per_host_lines must be 1 or more, got {max_lines}")
+        self.max_lines = max_lines
+        self._buffers: dict[_StreamKey, _Buffer] = {}
+        self._ready: collections.deque[_StreamKey] = collections.deque()
+        """Streams with something to read, in turn order (each at most once)."""
+        self._wake = asyncio.Event()
+        self.dropped = 0
+        """Lines dropped so far, over every stream."""
+
+    @property
+    def lines(self) -> int:
+        """Lines buffered now, over every stream."""
+        return sum(b.lines for b in self._buffers.values())
+
+    def put(self, key: _StreamKey, item: LogBatch | None) -> None:
+        buffer = self._buffers.setdefault(key, _Buffer())
+        if not buffer.items:
+            self._ready.append(key)
+            self._wake.set()
+        buffer.items.append(item)
+        if item is None:
+            return
+        buffer.lines += len(item.lines)
+        while buffer.lines > self.max_lines:
+            first = buffer.items[0]
+            assert first is not None  # the end comes last, and lines are above it
+            excess = buffer.lines - self.max_lines
+            if len(first.lines) <= excess:
+                buffer.items.popleft()
+                gone = len(first.lines)
+            else:
+                buffer.items[0] = dataclasses.replace(first, lines=first.lines[excess:])
+                gone = excess
+            buffer.lines -= gone
+            buffer.dropped += gone
+            self.dropped += gone
+
+    async def get(self) -> LogBatch | None:
+        while not self._ready:
+            self._wake.clear()
+            await self._wake.wait()
+        key = self._ready.popleft()
+        buffer = self._buffers[key]
+        item = buffer.items[0]
+        if buffer.dropped and item is not None:
+            # The dropped lines were the oldest: the gap is right before this batch.
+            count, buffer.dropped = buffer.dropped, 0
+            self._ready.appendleft(key)
+            text = f"{item.source}: {count:,} lines dropped (the reader fell behind)"
+            return LogBatch(item.colour, item.host, item.log, (text,), time.time(), marker=True)
+        buffer.items.popleft()
+        if item is not None:
+            buffer.lines -= len(item.lines)
+        if buffer.items:
+            self._ready.append(key)
+        return item
+
+
 def _strip_options(tokens: list[str], with_value: Iterable[str]) -> tuple[list[str], str | None]:
     """Remove follow flags and ``-n X``-style options; return the rest and the follow flag."""
     valued = tuple(with_value)
@@ -255,6 +345,7 @@ class LogFollower:
         snapshot_timeout: float = SNAPSHOT_TIMEOUT,
         retry_initial: float = 0.25,
         retry_max: float = 10.0,
+        per_host_lines: int | None = None,
     ) -> None:
         self.pool = pool
         self.streams = pick_logs(hosts, log_name)
@@ -268,7 +359,35 @@ class LogFollower:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._queue = _LineQueue(queue_lines)
+        self._buffers = _StreamBuffers(per_host_lines) if per_host_lines is not None else None
+        """Per-stream buffers that drop the oldest lines (instead of ``_queue``'s pause)."""
         self._connecting = asyncio.Semaphore(max_connecting)
+
+    @property
+    def buffered(self) -> int:
+        """Lines waiting for the reader now."""
+        return self._buffers.lines if self._buffers is not None else self._queue.lines
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped so far because the reader fell behind (only with per_host_lines)."""
+        return self._buffers.dropped if self._buffers is not None else 0
+
+    async def _get(self) -> LogBatch | None:
+        if self._buffers is not None:
+            return await self._buffers.get()
+        return await self._queue.get()
+
+    async def _send(
+        self, colour: Colour, host: HostConfig, log: str, item: LogBatch | None
+    ) -> None:
+        """Queue a batch (or a stream's end): dropping the oldest, or waiting for room."""
+        if self._buffers is not None:
+            self._buffers.put((colour.value, host.name, log), item)
+        elif item is None:
+            await self._queue.put(None)
+        else:
+            await self._put(item)
 
     async def batches(self) -> AsyncGenerator[LogBatch, None]:
         """Yield batches from every stream until all end (never, with follow) or until closed.
@@ -279,7 +398,7 @@ class LogFollower:
         try:
             running = len(tasks)
             while running:
-                item = await self._queue.get()
+                item = await self._get()
                 if item is None:
                     running -= 1
                     continue
@@ -326,10 +445,17 @@ class LogFollower:
             lines = tuple(text for text in lines if search(text))
             if not lines:
                 return
-        await self._put(LogBatch(colour, host.name, log, lines, batch.at, False, batch.stream))
+        await self._send(
+            colour,
+            host,
+            log,
+            LogBatch(colour, host.name, log, lines, batch.at, False, batch.stream),
+        )
 
     async def _marker(self, colour: Colour, host: HostConfig, log: str, text: str) -> None:
-        await self._queue.put(LogBatch(colour, host.name, log, (text,), time.time(), marker=True))
+        await self._send(
+            colour, host, log, LogBatch(colour, host.name, log, (text,), time.time(), marker=True)
+        )
 
     async def _run(self, colour: Colour, host: HostConfig, log: str, command: str) -> None:
         bug: Exception | None = None
@@ -345,7 +471,7 @@ class LogFollower:
             bug = e  # re-raised by the consumer (task.result()) once every stream is done
         # The consumer counts these sentinels to know when every stream has ended; one
         # holds no line, so it is queued even when the queue is full.
-        await self._queue.put(None)
+        await self._send(colour, host, log, None)
         if bug is not None:
             raise bug
 
@@ -442,6 +568,7 @@ def follow_logs(
     follow: bool,
     grep: re.Pattern[str] | None,
     hide_probes: bool = True,
+    per_host_lines: int | None = None,
 ) -> AsyncGenerator[LogLine, None]:
     """Multiplex the logs of ``hosts`` into one stream of ``LogLine`` (see ``LogFollower``).
 
@@ -450,6 +577,13 @@ def follow_logs(
         UsageError: ``log_name`` names no configured log.
     """
     follower = LogFollower(
-        pool, hosts, log_name, lines=lines, follow=follow, grep=grep, hide_probes=hide_probes
+        pool,
+        hosts,
+        log_name,
+        lines=lines,
+        follow=follow,
+        grep=grep,
+        hide_probes=hide_probes,
+        per_host_lines=per_host_lines,
     )
     return follower.stream()
