@@ -102,18 +102,26 @@ class HAProxyRouter(Router):
             if isinstance(result, BaseException):
                 raise result
 
-    async def _persist(self) -> str:
-        """Write the server-state file; returns a note for the operator ('' when written)."""
-        if not self.state_file:
-            return "router.state_file not set: an haproxy reload reverts runtime changes"
+    async def _persist_and_report(self) -> RouterState:
+        """Write the server-state file and report the state it holds.
+
+        The state written is the state reported: one ``show servers state`` serves both
+        (a switch pays one runtime-API round trip less).
+        """
         state = await self.api.servers_state()
+        servers = state.backend(self.backend)
+        if not servers:
+            raise RouterError(f"haproxy backend {self.backend!r} has no servers")
+        if not self.state_file:
+            note = "router.state_file not set: an haproxy reload reverts runtime changes"
+            return self._report(servers, note)
         try:
             await self.executor.write_file(self.state_file, state.raw.encode())
         except BackendError as e:
             raise RouterError(
                 f"the change is live but not persisted ({e}); an haproxy reload would revert it"
             ) from e
-        return ""
+        return self._report(servers)
 
     def _report(self, servers: tuple[ServerState, ...], note: str = "") -> RouterState:
         targets: list[RouteTarget] = []
@@ -170,14 +178,12 @@ class HAProxyRouter(Router):
         if not any(not s.maint and not s.drain for s in now):
             raise RouterError(f"{to} servers did not become ready; {to.other} left in service")
         await self._apply([self._state_cmd(s, "maint") for s in self._of(servers, to.other)])
-        note = await self._persist()
-        return self._report(await self._servers(), note)
+        return await self._persist_and_report()
 
     async def drain(self, colour: Colour) -> RouterState:
         servers = await self._servers()
         await self._apply([self._state_cmd(s, "drain") for s in self._require(servers, colour)])
-        note = await self._persist()
-        return self._report(await self._servers(), note)
+        return await self._persist_and_report()
 
     async def set_weights(self, weights: dict[Colour, int]) -> RouterState:
         for colour, weight in weights.items():
@@ -191,8 +197,7 @@ class HAProxyRouter(Router):
                 if weight > 0 and (server.maint or server.drain):
                     commands.append(self._state_cmd(server, "ready"))
         await self._apply(commands)
-        note = await self._persist()
-        return self._report(await self._servers(), note)
+        return await self._persist_and_report()
 
     async def aclose(self) -> None:
         await self.executor.aclose()
