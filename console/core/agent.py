@@ -741,13 +741,23 @@ class Agent:
                     self._drift = None
                     self.metrics.on_drift(None)
                     continue
-                if await self.control.lock_info(ROUTER_LOCK) is not None:
+                if await self._switch_in_progress(ROUTER_LOCK):
                     continue  # a writer is at work; look again next round
             except (ConsoleError, TimeoutError) as e:
                 self._note_drift(f"router unreadable: {e or 'timed out'}")
                 continue
             seen = actual.value if actual else "no single colour"
             await self._repair_drift(seen, self.active)
+
+    async def _switch_in_progress(self, router_lock: str) -> bool:
+        """An operator's switch (between its compare-and-set and its router write) or a
+        router write is under way: what looks like drift is the switch itself."""
+        from console.core.switching import SWITCH_LOCK
+
+        for name in (SWITCH_LOCK, router_lock):
+            if await self.control.lock_info(name) is not None:
+                return True
+        return False
 
     def _note_drift(self, what: str) -> None:
         if what != self._drift:
