@@ -279,7 +279,8 @@ def render(result: MigrationResult) -> str:
     """The text report: one line per table or key pattern, then the summary."""
     rows = [item.cells() for item in result.items]
     lines = [table(rows, RESULT_COLUMNS)] if rows else ["(nothing to migrate)"]
-    lines.extend(result.notes())
+    # Notes carry the hosts' keys, table names and constraint messages: escaped.
+    lines.extend(printable(note) for note in result.notes())
     lines.append(result.summary())
     return "\n".join(lines)
 
