@@ -47,6 +47,7 @@ class SshHost:
         self.port = 0
         self._server: asyncssh.SSHAcceptor | None = None
         self._children: set[asyncio.subprocess.Process] = set()
+        self._reaping: set[asyncio.Future[None]] = set()
 
     @property
     def known_hosts_line(self) -> str:
@@ -80,6 +81,9 @@ class SshHost:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # Commands whose channel closed are being ended gracefully (see _reap): let them.
+        if self._reaping:
+            await asyncio.gather(*self._reaping, return_exceptions=True)
         for child in list(self._children):
             _kill_group(child)
             with contextlib.suppress(TimeoutError):
@@ -108,19 +112,15 @@ class SshHost:
         try:
             await self._pipe(process, child)
         finally:
-            self._children.discard(child)
-            _kill_group(child)
-            if child.stdin is not None:
-                child.stdin.close()
-            with contextlib.suppress(TimeoutError, OSError):
-                async with asyncio.timeout(_GRACE):
-                    await child.wait()
-                    # Read the pipes to EOF: asyncio closes a subprocess transport only once
-                    # every pipe is done; left to the garbage collector, it is closed after
-                    # the loop is gone ("Event loop is closed" at exit).
-                    for stream in (child.stdout, child.stderr):
-                        if stream is not None:
-                            await stream.read()
+            # Shielded and remembered: a cancelled _run (the server closing) must not cut
+            # the clean-up short, and stop() waits for it before the loop can close.
+            reap = asyncio.ensure_future(_reap(child))
+            self._reaping.add(reap)
+            reap.add_done_callback(self._reaping.discard)
+            try:
+                await asyncio.shield(reap)
+            finally:
+                self._children.discard(child)
 
     async def _pipe(
         self, process: asyncssh.SSHServerProcess[bytes], child: asyncio.subprocess.Process
@@ -149,6 +149,32 @@ class SshHost:
             outputs.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await outputs
+
+
+async def _reap(child: asyncio.subprocess.Process) -> None:
+    """End a command as sshd does when its channel closes, and release its pipes.
+
+    Its stdin is closed first: bgconsole's remote commands watch their stdin and stop
+    what they started (a ``setsid`` log tail, in its own process group) when it ends.
+    Killing the wrapper's group at once killed that watcher too, the tail lived on with
+    the pipes open, and their transports were closed by the garbage collector after the
+    loop was gone ("Event loop is closed" at exit). Only a command that ignores its
+    stdin is then killed.
+    """
+    if child.stdin is not None:
+        child.stdin.close()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_GRACE + 1.0):
+            await child.wait()
+    _kill_group(child)
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(_GRACE):
+            await child.wait()
+            # Read the pipes to EOF: asyncio closes a subprocess transport only once
+            # every pipe is done.
+            for stream in (child.stdout, child.stderr):
+                if stream is not None:
+                    await stream.read()
 
 
 def _kill_group(child: asyncio.subprocess.Process) -> None:
