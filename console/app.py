@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
@@ -94,6 +94,13 @@ class ConsoleApp(App[None]):
             markup=False,
         )
 
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        # The console's own Quit and Help (OpsCommands) say what they do here: Textual's
+        # would list them twice.
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys"):
+                yield command
+
     def get_default_screen(self) -> Screen[None]:
         return self._dashboard(self.services)
 
@@ -133,10 +140,25 @@ class ConsoleApp(App[None]):
             await self.services.aclose()
 
     def _push_once(self, kind: type[Screen[None]], make: Callable[[], Screen[None]]) -> None:
-        # Pressing f on the flags screen (or l on logs) must not stack a second copy.
+        """Show the screen of ``kind``: back to the open one, or a new one.
+
+        One of a kind at a time: l, f, l, f stacked three log screens, each following
+        every log over SSH. Screens above the open one are closed on the way back, unless
+        one of them runs a deploy or migration (that one must be closed on purpose).
+        """
         if isinstance(self.screen, kind):
             return
-        self.push_screen(make())
+        stack = self.screen_stack
+        found = next((i for i, s in enumerate(stack) if isinstance(s, kind)), None)
+        if found is None:
+            self.push_screen(make())
+            return
+        busy = [s for s in stack[found + 1 :] if getattr(s, "running", False)]
+        if busy:
+            self.notify("A deploy or migration is running on this screen: Escape first.")
+            return
+        while len(self.screen_stack) > found + 1:
+            self.pop_screen()
 
     def action_open_flags(self) -> None:
         """Open the flags screen."""

@@ -141,3 +141,28 @@ async def test_help_lists_the_app_keys_and_escape_closes(tmp_path: Path) -> None
         await pilot.press("q")
         await pilot.pause(0.1)
     assert not app.is_running
+
+
+async def test_one_screen_of_a_kind_and_q_goes_back(tmp_path: Path) -> None:
+    app = fixed_app(tmp_path)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await _dashboard(pilot)
+        for key in "lflflf":
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        kinds = [type(s).__name__ for s in app.screen_stack]
+        assert kinds == ["DashboardScreen", "LogsScreen", "FlagsScreen"], kinds
+        await pilot.press("q")
+        await pilot.press("q")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, DashboardScreen)
+        assert app.is_running
+
+
+async def test_palette_lists_quit_once(tmp_path: Path) -> None:
+    app = fixed_app(tmp_path)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await _dashboard(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Quit" not in titles
+        assert "Keys" not in titles
