@@ -86,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # No verb opens the terminal UI (config errors still exit 2 with one line).
     handler = ui.run if args.verb is None else args.handler
+    if args.verb == "serve":
+        # The builtin router's per-request work is markedly cheaper on uvloop (see
+        # bench/proxy_bench.py); without it installed nothing changes.
+        from console.core.proxy.fastloop import install
+
+        install()
     try:
         code = asyncio.run(handler(args))
     except ConsoleError as e:

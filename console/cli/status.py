@@ -248,7 +248,13 @@ def _traffic_line(report: StatusReport) -> str | None:
         errors = counters.get(f"errors.{colour}", 0)
         retries = counters.get(f"retries.{colour}", 0)
         parts.append(f"{colour} {requests} requests, {errors} errors, {retries} retried")
-    return "traffic since the agent started: " + "; ".join(parts)
+    line = "traffic since the agent started: " + "; ".join(parts)
+    line += f"; {counters.get('connections', 0)} connections open"
+    if counters.get("upgraded"):
+        line += f", {counters['upgraded']} WebSocket/Upgrade tunnels"
+    if counters.get("rejected"):
+        line += f", {counters['rejected']} refused at the connection cap"
+    return line
 
 
 def _warnings(config: Config, report: StatusReport) -> list[str]:

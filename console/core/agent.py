@@ -522,7 +522,15 @@ class Agent:
         if self.proxy is None:
             return {}
         stats = self.proxy.stats()
-        counters = {"connections": stats.open_connections, "unroutable": stats.unroutable}
+        counters = {
+            "connections": stats.open_connections,
+            "unroutable": stats.unroutable,
+            # WebSocket/Upgrade tunnels still open (pinned to the colour they began on),
+            # connections refused at the cap and idle ones closed to make room.
+            "upgraded": stats.upgraded,
+            "rejected": stats.rejected,
+            "evicted": stats.evicted,
+        }
         for name, counts in (("requests", stats.requests), ("errors", stats.errors),
                              ("retries", stats.retries)):  # fmt: skip
             for colour, count in counts.items():
