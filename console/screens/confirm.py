@@ -6,10 +6,12 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from console.widgets.form_scroll import FormScroll
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -21,9 +23,11 @@ class ConfirmScreen(ModalScreen[bool]):
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical {
-        width: 72;
+    ConfirmScreen > FormScroll {
+        width: 100%;
+        max-width: 80;
         height: auto;
+        max-height: 100%;
         border: thick $warning;
         background: $surface;
         padding: 1 2;
@@ -49,7 +53,7 @@ class ConfirmScreen(ModalScreen[bool]):
         self.yes_label = yes_label
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with FormScroll():
             yield Static(self.question, classes="question")
             if self.details:
                 yield Static(self.details, classes="details")

@@ -34,7 +34,7 @@ from console.widgets.alarm_banner import AlarmBanner
 from console.widgets.env_panel import EnvPanel
 from console.widgets.event_strip import EventStrip
 from console.widgets.formatting import clock
-from console.widgets.host_table import version_detail
+from console.widgets.go_no_go import go_no_go
 from console.widgets.key_footer import KeyFooter
 from console.widgets.status_header import StatusHeader
 
@@ -262,15 +262,6 @@ class DashboardScreen(Screen[None]):
             return
         before = report.active.colour
         to = before.other
-        env = report.health.envs.get(to)
-        lines = [f"{to} is {env.verdict}" if env else f"{to}: not probed yet"]
-        for host in env.hosts if env else ():
-            last = host.last
-            state = "up" if host.up else "DOWN"
-            latency = f" {last.latency_ms:.0f} ms" if last and last.latency_ms is not None else ""
-            error = f" ({last.error})" if last and last.error else ""
-            version = version_detail(host, report.at)
-            lines.append(f"  {printable(host.host)}: {state}{latency} version {version}{error}")
         question = Content.assemble(
             "Switch live traffic ",
             (before.value.upper(), f"bold $env-{before.value}"),
@@ -278,8 +269,9 @@ class DashboardScreen(Screen[None]):
             (to.value.upper(), f"bold $env-{to.value}"),
             "?",
         )
+        details = go_no_go(report, self.flags, to)
         if not await self.app.push_screen_wait(
-            ConfirmScreen(question, Content("\n".join(lines)), yes_label="Switch")
+            ConfirmScreen(question, details, yes_label="Switch")
         ):
             self.say("switch cancelled; nothing changed")
             return
@@ -298,15 +290,17 @@ class DashboardScreen(Screen[None]):
                 to, force=force, reason="from the console", on_progress=progress
             )
         except TargetUnhealthy as e:
-            self.say(f"switch refused: {e}")
+            # The CLI's advice ("use --force ...") means the button below, here.
+            why = str(e).removesuffix("; use --force to switch anyway")
+            self.say(f"switch refused: {why}")
             if force or not await self.app.push_screen_wait(
                 ConfirmScreen(
                     Content(f"{to} is not healthy. Switch anyway?"),
-                    Content(printable(str(e))),  # quotes the hosts' errors
+                    Content(printable(why)),  # quotes the hosts' errors
                     yes_label="Force switch",
                 )
             ):
-                self.notify(str(e), severity="error", title="switch refused")
+                self.notify(why, severity="error", title="switch refused")
                 return None
             return await self._switch(to, force=True)
         except ConsoleError as e:
