@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import resource
 import statistics
 import sys
@@ -59,19 +60,26 @@ def config(fleet: Fleet, redis: RedisServer, hosts: int = 20, **kwargs: Any) -> 
     return parse_config(data)
 
 
-async def deploy(cfg: Config, ref: str, parallel: int, canary: bool = True) -> tuple[float, int]:
-    """Seconds for one deploy (fresh connections, as the CLI has), and its waves."""
+async def deploy(
+    cfg: Config, ref: str, parallel: int, canary: bool = True
+) -> tuple[float, int, float, float]:
+    """Seconds for one deploy (fresh connections, as the CLI has), its waves, the CPU
+    seconds bgconsole itself used (the rest of the machine's work is the "hosts"), and
+    the seconds spent in health waits between batches."""
     control = ControlPlane(cfg.control.redis, cfg.console.name, actor="bench")
     pool = SshPool(cfg.ssh)
     health = HealthChecker(cfg, hysteresis=False)
     try:
         runner = DeployRunner(cfg, control, pool, health, parallel=parallel, canary=canary)
-        started = time.monotonic()
-        result = await runner.deploy(Colour.BLUE, ref=ref)
-        took = time.monotonic() - started
+        started, cpu = time.monotonic(), time.process_time()
+        waits: list[float] = []
+        result = await runner.deploy(
+            Colour.BLUE, ref=ref, on_batch=lambda b: waits.append(b.waited)
+        )
+        took, cpu = time.monotonic() - started, time.process_time() - cpu
         if not result.ok:
             raise SystemExit(f"deploy failed: {result.failure()}")
-        return took, max(1, len(result.batches))
+        return took, max(1, len(result.batches)), cpu, sum(waits)
     finally:
         await pool.aclose()
         await health.aclose()
@@ -81,6 +89,7 @@ async def deploy(cfg: Config, ref: str, parallel: int, canary: bool = True) -> t
 async def deploys(fleet: Fleet, redis: RedisServer, repeat: int) -> None:
     print("## deploy (2 steps per host; health wait after each wave)")
     rows: list[tuple[str, float, int]] = []
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     cases = [
         ("1 host", 1, 5, True),
         ("20 hosts, --parallel 5, canary", 20, 5, True),
@@ -88,16 +97,21 @@ async def deploys(fleet: Fleet, redis: RedisServer, repeat: int) -> None:
         ("20 hosts, --parallel 20 --no-canary (all at once)", 20, 20, False),
     ]
     for name, hosts, parallel, canary in cases:
-        times, waves = [], 0
+        times, cpus, healths, waves = [], [], [], 0
         for i in range(repeat):
-            took, waves = await deploy(
+            took, waves, cpu, health = await deploy(
                 config(fleet, redis, hosts), f"r{_runs}-{i}", parallel, canary
             )
             times.append(took)
+            cpus.append(cpu)
+            healths.append(health)
         median = statistics.median(times)
         rows.append((name, median, waves))
         spread = ", ".join(f"{t:.2f}" for t in times)
-        print(f"{name:<52} {median:6.2f} s  ({waves} wave(s); runs: {spread})")
+        print(
+            f"{name:<52} {median:6.2f} s  ({waves} wave(s); runs: {spread}; bgconsole CPU "
+            f"{statistics.median(cpus):.2f} s; health waits {statistics.median(healths):.2f} s)"
+        )
     one = rows[0][1]
     five = rows[1]
     print(

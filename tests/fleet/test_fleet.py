@@ -353,3 +353,58 @@ async def test_follow_with_a_slow_reader_drops_oldest_lines_per_host_and_says_so
     finally:
         await batches.aclose()
         await pool.aclose()
+
+
+@pytest.mark.integration
+async def test_one_host_dropping_out_is_marked_for_that_host_while_the_rest_stream(
+    fresh: Fleet, redis: RedisServer
+) -> None:
+    ticker = "while :; do echo tick; sleep 0.05; done"
+    config = _config(fresh, redis, logs=lambda h: {"app": ticker})
+    pool = SshPool(config.ssh)
+    hosts = [(Colour.BLUE, h) for h in config.env(Colour.BLUE).hosts]
+    follower = LogFollower(
+        pool, hosts, "app", lines=0, follow=True, per_host_lines=100, retry_initial=0.1
+    )
+    batches = follower.batches()
+    app7 = fresh.host("app7").ssh
+
+    async def until(pattern: str) -> set[str]:
+        """Read until a marker matches; the hosts that sent lines meanwhile."""
+        seen: set[str] = set()
+        async with asyncio.timeout(20):
+            async for batch in batches:
+                if batch.marker and re.fullmatch(pattern, batch.lines[0]):
+                    return seen
+                if not batch.marker:
+                    seen.add(batch.host)
+        raise AssertionError("the stream ended")
+
+    try:
+        async with asyncio.timeout(20):
+            while len(seen := {b.host async for b in _take(batches, 200)}) < 20:
+                pass
+        assert len(seen) == 20
+        app7.stop()  # the host goes down: its sessions end, its port refuses
+        others = await until(r"blue/app7 disconnected, retrying")
+        app7.start()
+        others |= await until(r"blue/app7 reconnected after \d+\.\d s")
+        assert len(others - {"app7"}) == 19  # the others kept streaming meanwhile
+        assert (
+            format_batch(
+                LogBatch(
+                    Colour.BLUE, "app7", "app", ("blue/app7 disconnected, retrying",), 0.0, True
+                ),
+                False,
+            )
+            == "[blue/app7 disconnected, retrying]\n"
+        )
+    finally:
+        await batches.aclose()
+        await pool.aclose()
+        app7.start()
+
+
+async def _take(batches: AsyncIterator[LogBatch], n: int) -> AsyncIterator[LogBatch]:
+    for _ in range(n):
+        yield await anext(batches)
