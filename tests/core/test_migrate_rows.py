@@ -160,7 +160,7 @@ async def test_cancelled_apply_stops_and_the_rerun_copies_the_rest_once(env: Env
     with pytest.raises(asyncio.CancelledError):
         await task
     partial = await _settled(env.blue_db, "uploads")
-    assert 50 <= partial < 800
+    assert 0 < partial < 800  # committed slices stay (progress may run ahead of commits)
     with contextlib.closing(sqlite3.connect(env.blue_db, timeout=5)) as db, db:
         db.execute("INSERT INTO uploads (id, name, colour) VALUES (9999, 'w', 'blue')")  # unlocked
     assert (await env.control.events())[-1].outcome == "cancelled"
