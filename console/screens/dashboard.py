@@ -37,6 +37,7 @@ from console.widgets.formatting import clock
 from console.widgets.go_no_go import go_no_go
 from console.widgets.key_footer import KeyFooter
 from console.widgets.status_header import StatusHeader
+from console.widgets.traffic import TrafficRates
 
 if TYPE_CHECKING:
     from console.core.switching import Progress
@@ -89,6 +90,7 @@ class DashboardScreen(Screen[None]):
         self.flags_interval = flags_interval
         self.live_updates = live_updates
         self._status_due = asyncio.Event()
+        self._traffic = TrafficRates()
         self._flags_due = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -127,10 +129,13 @@ class DashboardScreen(Screen[None]):
         live = report.active.colour if report.active else None
         if live is None and report.router is not None:
             live = report.router.live
+        moved = self._traffic.observe(report)
         for colour in Colour:
             panel = self.query_one(f"#env-{colour.value}", EnvPanel)
             panel.env = report.health.envs.get(colour)
             panel.live = colour is live
+            if moved:
+                panel.traffic = self._traffic
 
     def watch_flags(self, flags: FlagTable | None) -> None:
         for panel in self.query(EnvPanel):

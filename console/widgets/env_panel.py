@@ -14,6 +14,7 @@ from console.widgets.flag_list import FlagList
 from console.widgets.formatting import verdict_text
 from console.widgets.host_table import HostTable
 from console.widgets.latency_sparkline import LatencySparkline
+from console.widgets.traffic import TrafficRates, traffic_line
 
 SPARK_POINTS = 60
 """Probes shown in the sparkline (the newest ones)."""
@@ -64,7 +65,8 @@ class EnvPanel(Vertical):
     EnvPanel .spark-label {
         height: 1; color: $text-muted; margin-top: 1; text-wrap: nowrap; text-overflow: ellipsis;
     }
-    EnvPanel Sparkline { height: 2; margin-bottom: 1; }
+    EnvPanel Sparkline { height: 2; }
+    EnvPanel .traffic { height: 1; margin-bottom: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     EnvPanel.-blue Sparkline > .sparkline--max-color { color: $env-blue; }
     EnvPanel.-blue Sparkline > .sparkline--min-color { color: $env-blue 40%; }
     EnvPanel.-green Sparkline > .sparkline--max-color { color: $env-green; }
@@ -77,6 +79,8 @@ class EnvPanel(Vertical):
     """Whether the control plane says this colour is live."""
     flags: reactive[FlagTable | None] = reactive(None)
     """Both colours' flags (this panel shows its own column)."""
+    traffic: reactive[TrafficRates | None] = reactive(None, always_update=True)
+    """Requests/s and errors/s through the builtin proxy (None: no counters)."""
 
     def __init__(self, colour: Colour, *, id: str | None = None) -> None:
         super().__init__(id=id, classes=f"-{colour.value}")
@@ -88,6 +92,7 @@ class EnvPanel(Vertical):
         yield HostTable()
         yield Static("latency", classes="spark-label")
         yield LatencySparkline([])
+        yield Static(traffic_line(None, self.colour), classes="traffic")
         yield FlagList(self.colour)
 
     def watch_live(self, live: bool) -> None:
@@ -112,6 +117,10 @@ class EnvPanel(Vertical):
             peak = f"{max(series):.1f}ms" if max(series) > 0 else "-"
             label = f"latency now {now} · peak {peak} · {len(series)} probes"
         self.query_one(".spark-label", Static).update(label)
+
+    def watch_traffic(self, traffic: TrafficRates | None) -> None:
+        if self.is_mounted:
+            self.query_one(".traffic", Static).update(traffic_line(traffic, self.colour))
 
     def watch_flags(self, flags: FlagTable | None) -> None:
         if self.is_mounted:
