@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from console.core.errors import ConsoleError
 from console.core.models import Event
@@ -146,6 +147,8 @@ class EventsScreen(Screen[None]):
     DEFAULT_CSS = """
     EventsScreen .screen-title { height: 1; padding: 0 1; background: $panel; text-style: bold; }
     EventsScreen DataTable { height: 1fr; }
+    EventsScreen #filter { display: none; height: 1; border: none; padding: 0 1; }
+    EventsScreen #filter.-shown { display: block; }
     EventsScreen #event-detail {
         height: auto; max-height: 40%; border-top: solid $panel-lighten-2; padding: 0 1;
     }
@@ -153,12 +156,13 @@ class EventsScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("enter", "open_event", "Details"),
         Binding("j", "cursor('down')", "Down", show=False),
         Binding("k", "cursor('up')", "Up", show=False),
         Binding("g", "cursor('top')", "Top", show=False),
         Binding("G", "cursor('bottom')", "Bottom", show=False),
+        Binding("slash", "filter", "Filter"),
     ]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012 (Textual's type)
 
@@ -167,10 +171,14 @@ class EventsScreen(Screen[None]):
         self.services = services
         self.live_updates = live_updates
         self._events: dict[str, Event] = {}
+        self._filter = ""
         self._widths: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("Audit trail (who did what, when, with what result)", classes="screen-title")
+        yield Input(
+            placeholder="filter: any text (kind, actor, reason, …); Escape clears", id="filter"
+        )
         table: DataTable[Content] = DataTable(cursor_type="row", zebra_stripes=True)
         yield table
         with VerticalScroll(id="event-detail", can_focus=False):
@@ -196,7 +204,8 @@ class EventsScreen(Screen[None]):
         for label, _ in COLUMNS:
             table.add_column(label, key=label.lower(), width=widths[label])
         for event in self._events.values():
-            table.add_row(*event_cells(event, widths), key=event.id)
+            if self._matches(event):
+                table.add_row(*self._cells(event), key=event.id)
         if table.row_count:
             table.move_cursor(row=min(max(row, 0), table.row_count - 1))
 
@@ -221,10 +230,51 @@ class EventsScreen(Screen[None]):
             self._rebuild(widths)
             table.move_cursor(row=table.row_count - 1)
             return
+        if not self._matches(event):
+            return
         at_end = table.cursor_row >= table.row_count - 1
-        table.add_row(*event_cells(event, self._widths), key=event.id)
+        table.add_row(*self._cells(event), key=event.id)
         if at_end:
             table.move_cursor(row=table.row_count - 1)
+
+    def _matches(self, event: Event) -> bool:
+        if not self._filter:
+            return True
+        fields = (event.kind, event.actor, event.summary, event.reason, event.outcome)
+        text = " ".join(map(printable, (*fields, *event.details.values())))
+        return self._filter.lower() in text.lower()
+
+    def _cells(self, event: Event) -> list[Content]:
+        cells = event_cells(event, self._widths)
+        if self._filter:
+            pattern = re.compile(re.escape(self._filter), re.IGNORECASE)
+            cells = [c.highlight_regex(pattern, style="reverse $accent") for c in cells]
+        return cells
+
+    def action_filter(self) -> None:
+        """Filter the events by any text (matches are highlighted); Escape clears it."""
+        box = self.query_one("#filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._filter = event.value.strip()
+        self._rebuild(self._widths or column_widths(self.size.width or 120))
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(DataTable).focus()
+
+    def action_back(self) -> None:
+        """Clear the filter if one is set, else back to the dashboard."""
+        box = self.query_one("#filter", Input)
+        if self._filter or box.has_focus:
+            box.value = ""
+            box.remove_class("-shown")
+            self.query_one(DataTable).focus()
+        else:
+            self.app.pop_screen()
 
     def highlighted(self) -> Event | None:
         """The event under the cursor."""

@@ -40,7 +40,11 @@ class LogPane(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("t", "resume_tail", "Tail"),
-        Binding("end", "resume_tail", "Tail", show=False),
+        Binding("end,G", "resume_tail", "Tail", show=False),
+        Binding("j", "scroll('down')", "Down", show=False),
+        Binding("k", "scroll('up')", "Up (pauses)", show=False),
+        # Not g: on the logs screen g picks green.
+        Binding("home", "scroll('top')", "Oldest line (pauses)", show=False),
     ]
 
     tail: reactive[bool] = reactive(True)
@@ -101,6 +105,16 @@ class LogPane(Vertical):
     def lines(self) -> list[str]:
         """The lines currently held."""
         return list(self.query_one(Log).lines)
+
+    def action_scroll(self, where: str) -> None:
+        """Move through the lines: j/k a line, Home the oldest (pauses the tail)."""
+        log = self.query_one(Log)
+        if where == "down":
+            log.scroll_down(animate=False)
+        elif where == "up":
+            log.scroll_up(animate=False)
+        else:
+            log.scroll_home(animate=False)
 
     def action_resume_tail(self) -> None:
         """Jump to the newest line and follow again."""

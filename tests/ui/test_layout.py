@@ -166,3 +166,25 @@ async def test_palette_lists_quit_once(tmp_path: Path) -> None:
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Quit" not in titles
         assert "Keys" not in titles
+
+
+async def test_events_filter_with_slash_and_escape_clears(tmp_path: Path) -> None:
+    app = fixed_app(tmp_path)
+    async with app.run_test(size=(120, 35)) as pilot:
+        await _dashboard(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EventsScreen), what="events")
+        screen = app.screen
+        assert isinstance(screen, EventsScreen)
+        table = screen.query_one("DataTable")
+        await wait_for(pilot, lambda: table.row_count == 5, what="all events")  # type: ignore[attr-defined]
+        await pilot.press("slash", *"carol")
+        await pilot.pause(0.2)
+        assert table.row_count == 1  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert table.row_count == 5  # type: ignore[attr-defined]
+        assert isinstance(app.screen, EventsScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
