@@ -58,6 +58,9 @@ QUEUE_LINES = 1000
 """Lines buffered between the hosts and the reader; beyond it the hosts are paused."""
 PER_HOST_LINES = 1000
 """Lines buffered per stream when following (``per_host_lines``); beyond it the oldest go."""
+PER_HOST_CHARS = 1_000_000
+"""Characters buffered per stream when following: lines may be up to ``ssh.MAX_LINE``
+long, and 1,000 of those would be 64 MB a host."""
 MAX_CONNECTING = 16
 """Hosts connecting at once; a fleet's streams start in waves of this size."""
 SNAPSHOT_TIMEOUT = 5.0
@@ -178,8 +181,13 @@ _StreamKey = tuple[str, str, str]
 class _Buffer:
     items: collections.deque[LogBatch | None] = dataclasses.field(default_factory=collections.deque)
     lines: int = 0
+    chars: int = 0
     dropped: int = 0
     """Lines dropped since the reader last took from this stream."""
+
+
+def _chars(batch: LogBatch) -> int:
+    return sum(map(len, batch.lines))
 
 
 class _StreamBuffers:
@@ -189,13 +197,15 @@ class _StreamBuffers:
     dropped and counted; the reader then gets a marker batch saying how many before that
     stream's next lines (the gap is exactly there). Round-robin: each ``get`` takes one
     batch from the next stream that has any, so a chatty host cannot starve a quiet one.
-    Memory: at most ``max_lines`` lines per stream (each at most ``ssh.MAX_LINE``).
+    Memory: at most ``max_lines`` lines and ``max_chars`` characters per stream (beyond
+    that only the newest line, itself at most ``ssh.MAX_LINE``).
     """
 
-    def __init__(self, max_lines: int) -> None:
+    def __init__(self, max_lines: int, max_chars: int = PER_HOST_CHARS) -> None:
         if max_lines < 1:
             raise ValueError(f"per_host_lines must be 1 or more, got {max_lines}")
         self.max_lines = max_lines
+        self.max_chars = max_chars
         self._buffers: dict[_StreamKey, _Buffer] = {}
         self._ready: collections.deque[_StreamKey] = collections.deque()
         """Streams with something to read, in turn order (each at most once)."""
@@ -217,19 +227,26 @@ class _StreamBuffers:
         if item is None:
             return
         buffer.lines += len(item.lines)
-        while buffer.lines > self.max_lines:
+        buffer.chars += _chars(item)
+        while buffer.lines > self.max_lines or (buffer.chars > self.max_chars and buffer.lines > 1):
             first = buffer.items[0]
             assert first is not None  # the end comes last, and lines are above it
             excess = buffer.lines - self.max_lines
-            if len(first.lines) <= excess:
+            if len(first.lines) <= excess or (excess <= 0 and len(buffer.items) > 1):
+                # The whole oldest batch: too many lines, or too many characters and a
+                # newer batch to keep.
                 buffer.items.popleft()
-                gone = len(first.lines)
+                kept: tuple[str, ...] = ()
             else:
-                buffer.items[0] = dataclasses.replace(first, lines=first.lines[excess:])
-                gone = excess
-            buffer.lines -= gone
-            buffer.dropped += gone
-            self.dropped += gone
+                # Within the oldest (maybe only) batch: the excess lines, or one line at a
+                # time while characters are over (only long lines get there).
+                kept = first.lines[max(excess, 1) :]
+                buffer.items[0] = dataclasses.replace(first, lines=kept)
+            gone = first.lines[: len(first.lines) - len(kept)]
+            buffer.lines -= len(gone)
+            buffer.chars -= sum(map(len, gone))
+            buffer.dropped += len(gone)
+            self.dropped += len(gone)
 
     async def get(self) -> LogBatch | None:
         while not self._ready:
@@ -247,6 +264,7 @@ class _StreamBuffers:
         buffer.items.popleft()
         if item is not None:
             buffer.lines -= len(item.lines)
+            buffer.chars -= _chars(item)
         if buffer.items:
             self._ready.append(key)
         return item
@@ -346,6 +364,7 @@ class LogFollower:
         retry_initial: float = 0.25,
         retry_max: float = 10.0,
         per_host_lines: int | None = None,
+        per_host_chars: int = PER_HOST_CHARS,
     ) -> None:
         self.pool = pool
         self.streams = pick_logs(hosts, log_name)
@@ -359,7 +378,9 @@ class LogFollower:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self._queue = _LineQueue(queue_lines)
-        self._buffers = _StreamBuffers(per_host_lines) if per_host_lines is not None else None
+        self._buffers = (
+            _StreamBuffers(per_host_lines, per_host_chars) if per_host_lines is not None else None
+        )
         """Per-stream buffers that drop the oldest lines (instead of ``_queue``'s pause)."""
         self._connecting = asyncio.Semaphore(max_connecting)
 

@@ -26,7 +26,7 @@ from console.core.control import ControlPlane
 from console.core.deploy import BatchProgress, DeployRunner, plan_batches
 from console.core.fleet import name_list, summarize
 from console.core.health import HealthChecker
-from console.core.logs import LogBatch, LogFollower
+from console.core.logs import LogBatch, LogFollower, _StreamBuffers
 from console.core.models import Colour, EnvHealth, HostHealth, Probe, Verdict
 from console.core.ssh import SshPool
 
@@ -84,6 +84,44 @@ def test_log_lines_of_a_fleet_line_up_and_markers_are_bracketed() -> None:
     gap = LogBatch(Colour.BLUE, "app7", "app", ("blue/app7: 1,234 lines dropped",), 0.0, True)
     assert format_batch(line, False, width=len("blue/app10")) == "blue/app1  | GET /\n"
     assert format_batch(gap, False, width=10) == "[blue/app7: 1,234 lines dropped]\n"
+
+
+def _batch(host: str, *lines: str) -> LogBatch:
+    return LogBatch(Colour.BLUE, host, "app", lines, 0.0)
+
+
+async def test_stream_buffers_take_turns_and_mark_the_gap_where_it_is() -> None:
+    buffers = _StreamBuffers(5)
+    a, b = ("blue", "app1", "app"), ("blue", "app2", "app")
+    buffers.put(a, _batch("app1", "1", "2", "3"))
+    buffers.put(a, _batch("app1", "4", "5", "6", "7"))  # 7 lines > 5: "1" and "2" go
+    buffers.put(b, _batch("app2", "x"))
+    buffers.put(a, None)
+    assert buffers.lines == 6
+    assert buffers.dropped == 2
+    got = [await buffers.get() for _ in range(5)]
+    assert [(g.host, g.lines, g.marker) if g else None for g in got] == [
+        ("app1", ("blue/app1: 2 lines dropped (the reader fell behind)",), True),
+        ("app1", ("3",), False),  # the marker stays next to the lines after the gap
+        ("app2", ("x",), False),  # then the turn goes round
+        ("app1", ("4", "5", "6", "7"), False),
+        None,
+    ]
+    assert buffers.lines == 0
+
+
+async def test_stream_buffers_bound_characters_too() -> None:
+    buffers = _StreamBuffers(1000, max_chars=10)
+    key = ("blue", "app1", "app")
+    buffers.put(key, _batch("app1", "aaaaaa", "bbbbbb"))
+    buffers.put(key, _batch("app1", "cccccc", "dddddd"))
+    # 24 characters, 10 allowed: only the newest line is left (never none).
+    assert (buffers.lines, buffers.dropped) == (1, 3)
+    gap, last = await buffers.get(), await buffers.get()
+    assert gap is not None
+    assert gap.lines == ("blue/app1: 3 lines dropped (the reader fell behind)",)
+    assert last is not None
+    assert last.lines == ("dddddd",)
 
 
 # --- the fleet -------------------------------------------------------------------------
