@@ -49,7 +49,7 @@ from console.core.config import Config  # noqa: E402
 from console.core.control import ControlPlane  # noqa: E402
 from console.core.errors import ConsoleError  # noqa: E402
 from console.core.migrate.mirror import MirrorStatus  # noqa: E402
-from console.core.migrate.plan import MigrationRequest  # noqa: E402
+from console.core.migrate.plan import MigrationRequest, Progress  # noqa: E402
 from console.core.migrate.runner import MigrationRunner  # noqa: E402
 from console.core.models import Colour  # noqa: E402
 from console.core.ssh import SshPool  # noqa: E402
@@ -141,6 +141,7 @@ class Bench:
         self.control = ControlPlane(redis.url, APP, actor="bench@local")
         self.pool = SshPool(self.config.ssh)
         self.runner = MigrationRunner(self.config, self.control, self.pool)
+        self._apply_at = 0.0
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -240,26 +241,44 @@ class Bench:
         source = {t: content(self.green, t) for t in ("uploads", "hits")}
         total = sum(sum(rows.values()) for rows in source.values())
         marker = str(self.root / "work")
+        applying = asyncio.Event()
         started = time.perf_counter()
-        await self._cli_run()
+        await self._cli_run(applying)
         reference = time.perf_counter() - started
+        apply_phase = reference - (self._apply_at - started)
         print(f"    crash trial: {trial_rows} rows per table; an uninterrupted run takes "
-              f"{reference:.1f} s; interruptions at random points within it")  # fmt: skip
+              f"{reference:.1f} s, its apply the last {apply_phase:.1f} s; every other "
+              "interruption lands at a random point of the whole run, the rest during the "
+              "apply")  # fmt: skip
         failures: list[str] = []
         mid_apply = 0
         for i in range(kills + drops):
             await asyncio.to_thread(self._reset_target)
-            at = rng.uniform(0.05, 1.0) * reference
+            in_apply = i % 2 == 1
+            at = rng.uniform(0.05, 1.0) * (apply_phase if in_apply else reference)
+            where = "into the apply" if in_apply else "into the run"
+            applying = asyncio.Event()
             if i < kills:
-                what = f"kill {i + 1} at {at:.1f} s"
+                what = f"kill {i + 1} {at:.1f} s {where}"
                 proc = await self._cli_start()
+                watcher = asyncio.create_task(self._watch(proc, applying))
+                if in_apply:
+                    await _wait(applying, 120)
                 await asyncio.sleep(at)
                 with contextlib.suppress(ProcessLookupError):  # it may have finished first
                     proc.kill()
                 await proc.wait()
+                watcher.cancel()
             else:
-                what = f"drop {i + 1 - kills} at {at:.1f} s"
-                task = asyncio.create_task(self.runner.migrate(self._trial_request()))
+                what = f"drop {i + 1 - kills} {at:.1f} s {where}"
+
+                def on_progress(p: Progress, applying: asyncio.Event = applying) -> None:
+                    if p.phase == "apply":
+                        applying.set()
+
+                task = asyncio.create_task(self.runner.migrate(self._trial_request(), on_progress))
+                if in_apply:
+                    await _wait(applying, 120)
                 await asyncio.sleep(at)
                 self.ssh.stop()
                 with contextlib.suppress(ConsoleError, Exception):
@@ -288,11 +307,20 @@ class Bench:
             sys.executable, "-m", "console", "migrate", "--from", "green", "--to", "blue",
             "--table", "uploads", "--table", "hits", "--throttle", "0.0005",
             "-c", str(self.config_path),
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
-    async def _cli_run(self) -> None:
+    async def _watch(self, proc: asyncio.subprocess.Process, applying: asyncio.Event) -> None:
+        """Set ``applying`` at the CLI's first ``apply:`` progress line (plain, no tty)."""
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            if line.startswith(b"apply:") and not applying.is_set():
+                self._apply_at = time.perf_counter()
+                applying.set()
+
+    async def _cli_run(self, applying: asyncio.Event) -> None:
         proc = await self._cli_start()
+        await self._watch(proc, applying)
         await proc.wait()
 
     def _reset_target(self) -> None:
@@ -328,6 +356,11 @@ class Bench:
         redis = self.control._redis  # bench only: skip the TTL wait
         await redis.pexpire(f"bg:{APP}:lock:migrate", 1)
         await asyncio.sleep(0.05)
+
+
+async def _wait(event: asyncio.Event, within: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), within)
 
 
 async def poll(condition: Callable[[], bool], within: float = 120.0, every: float = 0.05) -> None:
