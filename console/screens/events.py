@@ -156,7 +156,7 @@ class EventsScreen(Screen[None]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back"),
+        Binding("escape", "clear_or_back", "Back"),
         Binding("enter", "open_event", "Details"),
         Binding("j", "cursor('down')", "Down", show=False),
         Binding("k", "cursor('up')", "Up", show=False),
@@ -266,7 +266,7 @@ class EventsScreen(Screen[None]):
     def _filter_done(self) -> None:
         self.query_one(DataTable).focus()
 
-    def action_back(self) -> None:
+    def action_clear_or_back(self) -> None:
         """Clear the filter if one is set, else back to the dashboard."""
         box = self.query_one("#filter", Input)
         if self._filter or box.has_focus:

@@ -17,6 +17,7 @@ KEEP: frozenset[str] = frozenset(
         "back",
         "app.back",
         "app.pop_screen",
+        "clear_or_back",
         "close",
         "cancel",
     }
