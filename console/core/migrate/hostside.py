@@ -933,7 +933,12 @@ class ChangeApplier:
                 counts["inserted"] += 1
             elif op == "cu":
                 cur = self.conn.execute(update, [*new_values, *old_values])
-                counts["updated" if cur.rowcount else "refused"] += 1
+                if cur.rowcount:
+                    counts["updated"] += 1
+                else:  # the row to update is not on the target: said, not invented
+                    counts["refused"] += 1
+                    emit({"refused": header["table"], "key": json.dumps(old), "hash": "",
+                          "error": "row to update is not on the target"})  # fmt: skip
             elif op == "cd":
                 cur = self.conn.execute(delete, old_values)
                 counts["deleted" if cur.rowcount else "skipped"] += 1
