@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -28,10 +29,22 @@ def nginx_config(nginx: NginxServer, blue_url: str, green_url: str, **router: An
         "test_command": nginx.test_command(),
     }
     settings.update(router)
+    # Port 0 is refused by the configuration, as it must be; the tests that need nginx
+    # itself to reject an upstream put it in after parsing.
+    rejected = {c: u for c, u in ((Colour.BLUE, blue_url), (Colour.GREEN, green_url))
+                if u.endswith(":0")}  # fmt: skip
     data = config_data(
-        redis_url="redis://127.0.0.1:1/0", blue_url=blue_url, green_url=green_url, router=settings
+        redis_url="redis://127.0.0.1:1/0",
+        blue_url=blue_url.removesuffix(":0") + (":1" if blue_url.endswith(":0") else ""),
+        green_url=green_url.removesuffix(":0") + (":1" if green_url.endswith(":0") else ""),
+        router=settings,
     )
-    return parse_config(data)
+    config = parse_config(data)
+    for colour, url in rejected.items():
+        env = config.envs[colour]
+        hosts = tuple(dataclasses.replace(h, url=url) for h in env.hosts)
+        config.envs[colour] = dataclasses.replace(env, hosts=hosts)
+    return config
 
 
 async def wait_served_by(nginx: NginxServer, colour: str, within: float = 5.0) -> float:
