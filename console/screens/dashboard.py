@@ -91,6 +91,7 @@ class DashboardScreen(Screen[None]):
         self.live_updates = live_updates
         self._status_due = asyncio.Event()
         self._traffic = TrafficRates()
+        self._last_live: tuple[Colour, float] | None = None
         self._flags_due = asyncio.Event()
 
     def compose(self) -> ComposeResult:
@@ -125,10 +126,16 @@ class DashboardScreen(Screen[None]):
     def watch_report(self, report: StatusReport | None) -> None:
         if report is None:
             return
-        # With the control plane unreadable, the router's real colour is the live one.
+        # With the control plane unreadable, the router's real colour is the live one;
+        # failing that, the last one seen (the agent fails static: it keeps routing there).
         live = report.active.colour if report.active else None
         if live is None and report.router is not None:
             live = report.router.live
+        if live is not None:
+            self._last_live = (live, report.at)
+        elif report.control_error and self._last_live is not None:
+            live = self._last_live[0]
+        self.query_one(StatusHeader).last_live = self._last_live
         moved = self._traffic.observe(report)
         for colour in Colour:
             panel = self.query_one(f"#env-{colour.value}", EnvPanel)

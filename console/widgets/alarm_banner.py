@@ -19,16 +19,19 @@ def alarm_text(report: StatusReport | None) -> str | None:
     if report is None:
         return None
     if report.failover.alarm:
-        return (
-            f"ALARM: {printable(report.failover.alarm)}. Switch (s) if the stand-by is "
-            "healthy, or fix the live colour; i shows the evidence."
-        )
+        return f"ALARM: {printable(report.failover.alarm)} (i: evidence, l: logs, s: switch)"
     if report.control_error:
         serving = report.router.live if report.router is not None else None
-        where = f"the router still sends traffic to {serving}" if serving else "routing unknown"
+        where = (
+            f"the router keeps sending traffic to {serving}"
+            if serving
+            else "the agent keeps routing to its last colour"
+        )
+        # What to do first; the error itself last (i shows it whole).
+        error = printable(report.control_error.removeprefix("control plane "))
         return (
-            f"Control plane UNAVAILABLE ({printable(report.control_error)}): {where} (fail "
-            "static); no failover or switch until it is back. Check its Redis; i for details."
+            f"Control plane UNAVAILABLE: {where} (fail static); no failover or switch until "
+            f"its Redis is back. i: details. ({error})"
         )
     if report.drift:
         return (

@@ -7,6 +7,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from console import __version__
+from console.core.models import Colour
 from console.core.status import StatusReport
 from console.core.text import printable
 from console.widgets.formatting import ago, colour_name
@@ -16,7 +17,11 @@ COMPACT_BELOW = 110
 """Terminal widths below which the header uses its short forms."""
 
 
-def live_line(app_name: str, report: StatusReport | None) -> Content:
+def live_line(
+    app_name: str,
+    report: StatusReport | None,
+    last_live: tuple[Colour, float] | None = None,
+) -> Content:
     """``bgconsole 0.1.0 · shop   LIVE BLUE  epoch 7 · by alice@jump 3m ago · "reason"``."""
     parts: list[Part] = [
         ("bgconsole", "bold $primary"),
@@ -35,6 +40,16 @@ def live_line(app_name: str, report: StatusReport | None) -> Content:
             parts.append(colour_name(serving))
             why = "control plane unreadable" if report.control_error else "not set yet"
             parts.append((f" (per the router; {why})", "bold $status-degraded"))
+        elif report.control_error and last_live is not None:
+            # Fail static: the agent keeps routing to the colour it last knew.
+            colour, seen = last_live
+            parts.append(colour_name(colour))
+            parts.append(
+                (
+                    f"? (last seen {ago(seen, report.at)} ago; control plane unreadable)",
+                    "bold $status-degraded",
+                )
+            )
         else:
             unknown = (
                 "unknown (control plane unreadable)" if report.control_error else "not set yet"
@@ -177,6 +192,8 @@ class StatusHeader(Widget):
 
     report: reactive[StatusReport | None] = reactive(None)
     """The latest status, None before the first one arrives."""
+    last_live: tuple[Colour, float] | None = None
+    """The live colour last read and when (shown while the control plane is unreadable)."""
 
     def __init__(self, app_name: str, failover_enabled: bool, router_kind: str) -> None:
         super().__init__()
@@ -190,7 +207,7 @@ class StatusHeader(Widget):
         width = self.size.width or 200
         compact = width < COMPACT_BELOW
         lines = [
-            live_line(self.app_name, self.report),
+            live_line(self.app_name, self.report, self.last_live),
             plane_line(self.report, self.failover_enabled, self.router_kind, compact=compact),
         ]
         return Content("\n").join(line.truncate(width, ellipsis=True) for line in lines)

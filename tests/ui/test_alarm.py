@@ -103,3 +103,31 @@ async def test_q_during_a_running_deploy_asks_first(tmp_path: Path) -> None:
         await pilot.press("y")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="back")
         assert app.is_running
+
+
+async def test_control_plane_lost_keeps_the_last_live_colour_marked(tmp_path: Path) -> None:
+    app = fixed_app(tmp_path)
+    services = app.services
+    assert isinstance(services, FixedServices)
+    async with app.run_test(size=(120, 35)) as pilot:
+        dash = app.screen
+        assert isinstance(dash, DashboardScreen)
+        await wait_for(pilot, lambda: dash.report is not None)
+        # The control plane goes away; the builtin router's state lived there too.
+        services.report = replace(
+            services.report,
+            at=services.report.at + 20,
+            active=None,
+            armed=None,
+            agents=(),
+            router=None,
+            router_error="control plane unavailable",
+            control_error="control plane redis://127.0.0.1:9/0 unavailable",
+        )
+        await pilot.press("r")
+        await wait_for(pilot, lambda: dash.report is services.report, what="the new status")
+        await pilot.pause(0.2)
+        rows = screen_text(app)
+        assert "LIVE BLUE? (last seen 20.0s ago; control plane unreadable)" in rows[0], rows[0]
+        assert dash.query_one("#env-blue", EnvPanel).live
+        assert not dash.query_one("#env-green", EnvPanel).live
