@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from console.core.config import parse_listen
 from console.core.models import ActiveState, Colour, HealthSnapshot, Verdict
 from console.core.proxy import Proxy, ProxyStats
+from console.core.proxy.forward import LATENCY_BUCKETS
 
 # Probe latency buckets: a health page answers in milliseconds; the probe timeout
 # ([failover] timeout, 0.4 s by default) caps what a probe can take.
@@ -240,6 +248,19 @@ def _proxy_families(stats: ProxyStats, kinds: dict[str, int]) -> Iterator[Metric
         for colour in Colour:
             family.add_metric([colour.value], float(values.get(colour.value, 0)))
         yield family
+    latency = HistogramMetricFamily(
+        "bgconsole_proxy_upstream_latency_seconds",
+        "Time from sending a request upstream to the first byte of the answer, by colour.",
+        labels=["colour"],
+    )
+    for colour in Colour:
+        counts, total = stats.latency.get(colour.value, ((0,) * (len(LATENCY_BUCKETS) + 1), 0.0))
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, math.inf), counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), float(cumulative)))  # type: ignore[no-untyped-call]
+        latency.add_metric([colour.value], buckets, sum_value=total)
+    yield latency
     errors = CounterMetricFamily(
         "bgconsole_proxy_error_events",
         "Proxy errors by class (bad_request, upstream_502, upstream_504, response_broken, "

@@ -105,6 +105,13 @@ async def test_scrape_before_and_after_traffic_and_a_failover(
         after = await scrape(agent)
         assert value(after, "bgconsole_proxy_requests_total", colour="blue") == 10.0
         assert value(after, "bgconsole_proxy_errors_total", colour="blue") == 0.0
+        # Every answer was timed: the histogram holds the 10 requests, +Inf is cumulative.
+        latency = "bgconsole_proxy_upstream_latency_seconds"
+        assert value(after, f"{latency}_count", colour="blue") == 10.0
+        assert value(after, f"{latency}_bucket", colour="blue", le="+Inf") == 10.0
+        assert value(after, f"{latency}_bucket", colour="blue", le="10.0") == 10.0
+        assert value(after, f"{latency}_sum", colour="blue") > 0
+        assert value(after, f"{latency}_count", colour="green") == 0.0
         assert value(after, "bgconsole_host_up", colour="blue", host="blue") == 1.0
         assert value(after, "bgconsole_env_verdict", colour="blue", verdict="healthy") == 1.0
         count = value(after, "bgconsole_probe_duration_seconds_count", colour="blue", host="blue")

@@ -106,7 +106,7 @@ class Flight:
     """One request in the fast lane, sent and waiting for its response."""
 
     __slots__ = ("body", "chan", "conn", "deadline", "head", "head_end", "lane", "mode", "quick",
-                 "resp", "up")  # fmt: skip
+                 "resp", "sent", "up")  # fmt: skip
 
     def __init__(
         self, lane: FastLane, conn: ClientConn, head: RequestHead, body: bytes, up: Upstream,
@@ -123,6 +123,8 @@ class Flight:
         self.mode = NO_BODY
         self.quick: QuickHead | None = None
         self.head_end = 0
+        self.sent = _now()
+        """When the request went upstream; 0 once the first answer byte was timed."""
 
     def __call__(self) -> None:
         self.lane.upstream_event(self)
@@ -226,6 +228,9 @@ class FastLane:
             chan.on_event = None
             return
         resp = flight.resp
+        if flight.sent and chan.buffered:
+            self.fwd.counters[flight.up.colour].observe(_now() - flight.sent)
+            flight.sent = 0.0
         if resp is None:
             if self._quick(flight):
                 return

@@ -20,8 +20,10 @@ Retry policy, in the order it applies:
 
 from __future__ import annotations
 
+import bisect
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from console.core.models import Colour
 from console.core.proxy.channel import Channel
@@ -107,11 +109,24 @@ class Timeouts:
     """The first byte of a response after the request was sent, and each later stall."""
 
 
+# Upper bounds (seconds) of the upstream latency histogram: Prometheus' defaults from
+# 1 ms, where a local app's answers fall.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass(slots=True)
 class ColourCounters:
     requests: int = 0
     errors: int = 0
     retries: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    """Responses per latency bucket (the last one is past every bound), not cumulative."""
+    latency_sum: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """One upstream's time to the first byte of its answer."""
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
 
 
 class Forwarder:
@@ -198,9 +213,11 @@ class Forwarder:
             counters.requests += 1
             if route.replayable:
                 self.awaiting[chan] = up
+            sent = time.monotonic()
             try:
                 resp = await self._exchange(head, body, reader, client, chan, up, peer, proto,
                                             trusted)  # fmt: skip
+                counters.observe(time.monotonic() - sent)
             except UpstreamClosed:
                 chan.abort()
                 if chan in self.switched:

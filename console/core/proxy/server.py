@@ -57,6 +57,9 @@ class ProxyStats:
     """Requests that ended in a proxy-made 5xx or a broken response, by the colour tried."""
     retries: dict[str, int] = field(default_factory=dict)
     """Requests retried on this colour (stand-by retries and fresh-connection retries)."""
+    latency: dict[str, tuple[tuple[int, ...], float]] = field(default_factory=dict)
+    """Per colour: responses per bucket of ``LATENCY_BUCKETS`` (plus one past them) and the
+    sum of seconds, time to the first byte of each upstream answer."""
     unroutable: int = 0
     """Requests answered 502 because no upstream could take them."""
     open_connections: int = 0
@@ -185,6 +188,9 @@ class Proxy:
             requests={c.value: k.requests for c, k in counters.items()},
             errors={c.value: k.errors for c, k in counters.items()},
             retries={c.value: k.retries for c, k in counters.items()},
+            latency={
+                c.value: (tuple(k.latency_counts), k.latency_sum) for c, k in counters.items()
+            },
             unroutable=self._fwd.unroutable,
             open_connections=len(self._clients),
             upgraded=self.tunnels.count(),
