@@ -16,6 +16,9 @@ from console.cli.common import EXIT_OK, SubParsers
 from console.demo.sandbox import Sandbox
 from console.demo.tour import SandboxInfo, summary, tour
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Each stops the sandbox and removes its files; SIGHUP is the terminal window closing."""
+
 OpenConsole = Callable[[SandboxInfo], Awaitable[None]]
 """Opens the terminal UI on a sandbox and returns when the operator quits it."""
 
@@ -31,8 +34,8 @@ def register(subparsers: SubParsers) -> None:
             "the control-plane Redis; the agent with the built-in router; and a trickle of "
             "traffic. Prints its config path (use it with -c from another terminal), then "
             "opens the console on it: t shows the config path, the command prefix and a "
-            "guided tour; q quits. Quitting the console, Ctrl+C or SIGTERM stops everything "
-            "it started and removes its files."
+            "guided tour; q quits. Quitting the console, Ctrl+C, SIGTERM or closing the "
+            "terminal stops everything it started and removes its files."
         ),
     )
     parser.add_argument(
@@ -101,7 +104,7 @@ async def run_demo(
     """
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.set)
     sandbox = Sandbox(args.dir, keep=args.keep, traffic=not args.no_traffic)
     stop_wait = asyncio.create_task(stopping.wait())
@@ -132,7 +135,7 @@ async def run_demo(
     finally:
         stop_wait.cancel()
         await sandbox.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

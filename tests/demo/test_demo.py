@@ -162,6 +162,18 @@ def test_starts_within_budget_and_sigterm_removes_everything(tmp_path: Path) -> 
         _stop(demo)
 
 
+def test_closing_the_terminal_sighup_removes_everything(tmp_path: Path) -> None:
+    demo = _start(tmp_path / "sandbox", "--no-traffic")
+    try:
+        demo.children = descendants(demo.proc.pid)
+        demo.proc.send_signal(signal.SIGHUP)
+        assert demo.proc.wait(20) == 0, demo.text()
+        assert [pid for pid in demo.children if pid_alive(pid)] == []
+        assert not demo.directory.exists()
+    finally:
+        _stop(demo)
+
+
 def test_keep_leaves_the_files_but_no_process(tmp_path: Path) -> None:
     demo = _start(tmp_path / "kept", "--keep", "--no-traffic")
     try:
