@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -55,10 +56,11 @@ def complete(frame: str) -> bool:
     the header before the first status, a panel before its first probe, flags before
     their first read, or an agent that has not heartbeated yet.
     """
-    wanted = ("LIVE BLUE", "router builtin → BLUE", "♥", "hosts up", "uploads")
+    wanted = ("LIVE BLUE", "♥", "hosts up", "uploads")
     missing_data = ("connecting…", "waiting for the first probe", "NO AGENT")
     return (
         all(w in frame for w in wanted)
+        and re.search(r"router (builtin )?→ BLUE", frame) is not None  # narrow: no kind
         and frame.count("hosts up") >= 2
         and frame.count("uploads") >= 2
         and not any(m in frame for m in missing_data)
