@@ -72,6 +72,9 @@ class Tmux:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # A session that outlives the runs, so killing a run's session never stops the
+        # server while the next run's new-session connects to it.
+        self.run("new-session", "-d", "-s", "keep", "sleep 86400")
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
