@@ -26,6 +26,7 @@ from console.messages import OperationFinished
 from console.screens.confirm import ConfirmScreen
 from console.screens.deploy import DeployRequest, DeployScreen
 from console.screens.deploy_run import DeployRunScreen
+from console.screens.logs import LogsScreen
 from console.screens.migrate import MigrateScreen, confirm_target
 from console.screens.migrate_run import MigrateRunScreen
 from console.screens.status_detail import StatusDetailScreen
@@ -236,7 +237,16 @@ class DashboardScreen(Screen[None]):
 
     def action_details(self) -> None:
         """Everything the header and host rows cut short, in full (live reason, errors)."""
-        self.app.push_screen(StatusDetailScreen(self.report))
+        self.app.push_screen(StatusDetailScreen(self.report, open_logs=self._open_logs))
+
+    def on_env_panel_selected(self, message: EnvPanel.Selected) -> None:
+        self.app.push_screen(
+            StatusDetailScreen(self.report, message.colour, open_logs=self._open_logs)
+        )
+
+    def _open_logs(self, colour: Colour | None) -> None:
+        colours = (colour,) if colour is not None else tuple(Colour)
+        self.app.push_screen(LogsScreen(self.services, colours))
 
     # Actions
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -140,7 +141,7 @@ def _locks(report: StatusReport) -> list[Content]:
     ]
 
 
-def _hosts(report: StatusReport, colour: Colour) -> list[Content]:
+def _hosts(report: StatusReport, colour: Colour, probes: int = 5) -> list[Content]:
     env = report.health.envs.get(colour)
     lines: list[Content] = []
     for host in env.hosts if env else ():
@@ -151,7 +152,7 @@ def _hosts(report: StatusReport, colour: Colour) -> list[Content]:
                 f"  {state}  {printable(host.url)}  version {version_detail(host, report.at)}",
             )
         )
-        for probe in list(host.history)[-5:][::-1]:
+        for probe in list(host.history)[-probes:][::-1]:
             result = f"HTTP {probe.status}" if probe.status else "no answer"
             lines.append(
                 Content(
@@ -163,8 +164,26 @@ def _hosts(report: StatusReport, colour: Colour) -> list[Content]:
     return lines
 
 
+def colour_detail(report: StatusReport | None, colour: Colour) -> Content:
+    """One colour drilled into: each host's state, version with its age, last 20 probes."""
+    if report is None:
+        return Content("No status yet: the first round of probes has not finished.")
+    env = report.health.envs.get(colour)
+    title = f"{colour.value.upper()}: {env.verdict.value if env else 'not probed'}"
+    live = report.active is not None and report.active.colour is colour
+    role = "live (serving traffic)" if live else "stand-by"
+    return Content("\n").join(
+        [
+            Content.assemble((title, "bold $primary"), f"  {role}"),
+            *_hosts(report, colour, probes=20),
+            Content(""),
+            Content.styled("l: this colour's logs · Escape: back", "$text-muted"),
+        ]
+    )
+
+
 class StatusDetailScreen(ModalScreen[None]):
-    """The full status, scrollable; Escape, i or q closes."""
+    """The full status (or one colour's), scrollable; Escape, i or q closes."""
 
     DEFAULT_CSS = """
     StatusDetailScreen { align: center middle; }
@@ -176,16 +195,40 @@ class StatusDetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,i,q", "close", "Close"),
+        Binding("l", "logs", "Logs"),
     ]
 
-    def __init__(self, report: StatusReport | None) -> None:
+    def __init__(
+        self,
+        report: StatusReport | None,
+        colour: Colour | None = None,
+        *,
+        open_logs: Callable[[Colour | None], object] | None = None,
+    ) -> None:
+        """Args:
+        report: the status shown.
+        colour: drill into this colour only (its hosts' probe history).
+        open_logs: opens the logs of a colour (None: both); key l.
+        """
         super().__init__()
         self.report = report
+        self.colour = colour
+        self.open_logs = open_logs
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
-            scroll.border_title = "status in full (Escape closes)"
-            yield Static(status_detail(self.report), id="status-detail")
+            if self.colour is None:
+                scroll.border_title = "status in full (Escape closes)"
+                yield Static(status_detail(self.report), id="status-detail")
+            else:
+                scroll.border_title = f"{self.colour.value} hosts (Escape closes)"
+                yield Static(colour_detail(self.report, self.colour), id="status-detail")
+
+    def action_logs(self) -> None:
+        """Follow this colour's logs (both colours' from the full status)."""
+        self.dismiss(None)
+        if self.open_logs is not None:
+            self.open_logs(self.colour)
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -47,8 +52,19 @@ def verdict_line(env: EnvHealth | None, live: bool) -> Content:
     )
 
 
-class EnvPanel(Vertical):
-    """One colour's panel; the screen sets ``env``, ``live`` and ``flags``."""
+class EnvPanel(Vertical, can_focus=True):
+    """One colour's panel; the screen sets ``env``, ``live`` and ``flags``.
+
+    Focusable (Tab moves between the colours); Enter drills into its hosts.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select", "Hosts")]
+
+    @dataclass
+    class Selected(Message):
+        """Enter on a colour's panel: show its hosts in detail."""
+
+        colour: Colour
 
     DEFAULT_CSS = """
     EnvPanel {
@@ -61,6 +77,8 @@ class EnvPanel(Vertical):
     EnvPanel.-green { border-title-color: $env-green; }
     EnvPanel.-live.-blue { border: heavy $env-blue; }
     EnvPanel.-live.-green { border: heavy $env-green; }
+    EnvPanel:focus { background: $boost; }
+    EnvPanel:focus .verdict { text-style: underline; }
     EnvPanel .verdict { height: 1; margin-bottom: 1; }
     EnvPanel .spark-label {
         height: 1; color: $text-muted; margin-top: 1; text-wrap: nowrap; text-overflow: ellipsis;
@@ -94,6 +112,10 @@ class EnvPanel(Vertical):
         yield LatencySparkline([])
         yield Static(traffic_line(None, self.colour), classes="traffic")
         yield FlagList(self.colour)
+
+    def action_select(self) -> None:
+        """Drill into this colour's hosts: probe history, versions, errors, logs."""
+        self.post_message(self.Selected(self.colour))
 
     def watch_live(self, live: bool) -> None:
         self.set_class(live, "-live")

@@ -31,6 +31,7 @@ DROP_ORDER: tuple[str, ...] = (
     "refresh",
     "toggle_armed",
     "details",
+    "select",
     "migrate",
     "open_flags",
     "app.open_flags",

@@ -14,8 +14,10 @@ from console.core.models import ActiveState, Colour
 from console.screens.dashboard import DashboardScreen
 from console.screens.events import EventDetailScreen, EventsScreen
 from console.screens.help import HelpScreen
+from console.screens.logs import LogsScreen
 from console.screens.status_detail import StatusDetailScreen
 from console.widgets.activity_log import ActivityLog
+from console.widgets.env_panel import EnvPanel
 
 SIZES = [(80, 24), (120, 35), (160, 45)]
 
@@ -188,3 +190,22 @@ async def test_events_filter_with_slash_and_escape_clears(tmp_path: Path) -> Non
         assert isinstance(app.screen, EventsScreen)
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_tab_to_a_colour_and_enter_drills_into_its_hosts(tmp_path: Path) -> None:
+    app = fixed_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _dashboard(pilot)
+        await pilot.press("tab")
+        focused = app.focused
+        assert isinstance(focused, EnvPanel)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, StatusDetailScreen), what="hosts")
+        await pilot.pause(0.2)
+        text = "\n".join(screen_text(app))
+        colour = focused.colour.value
+        assert f"{colour.upper()}: " in text
+        assert "HTTP 200" in text
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LogsScreen), what="logs")
+        assert app.screen.colours == (focused.colour,)  # type: ignore[attr-defined]
