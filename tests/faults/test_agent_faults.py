@@ -143,6 +143,11 @@ async def test_leader_repairs_nginx_drift(
             return await served(front) == "green"
 
         await eventually(on_green, limit=8.0)
+
+        async def recorded() -> bool:  # the event is written once the reload is done
+            return any("drift repaired" in e.summary for e in await control.events(50))
+
+        await eventually(recorded, limit=3.0)
         repairs = [e for e in await control.events(50) if "drift repaired" in e.summary]
         assert len(repairs) == 1
     finally:
