@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import textwrap
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -10,9 +11,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.dom import DOMNode
+from textual.geometry import Size
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Static
+from textual.widget import Widget
 
+TEXTUAL_ACTIONS = frozenset(
+    {"command_palette", "focus_next", "focus_previous", "copy_text", "quit", "maximize"}
+)
+"""Textual's built-in actions: said once in EXTRA (ctrl+q would list a second way out)."""
 EXTRA: tuple[tuple[str, str], ...] = (
     ("ctrl+p", "Command palette: every action by name."),
     ("tab / shift+tab", "Move the focus (the focused part is highlighted)."),
@@ -33,7 +39,9 @@ def key_rows(screen: Screen[object]) -> list[tuple[str, str]]:
     """(keys, sentence) for every binding active on ``screen``, shown or not, once each."""
     rows: dict[str, tuple[list[str], str]] = {}
     for node, binding, enabled, _tooltip in screen.active_bindings.values():
-        if not enabled or binding.action in ("command_palette", "app.command_palette"):
+        # Textual's own keys (Tab, copy, ctrl+q) are summed up in EXTRA, in our words.
+        action = binding.action.split(".")[-1]
+        if not enabled or binding.system or action in TEXTUAL_ACTIONS:
             continue
         key = screen.app.get_key_display(binding)
         sentence = _sentence(node, binding.action, binding.description)
@@ -41,6 +49,34 @@ def key_rows(screen: Screen[object]) -> list[tuple[str, str]]:
         if key not in keys:
             keys.append(key)
     return [(" ".join(keys), sentence) for keys, sentence in rows.values()] + list(EXTRA)
+
+
+class KeyList(Widget):
+    """Keys in a column, sentences beside them with a hanging indent at any width."""
+
+    DEFAULT_CSS = "KeyList { height: auto; }"
+
+    def __init__(self, rows: list[tuple[str, str]], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.rows = rows
+        self.key_width = max((len(k) for k, _ in rows), default=4) + 2
+
+    def _lines(self, width: int) -> list[Content]:
+        room = max(width - self.key_width, 20)
+        lines: list[Content] = []
+        for keys, sentence in self.rows:
+            wrapped = textwrap.wrap(sentence, room) or [""]
+            lines.append(
+                Content.assemble((f"{keys:<{self.key_width}}", "bold $accent"), wrapped[0])
+            )
+            lines += [Content(" " * self.key_width + more) for more in wrapped[1:]]
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self._lines(width))
+
+    def render(self) -> Content:
+        return Content("\n").join(self._lines(self.size.width))
 
 
 class HelpScreen(ModalScreen[None]):
@@ -62,14 +98,9 @@ class HelpScreen(ModalScreen[None]):
         self.title_text = title
 
     def compose(self) -> ComposeResult:
-        width = max((len(k) for k, _ in self.rows), default=4) + 2
-        lines = [
-            Content.assemble((f"{keys:<{width}}", "bold $accent"), sentence)
-            for keys, sentence in self.rows
-        ]
         with VerticalScroll() as scroll:
             scroll.border_title = f"{self.title_text} (Escape closes)"
-            yield Static(Content("\n").join(lines), id="help-keys")
+            yield KeyList(self.rows, id="help-keys")
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()

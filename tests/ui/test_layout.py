@@ -137,6 +137,7 @@ async def test_help_lists_the_app_keys_and_escape_closes(tmp_path: Path) -> None
         text = "\n".join(screen_text(app))
         assert "Switch live traffic to the stand-by colour" in text
         assert "Page Left" not in text
+        assert "[action]" not in text
         await pilot.press("escape")
         assert isinstance(app.screen, DashboardScreen)
         # q on the dashboard quits.
