@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import signal
 import subprocess
@@ -11,15 +10,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from fault_support import Running, agent_config, eventually, start_agent
 from servers import HttpBackend, HttpBackendFactory, RedisServer, free_port
 
-from console.core.agent import Agent
-from console.core.agent_log import AgentLog
-from console.core.config import Config, parse_config
+from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import RouterError
 from console.core.models import Colour
@@ -29,68 +26,18 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def agent_config(redis_url: str, blue: HttpBackend, green: HttpBackend, **failover: Any) -> Config:
-    return parse_config(
-        {
-            "console": {"name": "shop"},
-            "control": {"redis": redis_url, "timeout": 0.5},
-            "router": {"kind": "builtin", "listen": f"127.0.0.1:{free_port()}"},
-            "failover": {
-                "interval": 0.1,
-                "timeout": 0.3,
-                "fall": 2,
-                "rise": 1,
-                "min_dwell": 0.0,
-                **failover,
-            },
-            "agent": {"heartbeat_interval": 0.2, "leader_lease": 2.0},
-            "env": {"blue": {"url": blue.url}, "green": {"url": green.url}},
-        }
-    )
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 5.0) -> float:
-    """Wait until ``check()`` is true; return how long it took."""
-    started = time.monotonic()
-    while not await check():
-        if time.monotonic() - started > limit:
-            raise AssertionError(f"condition not met within {limit}s")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - started
-
-
-class Running:
-    def __init__(self, agent: Agent, task: asyncio.Task[None], log: io.StringIO) -> None:
-        self.agent = agent
-        self.task = task
-        self.log = log
-        self.http = httpx.AsyncClient(base_url=f"http://{agent.address}", timeout=5.0)
-
-    async def colour(self) -> str | None:
-        try:
-            response = await self.http.get("/")
-        except httpx.HTTPError:
-            return None
-        return response.headers.get("x-bg-env") if response.status_code == 200 else None
-
-
 @pytest.fixture
 async def run_agent() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     running: list[Running] = []
 
     async def start(config: Config, actor: str | None = None) -> Running:
-        log = io.StringIO()
-        agent = Agent(config, log=AgentLog("logfmt", log), grace=1.0, actor=actor)
-        await agent.start()
-        handle = Running(agent, asyncio.create_task(agent.run()), log)
+        handle = await start_agent(config, actor)
         running.append(handle)
         return handle
 
     yield start
     for handle in running:
-        handle.task.cancel()
-        await asyncio.gather(handle.task, return_exceptions=True)
-        await handle.http.aclose()
+        await handle.stop()
 
 
 @pytest.fixture
