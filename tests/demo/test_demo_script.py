@@ -42,7 +42,7 @@ def _run(root: Path) -> list[str]:
 
 def test_installs_once_then_again_only_when_pyproject_changes(tmp_path: Path) -> None:
     root = _scratch(tmp_path)
-    install = "python -m pip install -q --no-compile -e .[demo]"
+    install = "python -m pip install -q --no-compile -e .[demo,fast]"
     assert _run(root) == [install, "bgconsole demo --no-console"]
     assert _run(root) == ["bgconsole demo --no-console"]  # warm: no pip at all
 
@@ -80,7 +80,7 @@ def test_a_venv_without_pip_gets_it_from_the_host_pip_in_the_same_install(
     env = {"PATH": f"{host_bin}:/usr/bin:/bin"}
     subprocess.run([root / "scripts" / "demo"], check=True, capture_output=True, env=env)
     calls = log.read_text().splitlines()
-    assert "python3 -m pip --python .venv/bin/python install -q --no-compile pip -e .[demo]" in (
+    assert "python3 -m pip --python .venv/bin/python install -q --no-compile pip -e .[demo,fast]" in (
         calls
     )
     assert not [c for c in calls if "ensurepip" in c]
