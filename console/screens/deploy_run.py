@@ -51,7 +51,11 @@ class DeployRunScreen(Screen[None]):
     DeployRunScreen .deploy-result.-failed { color: $status-down; text-style: bold; }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        # q goes back too, asking first while the deploy runs (never quits the app).
+        Binding("q", "app.back", "Back"),
+    ]
 
     def __init__(
         self,

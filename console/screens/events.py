@@ -157,6 +157,7 @@ class EventsScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_or_back", "Back"),
+        Binding("q", "app.back", "Back"),
         Binding("enter", "open_event", "Details"),
         Binding("j", "cursor('down')", "Down", show=False),
         Binding("k", "cursor('up')", "Up", show=False),

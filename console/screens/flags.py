@@ -35,6 +35,7 @@ class FlagsScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("q", "app.back", "Back"),
         Binding("r", "refresh", "Refresh"),
     ]
 

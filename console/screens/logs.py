@@ -34,6 +34,7 @@ class LogsScreen(Screen[None]):
         Binding("g", "show('green')", "Green"),
         Binding("m", "show('both')", "Both"),
         Binding("escape", "app.pop_screen", "Back"),
+        Binding("q", "app.back", "Back"),
     ]
 
     def __init__(self, services: Services, colours: tuple[Colour, ...] = BOTH) -> None:

@@ -52,6 +52,7 @@ class MigrateRunScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close"),
+        Binding("q", "app.back", "Back"),
         Binding("r", "run_for_real", "Run it for real"),
     ]
 
