@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomli_w
+from cli_support import bgconsole
 from fault_support import eventually, start_agent
 from servers import HttpBackendFactory, RedisServer, free_port
 
@@ -19,7 +18,6 @@ from console.core.control import ControlPlane
 from console.core.models import Colour
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def app_data(name: str, redis_url: str, blue: str, green: str) -> dict[str, object]:
@@ -31,13 +29,6 @@ def app_data(name: str, redis_url: str, blue: str, green: str) -> dict[str, obje
         "agent": {"heartbeat_interval": 0.2, "leader_lease": 2.0},
         "env": {"blue": {"url": blue}, "green": {"url": green}},
     }
-
-
-def bgconsole(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
-    )  # fmt: skip
 
 
 async def test_status_all_lists_every_app_and_names_a_broken_config(

@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import redis
 import tomli_w
+from cli_support import bgconsole
 from doctor_support import setup_data
 from servers import HttpBackendFactory, RedisServer, SshServer
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def bgconsole(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def _write(path: Path, data: dict[str, Any]) -> Path:

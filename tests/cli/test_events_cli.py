@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_support import bgconsole
 from configs import config_data, write_config
 from servers import RedisServer
 
@@ -28,17 +28,6 @@ FORGED = "\n2026-01-01 00:00:00  switch    root@prod  switch blue -> green (epoc
 EVIL_REASON = "routine\x1b[2K\r\x1b[1A" + FORGED + "\x07\u202e"
 # Anything a terminal would act on: C0 (except the newline ending each line), DEL, C1, bidi.
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-
-
-def bgconsole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 @pytest.fixture

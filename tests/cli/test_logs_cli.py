@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import bgconsole
 from configs import config_data, write_config
 from procscan import processes_with
 from servers import SshServer
@@ -19,17 +20,6 @@ from servers import SshServer
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
-
-
-def bgconsole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def write_logs_config(

@@ -3,12 +3,11 @@ stripped. Real sshd, and a real app process writing its own log (ANSI colours an
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from cli_support import bgconsole
 from configs import config_data, write_config
 from doctor_support import third_party_app
 from servers import SshServer
@@ -16,20 +15,7 @@ from servers import SshServer
 from console.core.config import parse_config
 from console.core.health import PROBE_USER_AGENT, HealthChecker
 
-ROOT = Path(__file__).resolve().parents[2]
-
 pytestmark = pytest.mark.integration
-
-
-def bgconsole(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 async def test_probe_lines_hidden_unless_all_and_ansi_stripped_unless_color(

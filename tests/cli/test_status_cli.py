@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import bgconsole
 from configs import config_data, write_config
 from servers import HttpBackendFactory, RedisServer
 
@@ -17,17 +18,6 @@ from console.core.errors import ControlPlaneUnavailable
 from console.core.models import Colour
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def bgconsole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -7,25 +7,12 @@ operator typed something wrong and must be told what, in one line.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import tomli_w
+from cli_support import bgconsole
 from configs import config_data
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def bgconsole(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "console", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 @pytest.fixture
