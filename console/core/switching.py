@@ -296,16 +296,10 @@ async def _check_target(
     health, failing = _target_health(snapshot, to)
     if failing and not force:
         what = f"{to} is not healthy ({'; '.join(failing[:3])})"
-        with contextlib.suppress(ConsoleError):
-            await control.record(
-                "switch",
-                f"switch {before} -> {to} refused: {what}",
-                before=before.value,
-                after=to.value,
-                reason=reason,
-                outcome="refused",
-                details=health,
-            )
+        await _record(
+            control, f"switch {before} -> {to} refused: {what}", before.value, to, reason,
+            outcome="refused", details=health,
+        )  # fmt: skip
         raise TargetUnhealthy(f"{what}; use --force to switch anyway")
     if failing:
         say(f"{to} is not healthy ({'; '.join(failing[:3])}); switching anyway (--force)")
@@ -377,19 +371,18 @@ async def _switch_locked(
         await _record_failure(control, before, to, state.epoch, reason, what)
         raise VerificationFailed(f"{what}; {_revert_hint(before)}")
     say(verification.describe())
-    with contextlib.suppress(ConsoleError):
-        await control.record(
-            "switch",
-            f"switch {before} -> {to} (epoch {state.epoch}) verified",
-            before=before.value,
-            after=to.value,
-            reason=reason,
-            details={
-                "router_confirmed_s": f"{confirmed_s:.3f}",
-                "verify": verification.describe(),
-                **gates,
-            },
-        )
+    await _record(
+        control,
+        f"switch {before} -> {to} (epoch {state.epoch}) verified",
+        before.value,
+        to,
+        reason,
+        details={
+            "router_confirmed_s": f"{confirmed_s:.3f}",
+            "verify": verification.describe(),
+            **gates,
+        },
+    )
     env = hook_env(
         config.console.name, before=before.value, to=to.value, epoch=state.epoch,
         actor=control.actor, reason=reason,
@@ -420,15 +413,15 @@ async def _overtaken(
     same = " (the colour you asked for)" if now.colour is to else ""
     if in_progress:
         seen = dataclasses.replace(seen, epoch=now.epoch - 1)
-    with contextlib.suppress(ConsoleError):
-        await control.record(
-            "switch",
-            f"switch to {to} refused: {now.actor} {how} to {now.colour} first "
-            f"(epoch {seen.epoch} -> {now.epoch})",
-            before=seen.colour.value,
-            after=to.value,
-            outcome="conflict",
-        )
+    await _record(
+        control,
+        f"switch to {to} refused: {now.actor} {how} to {now.colour} first "
+        f"(epoch {seen.epoch} -> {now.epoch})",
+        seen.colour.value,
+        to,
+        "",
+        outcome="conflict",
+    )
     return ConflictError(
         f"switch to {to} refused: {now.actor} {how} to {now.colour} first (epoch "
         f"{seen.epoch} -> {now.epoch}{', ' + repr(now.reason) if now.reason else ''}); "
@@ -497,12 +490,12 @@ async def _repair_drift(
         await _record_failure(control, to, to, active.epoch, reason, f"drift repair: {e}")
         raise
     confirmed_s = time.monotonic() - started
-    await control.record(
-        "switch",
+    await _record(
+        control,
         f"router drift repaired: it {seen}, now {to} (epoch {active.epoch})",
-        before=actual.value if actual else "",
-        after=to.value,
-        reason=reason,
+        actual.value if actual else "",
+        to,
+        reason,
         details={"verify": verification.describe()},
     )
     say(verification.describe())
@@ -656,13 +649,31 @@ async def _record_failure(
     details: Mapping[str, str] | None = None,
 ) -> None:
     """Record the failed confirmation; a control plane that fails now must not hide it."""
+    await _record(
+        control,
+        f"switch {before} -> {to} (epoch {epoch}) not confirmed: {what}",
+        before.value,
+        to,
+        reason,
+        outcome="failed",
+        details=details,
+    )
+
+
+async def _record(
+    control: ControlPlane,
+    summary: str,
+    before: str,
+    to: Colour,
+    reason: str,
+    *,
+    outcome: str = "ok",
+    details: Mapping[str, str] | None = None,
+) -> None:
+    """A ``switch`` event, best effort: the audit trail failing must not undo a switch or
+    hide why one was refused."""
     with contextlib.suppress(ConsoleError):
         await control.record(
-            "switch",
-            f"switch {before} -> {to} (epoch {epoch}) not confirmed: {what}",
-            before=before.value,
-            after=to.value,
-            reason=reason,
-            outcome="failed",
+            "switch", summary, before=before, after=to.value, reason=reason, outcome=outcome,
             details=details,
-        )
+        )  # fmt: skip
