@@ -80,8 +80,9 @@ def test_a_venv_without_pip_gets_it_from_the_host_pip_in_the_same_install(
     env = {"PATH": f"{host_bin}:/usr/bin:/bin"}
     subprocess.run([root / "scripts" / "demo"], check=True, capture_output=True, env=env)
     calls = log.read_text().splitlines()
-    assert "python3 -m pip --python .venv/bin/python install -q --no-compile pip -e .[demo,fast]" in (
-        calls
+    assert (
+        "python3 -m pip --python .venv/bin/python install -q --no-compile pip -e .[demo,fast]"
+        in (calls)
     )
     assert not [c for c in calls if "ensurepip" in c]
     assert calls[-1] == "bgconsole demo"
