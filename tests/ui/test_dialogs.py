@@ -72,7 +72,8 @@ async def test_forms_fit_the_screen_with_their_buttons_reachable(size: tuple[int
             await pilot.pause()
             screen = form.screen
             body = screen.query_one("FormScroll")
-            assert body.region.right <= size[0] and body.region.bottom <= size[1], body.region
+            assert body.region.right <= size[0], body.region
+            assert body.region.bottom <= size[1], body.region
             start = screen.query_one("#deploy, #start", Button)
             start.focus()
             await pilot.pause()
