@@ -13,6 +13,7 @@ from textual.widgets import Log, Static
 
 from console.core.logs import LogLine
 from console.core.text import printable
+from console.widgets.log_highlighter import LogHighlighter
 
 
 def format_log_line(line: LogLine) -> str:
@@ -65,6 +66,9 @@ class LogPane(Vertical):
     def on_mount(self) -> None:
         log = self.query_one(Log)
         log.can_focus = True
+        # Lines tagged and coloured by source; 5xx answers and ERROR lines stand out.
+        log.highlighter = LogHighlighter(self.app.get_css_variables())
+        log.highlight = True
         # Reading further up (wheel, keys, scrollbar) pauses the tail; Textual has no
         # "user scrolled" event, so watch the offset and compare with the end.
         self.watch(log, "scroll_y", self._scrolled, init=False)
