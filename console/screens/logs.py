@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from console.core.errors import ConsoleError
+from console.core.health import PROBE_MARK
 from console.core.logs import LogLine
 from console.core.models import Colour
 from console.core.services import Services
@@ -33,6 +35,7 @@ class LogsScreen(Screen[None]):
         Binding("b", "show('blue')", "Blue"),
         Binding("g", "show('green')", "Green"),
         Binding("m", "show('both')", "Both"),
+        Binding("p", "toggle_probes", "Probes"),
         Binding("escape", "app.pop_screen", "Back"),
         Binding("q", "app.back", "Back"),
     ]
@@ -41,6 +44,14 @@ class LogsScreen(Screen[None]):
         super().__init__()
         self.services = services
         self.colours = colours
+        self.hide_probes = True
+        """Hide health-probe requests (the agent's and consoles' probes flood access logs)."""
+        self.hidden = 0
+        """Probe lines hidden since the stream started."""
+        paths = {h.health_path for c in Colour for h in services.config.env(c).hosts}
+        self._probe = re.compile(
+            "|".join([re.escape(PROBE_MARK), *(rf'"(GET|HEAD) {re.escape(p)}[ ?"]' for p in paths)])
+        )
 
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
@@ -50,6 +61,15 @@ class LogsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(LogPane).query_one("Log").focus()
         self.follow_logs(self.colours)
+
+    def action_toggle_probes(self) -> None:
+        """Show or hide health-probe lines (hidden at first); applies to new lines."""
+        self.hide_probes = not self.hide_probes
+        self.query_one(".screen-title", Static).update(self._title())
+
+    def is_probe(self, text: str) -> bool:
+        """Whether a log line is a health probe's request."""
+        return self._probe.search(text) is not None
 
     def action_show(self, which: str) -> None:
         """Follow another colour (or both); the old streams are closed first."""
@@ -63,7 +83,8 @@ class LogsScreen(Screen[None]):
             if i:
                 parts.append(" + ")
             parts.append((colour.value.upper(), f"bold $env-{colour.value}"))
-        parts.append(("   b blue · g green · m both · scroll up pauses, t resumes", "$text-muted"))
+        probes = f"probes hidden ({self.hidden}), p shows" if self.hide_probes else "probes shown"
+        parts.append((f"   {probes} · b blue · g green · m both · t tail", "$text-muted"))
         return Content.assemble(*parts)
 
     @work(exclusive=True, group="logs", exit_on_error=False)
@@ -80,6 +101,11 @@ class LogsScreen(Screen[None]):
             return
         try:
             async for line in stream:
+                if self.hide_probes and not line.marker and self.is_probe(line.text):
+                    self.hidden += 1
+                    if self.hidden % 50 == 1:
+                        self.query_one(".screen-title", Static).update(self._title())
+                    continue
                 pane.write(line)
         except ConsoleError as e:
             self._marker(pane, colours[0], str(e))
