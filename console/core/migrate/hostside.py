@@ -586,9 +586,10 @@ class Applier:
             if self.delay:
                 time.sleep(self.delay)
             now = time.monotonic()
-            # Commit before the next chunk and the commit itself would overrun the slice.
+            # Commit before the next chunk and the commit itself would overrun the slice
+            # (twice the last commit's cost: an fsync varies a lot on a busy disk).
             chunk_cost = now - chunk_began
-            if now - self.locked_at + chunk_cost + self.commit_cost >= self.slice:
+            if now - self.locked_at + chunk_cost + 2 * self.commit_cost >= self.slice:
                 self._commit(name, done, len(rows), pending, outcome)
                 self.conn.execute("BEGIN IMMEDIATE")
                 self.locked_at = time.monotonic()
