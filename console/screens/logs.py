@@ -6,12 +6,12 @@ import re
 import time
 from typing import ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Static
+from textual.widgets import Input, Log, Static
 
 from console.core.errors import ConsoleError
 from console.core.health import PROBE_MARK
@@ -29,6 +29,8 @@ class LogsScreen(Screen[None]):
 
     DEFAULT_CSS = """
     LogsScreen .screen-title { height: 1; padding: 0 1; background: $panel; }
+    LogsScreen #log-filter { display: none; height: 1; border: none; padding: 0 1; }
+    LogsScreen #log-filter.-shown { display: block; }
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -36,7 +38,8 @@ class LogsScreen(Screen[None]):
         Binding("g", "show('green')", "Green"),
         Binding("m", "show('both')", "Both"),
         Binding("p", "toggle_probes", "Probes"),
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_or_back", "Back"),
         Binding("q", "app.back", "Back"),
     ]
 
@@ -55,12 +58,39 @@ class LogsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(classes="screen-title")
+        yield Input(placeholder="show lines holding… (Escape clears)", id="log-filter")
         yield LogPane(self.services.config.console.log_lines)
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(LogPane).query_one("Log").focus()
         self.follow_logs(self.colours)
+
+    def action_filter(self) -> None:
+        """Show only the lines holding some text (marked in them); Escape clears."""
+        box = self.query_one("#log-filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#log-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(LogPane).set_filter(event.value.strip())
+
+    @on(Input.Submitted, "#log-filter")
+    def _filter_done(self) -> None:
+        self.query_one(LogPane).query_one(Log).focus()
+
+    def action_clear_or_back(self) -> None:
+        """Clear the filter if one is set, else back to the dashboard."""
+        box = self.query_one("#log-filter", Input)
+        pane = self.query_one(LogPane)
+        if pane.filter or box.has_focus:
+            box.value = ""
+            box.remove_class("-shown")
+            pane.set_filter("")
+            pane.query_one(Log).focus()
+        else:
+            self.app.pop_screen()
 
     def action_toggle_probes(self) -> None:
         """Show or hide health-probe lines (hidden at first); applies to new lines."""

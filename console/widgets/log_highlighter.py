@@ -33,6 +33,9 @@ class LogHighlighter(Highlighter):
         self.down = Style(color=colour("status-down", "#F0544F"), bold=True)
         self.warning = Style(color=colour("warning", "#F5A623"))
         self.muted = Style(dim=True, italic=True)
+        self.found = Style(reverse=True, bold=True)
+        self.search: re.Pattern[str] | None = None
+        """The logs filter's text, marked wherever it appears."""
 
     def highlight(self, text: Text) -> None:
         plain = text.plain
@@ -50,3 +53,6 @@ class LogHighlighter(Highlighter):
         ):
             for match in pattern.finditer(plain):
                 text.stylize(style, match.start(), match.end())
+        if self.search is not None:
+            for match in self.search.finditer(plain):
+                text.stylize(self.found, match.start(), match.end())

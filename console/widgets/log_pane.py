@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import deque
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -58,6 +60,9 @@ class LogPane(Vertical):
         self.max_lines = max_lines
         self.markers = 0
         """Marker lines seen (disconnects, failures): the screen may surface them."""
+        self._all: deque[str] = deque(maxlen=max_lines)
+        self.filter = ""
+        """Only lines holding this text (any case) are shown; empty: all."""
 
     def compose(self) -> ComposeResult:
         yield Log(max_lines=self.max_lines, auto_scroll=True)
@@ -95,13 +100,31 @@ class LogPane(Vertical):
         """Append one line (dropping the oldest beyond ``max_lines``)."""
         if line.marker:
             self.markers += 1
+        text = format_log_line(line)
+        self._all.append(text)
+        if self.filter and self.filter.lower() not in text.lower():
+            return
         if not self.tail:
             self.pending += 1
-        self.query_one(Log).write_line(format_log_line(line), scroll_end=self.tail)
+        self.query_one(Log).write_line(text, scroll_end=self.tail)
+
+    def set_filter(self, text: str) -> None:
+        """Show only the lines holding ``text`` (highlighted), from those kept; "" shows all."""
+        self.filter = text
+        log = self.query_one(Log)
+        highlighter = log.highlighter
+        if isinstance(highlighter, LogHighlighter):
+            highlighter.search = re.compile(re.escape(text), re.IGNORECASE) if text else None
+        log.clear()
+        shown = [t for t in self._all if text.lower() in t.lower()] if text else list(self._all)
+        log.write_lines(shown, scroll_end=True)
+        self.tail = True
+        self._show_status()
 
     def clear(self) -> None:
         """Drop every line and follow again."""
         self.query_one(Log).clear()
+        self._all.clear()
         self.pending = 0
         self.tail = True
 
@@ -137,8 +160,13 @@ class LogPane(Vertical):
     def _show_status(self) -> None:
         if not self.is_mounted:
             return
+        shown = (
+            f" · showing lines with {self.filter!r} (/ changes, Escape clears)"
+            if self.filter
+            else ""
+        )
         if self.tail:
-            text = Content(f"following (last {self.max_lines} lines kept)")
+            text = Content(f"following (last {self.max_lines} lines kept){shown}")
         else:
             text = Content(f"PAUSED: {self.pending} new lines below; t or End resumes")
         self.query_one(".tail-status", Static).update(text)
