@@ -249,3 +249,26 @@ async def test_demo_sandbox_uploads_on_green_come_back_to_blue(tmp_path: Path) -
         assert "cat.png" in page
         assert "dog.png" in page
         assert "bird.png" in page
+
+
+async def test_mirror_setup_lag_teardown_verbs(setup: tuple[Path, Path, Path]) -> None:
+    path, _, green_db = setup
+    base = ("migrate", "mirror", "--from", "green", "--to", "blue", "-c", str(path))
+    code, out, err = await bgconsole(*base, "--lag")
+    assert code == 0, err
+    assert out.strip() == "mirror: change capture not set up"
+    code, out, err = await bgconsole(*base, "--setup")
+    assert code == 0, err
+    assert out.strip() == "change capture installed on 2 table(s) of green"
+    with contextlib.closing(sqlite3.connect(green_db)) as db, db:
+        db.execute("INSERT INTO notes VALUES ('late', 4)")
+    code, out, err = await bgconsole(*base, "--lag", "--json")
+    assert code == 0, err
+    assert json.loads(out)["pending"] == 1
+    code, out, err = await bgconsole(*base, "--teardown")
+    assert code == 0, err
+    assert out.startswith("change capture removed")
+    code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--setup",
+                                   "-c", str(path))  # fmt: skip
+    assert code == 2
+    assert "mirror strategy only" in err
