@@ -173,7 +173,7 @@ async def test_cancelled_apply_stops_and_the_rerun_copies_the_rest_once(env: Env
     # (Both colours are this machine: whichever host name swept it first reports it.)
     assert len(finished.previous) == 1
     assert finished.previous[0].endswith(
-        f"died after committing: uploads {partial} inserted (unfinished)"
+        f"was interrupted after committing: uploads {partial} inserted (unfinished)"
     )
     kinds = [e.outcome for e in await env.control.events()]
     assert "interrupted" in kinds

@@ -36,16 +36,19 @@ class DeadRun:
     """table -> (rows inserted, rows updated, finished)."""
 
     def describe(self) -> str:
-        """``run 1a2b3c4d5e6f on blue: uploads 120 inserted (unfinished)``."""
+        """``run 1a2b3c4d5e6f on blue was interrupted after committing: uploads 120
+        inserted (unfinished)``."""
         if not self.tables:
-            return f"run {self.run} on {self.host} died before committing anything"
+            return f"run {self.run} on {self.host} was interrupted before committing anything"
         parts = []
         for table, (inserted, updated, finished) in sorted(self.tables.items()):
             text = f"{table} {inserted} inserted"
             if updated:
                 text += f", {updated} updated"
             parts.append(text + ("" if finished else " (unfinished)"))
-        return f"run {self.run} on {self.host} died after committing: " + "; ".join(parts)
+        return f"run {self.run} on {self.host} was interrupted after committing: " + "; ".join(
+            parts
+        )
 
 
 def summarise(host: str, run: str, journal: list[Any]) -> DeadRun:
