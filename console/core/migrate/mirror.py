@@ -1,13 +1,15 @@
-"""The ``mirror`` strategy: keep copying new rows from the source while both colours run.
+"""The ``mirror`` strategy without change capture: keep copying appended rows.
 
-After a rows catch-up, every ``interval`` the source is asked for the rows above a
-per-table rowid mark (oldest first, a bounded batch); they are applied on the target in
-one transaction per table and the mark advances only after the apply committed, so a
-cycle cut short is simply done again. Each cycle reports a :class:`MirrorStatus`: rows
-copied, rows still behind, and the lag in seconds (how old the newest state the target
-is known to have caught up with is). Only appended rows are mirrored, not updates or
-deletes, and tables need a rowid (not WITHOUT ROWID). A failing cycle (host down) is
-reported and retried; the mirror ends when ``stop`` is set.
+This is the fallback when ``migrate mirror --setup`` has not installed change capture
+(capture.py, which carries updates and deletes too). After a rows catch-up, every
+``interval`` the source is asked for the rows above a per-table rowid mark (oldest
+first, a bounded batch); they are applied on the target in short transactions and the
+mark advances only after the apply committed, so a cycle cut short is simply done again.
+Each cycle reports a :class:`MirrorStatus`: rows copied, rows still behind, and the lag
+in seconds (how old the newest state the target is known to have caught up with is).
+Only appended rows are mirrored, not updates or deletes, and tables need a rowid (not
+WITHOUT ROWID). A failing cycle (host down) is reported and retried; the mirror ends
+when ``stop`` is set.
 """
 
 from __future__ import annotations

@@ -297,7 +297,9 @@ class MigrationRunner:
         interval: float = 1.0,
         on_progress: ProgressCallback = no_progress,
     ) -> tuple[MigrationResult, MirrorStatus]:
-        """Catch up with a rows migration, then mirror new rows until ``stop`` is set.
+        """Catch up with a rows migration, then mirror until ``stop`` is set: captured
+        changes (inserts, updates, deletes) when ``mirror_setup`` installed change capture,
+        else appended rows. A mirror resumed over change capture skips the catch-up.
 
         Returns the catch-up's result and the mirror's last status. Raises as
         :meth:`migrate` does; a cycle that fails mid-mirror is reported through
