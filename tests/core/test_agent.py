@@ -269,6 +269,11 @@ async def test_two_agents_one_leads_and_the_other_takes_over(
         return state is not None and state.colour is Colour.GREEN
 
     await eventually(failed_over)
+
+    async def recorded() -> bool:  # the event follows the compare-and-set
+        return any(e.kind == "failover" for e in await control.events())
+
+    await eventually(recorded)
     events = [e for e in await control.events() if e.kind == "failover"]
     assert [e.actor for e in events] == [standby.agent.actor]
 
