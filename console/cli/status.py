@@ -21,7 +21,9 @@ from console.core.config import Config, redact_url
 from console.core.control import ControlPlane
 from console.core.fleet import COLLAPSE_ABOVE, collapses, summarize
 from console.core.health import HealthChecker
+from console.core.migrate.runner import MigrationRunner
 from console.core.models import Colour
+from console.core.ssh import SshPool
 from console.core.status import StatusReport, gather_status
 from console.core.text import printable
 
@@ -70,11 +72,14 @@ async def run(args: argparse.Namespace) -> int:
     control = ControlPlane.from_config(config.control, config.console.name)
     health = HealthChecker(config, hysteresis=False)
     router = build_router(config, control)
+    pool = SshPool(config.ssh)  # only used when a mirror is set up (its lag is measured)
     try:
-        report = await gather_status(config, control, health, router)
+        lag = MigrationRunner(config, control, pool).mirror_lag
+        report = await gather_status(config, control, health, router, mirror_lag=lag)
     finally:
         await router.aclose()
         await health.aclose()
+        await pool.aclose()
         await control.aclose()
     if args.json:
         print_json(as_json(config, report))
@@ -96,6 +101,8 @@ def as_json(config: Config, report: StatusReport) -> dict[str, Any]:
             "latency_ms": report.control_latency_ms,
             "error": report.control_error,
             "persistence_warning": report.persistence,
+            "mirror": report.mirror,
+            "mirror_behind": report.mirror_behind,
         },
         "notify_failures": [dataclasses.asdict(f) for f in report.notify_failures],
         "active": None
@@ -261,6 +268,9 @@ def _warnings(config: Config, report: StatusReport) -> list[str]:
     """Drift, the failover line, the alarm and the persistence warning."""
     lines = [f"DRIFT: {printable(report.drift)}"] if report.drift else []
     lines.append(_failover_line(config, report))
+    if report.mirror:
+        mark = "MIRROR BEHIND: " if report.mirror_behind else "mirror: "
+        lines.append(mark + printable(report.mirror.removeprefix("mirror: ")))
     if report.failover.alarm:
         lines.append(f"ALARM: {printable(report.failover.alarm)}")
     if report.persistence:

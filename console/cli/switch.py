@@ -17,8 +17,11 @@ from console.cli.common import (
 from console.core.control import ControlPlane
 from console.core.errors import ConsoleError, UsageError
 from console.core.health import HealthChecker
+from console.core.migrate.runner import MigrationRunner
 from console.core.models import Colour
 from console.core.router.factory import build_router
+from console.core.ssh import SshPool
+from console.core.status import read_mirror
 from console.core.switching import current_active, perform_switch
 from console.core.text import printable
 
@@ -68,8 +71,21 @@ async def run(args: argparse.Namespace) -> int:
     try:
         router = build_router(config, control)
         active = await current_active(control, router)
+        # The go/no-go on data: a mirror still carrying changes into the target means the
+        # target lacks rows the live colour has.
+        mirror = ""
+        if active.colour is not to:
+            pool = SshPool(config.ssh)
+            try:
+                lag = MigrationRunner(config, control, pool).mirror_lag
+                line, behind = await read_mirror(control, lag)
+            finally:
+                await pool.aclose()
+            if line is not None:
+                mirror = f" [{'NO-GO' if behind else 'go'}: {printable(line)}]"
+                print(f"  data: {printable(line)}", file=out, flush=True)
         if active.colour is not to and not confirm(
-            f"Switch live traffic {active.colour} -> {to}"
+            f"Switch live traffic {active.colour} -> {to}{mirror}"
             + (" even if unhealthy (--force)" if args.force else "")
             + (" SKIPPING the pre_switch gates (--skip-gates)" if args.skip_gates else "")
             + "?",

@@ -451,6 +451,28 @@ class ControlPlane:
                 await self.publish("armed", {"armed": armed})
         return bool(written)
 
+    async def set_mirror(self, source: Colour | None, target: Colour | None) -> None:
+        """Record that change capture mirrors ``source`` into ``target`` (None: torn down).
+
+        ``status``, the console and the switch's go/no-go look here to know whether there
+        is a mirror lag to measure at all (measuring it costs SSH calls).
+        """
+        key = self.key("mirror")
+        if source is None or target is None:
+            await self._call(self._redis.delete(key))
+            return
+        since = f"{self.clock_now():.3f}"
+        mapping = {"source": source.value, "target": target.value, "since": since}
+        await self._call(self._redis.hset(key, mapping=mapping))
+
+    async def mirror(self) -> tuple[Colour, Colour] | None:
+        """The (source, target) change capture mirrors, or None when none is set up."""
+        raw: dict[str, str] = await self._call(self._redis.hgetall(self.key("mirror")))
+        try:
+            return Colour(raw["source"]), Colour(raw["target"])
+        except (KeyError, ValueError):
+            return None
+
     async def persistence(self) -> str | None:
         """A warning when the control-plane Redis keeps nothing across a restart, else None."""
         info: dict[str, Any] = await self._call(self._redis.info("persistence"))

@@ -93,7 +93,12 @@ class Services:
 
     async def status(self) -> StatusReport:
         """Health (with hysteresis), control plane, router and agents in one report."""
-        return await gather_status(self.config, self.control, self.health, self.router)
+        from console.core.migrate.runner import MigrationRunner
+
+        lag = MigrationRunner(self.config, self.control, self.ssh).mirror_lag
+        return await gather_status(
+            self.config, self.control, self.health, self.router, mirror_lag=lag
+        )
 
     async def flag_table(self) -> FlagTable:
         """Every flag in both colours (a colour that cannot be read shows as unknown)."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from console.core.config import Config
 from console.core.control import ControlPlane
 from console.core.errors import ConsoleError
 from console.core.health import HealthChecker
-from console.core.models import ActiveState, AgentHeartbeat, HealthSnapshot, LockInfo
+from console.core.models import ActiveState, AgentHeartbeat, Colour, HealthSnapshot, LockInfo
 from console.core.notify import DeliveryFailure, delivery_failures
 from console.core.readiness import Readiness, readiness
 from console.core.router.base import Router, RouterState
@@ -36,6 +38,11 @@ class StatusReport:
     """Whether automatic failover would really act, and the alarm when it would not."""
     persistence: str | None = None
     """A warning when the control-plane Redis would lose everything on a restart."""
+    mirror: str | None = None
+    """``blue -> green: mirror: 3 change(s) behind, oldest 1.2 s`` while change capture
+    mirrors one colour's data into the other; None when no mirror is set up."""
+    mirror_behind: bool = False
+    """The mirror has changes not applied yet (a switch now would leave them behind)."""
     notify_failures: tuple[DeliveryFailure, ...] = ()
     """``[[notify]]`` receivers with failed deliveries (see :mod:`console.core.notify`)."""
 
@@ -50,10 +57,57 @@ class StatusReport:
         return None
 
 
+class MirrorLagLike(Protocol):
+    """What :meth:`MigrationRunner.mirror_lag` returns (core/status does not import migrate)."""
+
+    @property
+    def captured(self) -> bool:
+        """Change capture is set up on every source."""
+        ...
+
+    @property
+    def pending(self) -> int:
+        """Changes not applied on the target yet."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        ...
+
+
+MirrorLagSource = Callable[[Colour, Colour], Awaitable[MirrorLagLike]]
+
+
+async def read_mirror(
+    control: ControlPlane, lag_of: MirrorLagSource | None
+) -> tuple[str | None, bool]:
+    """The mirror's line and whether it is behind; (None, False) when none is set up."""
+    pair = await control.mirror()
+    if pair is None:
+        return None, False
+    source, target = pair
+    if lag_of is None:
+        return f"{source} -> {target}: change capture set up (lag not measured here)", False
+    try:
+        async with asyncio.timeout(10.0):
+            lag = await lag_of(source, target)
+    except (ConsoleError, TimeoutError) as e:
+        return f"{source} -> {target}: mirror lag unknown ({e or 'timed out'})", True
+    return f"{source} -> {target}: {lag.describe()}", lag.captured and lag.pending > 0
+
+
 async def gather_status(
-    config: Config, control: ControlPlane, health: HealthChecker, router: Router | None
+    config: Config,
+    control: ControlPlane,
+    health: HealthChecker,
+    router: Router | None,
+    mirror_lag: MirrorLagSource | None = None,
 ) -> StatusReport:
-    """Ask everything at once; one part failing never hides the others."""
+    """Ask everything at once; one part failing never hides the others.
+
+    Args:
+        mirror_lag: measures a mirror's lag (SSH to the hosts) when one is set up.
+    """
 
     async def read_control() -> tuple[
         float, ActiveState | None, bool | None, list[AgentHeartbeat], list[LockInfo], str | None
@@ -64,6 +118,7 @@ async def gather_status(
             persistence = await control.persistence()
         except ConsoleError:
             persistence = None  # INFO/CONFIG refused (ACL): nothing to say
+        mirror_state.extend(await read_mirror(control, mirror_lag))
         return (
             latency,
             await control.active(),
@@ -76,6 +131,7 @@ async def gather_status(
     async def read_router() -> RouterState | None:
         return await router.state() if router is not None else None
 
+    mirror_state: list[Any] = []
     snapshot, control_result, router_result = await asyncio.gather(
         health.check_all(), read_control(), read_router(), return_exceptions=True
     )
@@ -130,4 +186,6 @@ async def gather_status(
         ),
         persistence=persistence,
         notify_failures=tuple(notify_failures),
+        mirror=mirror_state[0] if mirror_state else None,
+        mirror_behind=bool(mirror_state[1]) if mirror_state else False,
     )

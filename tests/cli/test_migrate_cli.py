@@ -265,9 +265,20 @@ async def test_mirror_setup_lag_teardown_verbs(setup: tuple[Path, Path, Path]) -
     code, out, err = await bgconsole(*base, "--lag", "--json")
     assert code == 0, err
     assert json.loads(out)["pending"] == 1
+    # status shows the mirror and that it is behind: the go/no-go before a switch.
+    _, out, err = await bgconsole("status", "--json", "-c", str(path))
+    report = json.loads(out)
+    assert (
+        report["control"]["mirror"]
+        == "green -> blue: mirror: 1 change(s) behind, "
+        + (report["control"]["mirror"].rsplit(", ", 1)[1])
+    )
+    assert report["control"]["mirror_behind"] is True
     code, out, err = await bgconsole(*base, "--teardown")
     assert code == 0, err
     assert out.startswith("change capture removed")
+    _, out, err = await bgconsole("status", "--json", "-c", str(path))
+    assert json.loads(out)["control"]["mirror"] is None
     code, _, err = await bgconsole("migrate", "--from", "green", "--to", "blue", "--setup",
                                    "-c", str(path))  # fmt: skip
     assert code == 2

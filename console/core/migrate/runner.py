@@ -412,8 +412,10 @@ class MigrationRunner:
             pairs = self.database_pairs(request.source, request.target)
             if teardown:
                 count = await capture.teardown(pairs)
+                await self.control.set_mirror(None, None)
             else:
                 count = await capture.setup(pairs, request.tables)
+                await self.control.set_mirror(request.source, request.target)
             await self.control.record(
                 "migrate",
                 f"{purpose}: {count} {'object(s) removed' if teardown else 'table(s) captured'}",
