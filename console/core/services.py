@@ -18,7 +18,7 @@ from console.core.deploy import DeployResult, DeployRunner, StepStarted
 from console.core.errors import ControlPlaneUnavailable
 from console.core.flags import FlagChange, FlagStore, FlagTable
 from console.core.health import HealthChecker
-from console.core.logs import LogFollower, LogLine
+from console.core.logs import PER_HOST_LINES, LogFollower, LogLine
 from console.core.migrate.plan import (
     MigrationRequest,
     MigrationResult,
@@ -202,5 +202,11 @@ class Services:
         """
         hosts = [(c, host) for c in colours for host in self.config.env(c).hosts]
         pattern = re.compile(grep) if grep else None
-        follower = LogFollower(self.ssh, hosts, None, lines=lines, follow=True, grep=pattern)
+        # Per-stream buffers that drop the oldest lines (with a gap marker) rather than
+        # pausing the remote commands: with tens of hosts one chatty host must neither
+        # stall the others nor grow the console's memory without bound.
+        follower = LogFollower(
+            self.ssh, hosts, None, lines=lines, follow=True, grep=pattern,
+            per_host_lines=PER_HOST_LINES,
+        )  # fmt: skip
         return follower.stream()
