@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import ClassVar
@@ -22,6 +23,9 @@ from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane
 
 BOTH: tuple[Colour, ...] = (Colour.BLUE, Colour.GREEN)
+FLUSH_SECONDS = 0.05
+BATCH = 2000
+"""Lines written to the pane at most every FLUSH_SECONDS, or at once when this many wait."""
 
 
 class LogsScreen(Screen[None]):
@@ -51,6 +55,7 @@ class LogsScreen(Screen[None]):
         """Hide health-probe requests (the agent's and consoles' probes flood access logs)."""
         self.hidden = 0
         """Probe lines hidden since the stream started."""
+        self._batch: list[LogLine] = []
         paths = {h.health_path for c in Colour for h in services.config.env(c).hosts}
         self._probe = re.compile(
             "|".join([re.escape(PROBE_MARK), *(rf'"(GET|HEAD) {re.escape(p)}[ ?"]' for p in paths)])
@@ -62,7 +67,13 @@ class LogsScreen(Screen[None]):
         yield LogPane(self.services.config.console.log_lines)
         yield KeyFooter()
 
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.query_one(LogPane).write_many(batch)
+
     def on_mount(self) -> None:
+        self.set_interval(FLUSH_SECONDS, self._flush)
         self.query_one(LogPane).query_one("Log").focus()
         self.follow_logs(self.colours)
 
@@ -123,6 +134,7 @@ class LogsScreen(Screen[None]):
         self.colours = colours
         self.query_one(".screen-title", Static).update(self._title())
         pane = self.query_one(LogPane)
+        self._batch = []  # the old stream's unwritten lines
         pane.clear()
         try:
             stream = self.services.logs(colours)
@@ -136,8 +148,14 @@ class LogsScreen(Screen[None]):
                     if self.hidden % 50 == 1:
                         self.query_one(".screen-title", Static).update(self._title())
                     continue
-                pane.write(line)
+                # Batched: one view update per FLUSH_SECONDS (the timer) or BATCH lines,
+                # not one per line, so 20k lines/s leave the keys responsive.
+                self._batch.append(line)
+                if len(self._batch) >= BATCH:
+                    self._flush()
+                    await asyncio.sleep(0)
         except ConsoleError as e:
+            self._flush()
             self._marker(pane, colours[0], str(e))
         finally:
             # Closing the generator cancels every remote command: the SSH channels close.

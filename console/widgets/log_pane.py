@@ -108,6 +108,22 @@ class LogPane(Vertical):
             self.pending += 1
         self.query_one(Log).write_line(text, scroll_end=self.tail)
 
+    def write_many(self, lines: list[LogLine]) -> None:
+        """Append a batch with one update of the view (a flood of lines stays cheap)."""
+        texts = []
+        for line in lines:
+            if line.marker:
+                self.markers += 1
+            text = format_log_line(line)
+            self._all.append(text)
+            if not self.filter or self.filter.lower() in text.lower():
+                texts.append(text)
+        if not texts:
+            return
+        if not self.tail:
+            self.pending += len(texts)
+        self.query_one(Log).write_lines(texts, scroll_end=self.tail)
+
     def set_filter(self, text: str) -> None:
         """Show only the lines holding ``text`` (highlighted), from those kept; "" shows all."""
         self.filter = text
