@@ -462,7 +462,7 @@ class ControlPlane:
             await self._call(self._redis.delete(key))
             return
         since = f"{self.clock_now():.3f}"
-        mapping = {"source": source.value, "target": target.value, "since": since}
+        mapping: dict[Any, Any] = {"source": source.value, "target": target.value, "since": since}
         await self._call(self._redis.hset(key, mapping=mapping))
 
     async def mirror(self) -> tuple[Colour, Colour] | None:
