@@ -1053,9 +1053,9 @@ class DeployRunner:
             return {}
         env = snapshot.envs.get(colour)
         hosts = env.hosts if env else ()
-        return {
-            h.host: (h.last.version if h.last and h.last.ok else None) or h.version for h in hosts
-        }
+        # The latest probe's version only: an older one would report a release the host
+        # no longer runs ("1.0.0 -> 1.2.0" after 1.1.0 was deployed, or from a dead host).
+        return {h.host: h.last.version if h.last else None for h in hosts}
 
     async def wait_healthy(
         self,

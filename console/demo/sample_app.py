@@ -239,7 +239,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         version = release.version
         if release.behaviour == "bad":
-            self._json(500, {"status": "error", "error": "release is broken"}, version)
+            # The version too: a health check can then say which release is broken.
+            error = {"status": "error", "error": "release is broken", "version": version}
+            self._json(500, error, version)
             return
         path = self.path.split("?", 1)[0]
         if path == "/health":
