@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "then ~/.config/bgconsole/bgconsole.toml)",
     )
     parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="watch only: the console refuses every key that changes production "
+        "(also [console] read_only = true)",
+    )
+    parser.add_argument(
         "--apps",
         metavar="DIR",
         help="open the overview of every app in DIR (one *.toml each; default when no "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from console.cli.common import EXIT_OK, config_from
@@ -25,14 +26,22 @@ async def run(args: argparse.Namespace) -> int:
         except ConfigError:
             if any(apps_dir().glob("*.toml")):
                 apps = str(apps_dir())
+    read_only = bool(getattr(args, "read_only", False))
     if apps is not None:
-        await run_overview(load_apps(apps_dir(apps)))
+        await run_overview(load_apps(apps_dir(apps)), read_only=read_only)
     else:
-        await run_console(config_from(args))
+        await run_console(_watch_only(config_from(args), read_only))
     return EXIT_OK
 
 
-async def run_overview(entries: list[AppEntry]) -> None:
+def _watch_only(config: Config, read_only: bool) -> Config:
+    """``--read-only`` on top of the file's ``[console] read_only``."""
+    if not read_only:
+        return config
+    return dataclasses.replace(config, console=dataclasses.replace(config.console, read_only=True))
+
+
+async def run_overview(entries: list[AppEntry], *, read_only: bool = False) -> None:
     """The overview until the operator quits; Enter opens an app, its Escape comes back."""
     from console.overview import OverviewApp
 
@@ -40,7 +49,7 @@ async def run_overview(entries: list[AppEntry]) -> None:
         chosen = await OverviewApp(entries).run_async()
         if chosen is None:
             return
-        await run_console(load_config(chosen), overview=True)
+        await run_console(_watch_only(load_config(chosen), read_only), overview=True)
         entries = load_apps(chosen.parent)  # configs may have changed meanwhile
 
 

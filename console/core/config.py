@@ -148,6 +148,8 @@ class ConsoleSettings:
     """Lines kept per log pane (older ones are dropped)."""
     flag_prefix: str = "flag:"
     """Default key prefix of flags; keys under it that no flag declares show as undeclared."""
+    read_only: bool = False
+    """Watch only: every key and command that changes production is refused (visibly)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -836,6 +838,7 @@ def parse_config(data: Mapping[str, Any], path: Path | None = None) -> Config:
         theme=console_t.string("theme", "bgconsole-dark"),
         log_lines=console_t.integer("log_lines", 5000, minimum=100, maximum=10_000_000),
         flag_prefix=console_t.string("flag_prefix", "flag:"),
+        read_only=console_t.boolean("read_only", False),
     )
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", console.name):
         raise console_t.error("name", "use letters, digits, '_', '.' and '-' only")

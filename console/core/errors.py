@@ -65,3 +65,7 @@ class VerificationFailed(ConsoleError):
 
 class LockLost(ConsoleError):
     """A lock we held expired or was taken while we worked; the work stopped at a safe point."""
+
+
+class ReadOnly(ConsoleError):
+    """A watch-only console refused a change to production."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from console.core.config import Config
 from console.core.control import ControlPlane, Notification
 from console.core.deploy import DeployResult, DeployRunner, StepStarted
-from console.core.errors import ControlPlaneUnavailable
+from console.core.errors import ControlPlaneUnavailable, ReadOnly
 from console.core.flags import FlagChange, FlagStore, FlagTable
 from console.core.health import HealthChecker
 from console.core.logs import PER_HOST_LINES, LogFollower, LogLine
@@ -54,6 +54,17 @@ class Services:
     clock: Callable[[], float] = field(default=time.time)
     """Wall clock; injected so snapshot tests render fixed times."""
     _oneshot: HealthChecker | None = field(default=None, repr=False)
+    read_only: bool = False
+    """A watch-only console (``--read-only``, ``[console] read_only``): every call that
+    changes production raises :class:`ReadOnly` instead, so each key and palette command
+    says so where the operator looks, and nothing can slip through a screen's own code."""
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnly(
+                f"read-only console: {what} refused (started with --read-only or "
+                "[console] read_only = true)"
+            )
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -72,6 +83,7 @@ class Services:
             router=router,
             flags=FlagStore(config, control),
             ssh=SshPool(config.ssh),
+            read_only=config.console.read_only,
         )
 
     def _switch_health(self) -> HealthChecker:
@@ -106,6 +118,7 @@ class Services:
 
     async def toggle_flag(self, name: str, colour: Colour, reason: str = "") -> FlagChange:
         """Flip a declared flag in one colour and record the event."""
+        self._writable(f"flag {name} on {colour}")
         return await self.flags.toggle(name, colour, reason=reason)
 
     async def events(self, limit: int = 50) -> list[Event]:
@@ -137,6 +150,7 @@ class Services:
 
     async def set_armed(self, armed: bool, reason: str = "") -> None:
         """Arm or disarm automatic failover for everyone (recorded as an event)."""
+        self._writable("arming failover" if armed else "disarming failover")
         await self.control.set_armed(armed, reason=reason)
 
     async def switch(
@@ -152,6 +166,7 @@ class Services:
 
         ``skip_gates``: do not run the ``pre_switch`` gates (recorded in the event).
         """
+        self._writable(f"switch to {to}")
         return await perform_switch(
             self.config,
             self.control,
@@ -175,6 +190,7 @@ class Services:
         on_step: Callable[[StepStarted], None] | None = None,
     ) -> DeployResult:
         """Deploy ``ref`` to ``colour`` under the deploy lock, then wait for health."""
+        self._writable(f"deploy to {colour}")
         runner = DeployRunner(self.config, self.control, self.ssh, self._switch_health())
         return await runner.deploy(
             colour, ref=ref, live_ok=live_ok, reason=reason, on_line=on_line, on_step=on_step
@@ -187,6 +203,8 @@ class Services:
 
         Raises as :meth:`MigrationRunner.migrate` does (every error is a ``ConsoleError``).
         """
+        if not request.dry_run:  # a dry run reads only: allowed
+            self._writable(f"migration {request.source} -> {request.target}")
         runner = MigrationRunner(self.config, self.control, self.ssh)
         return await runner.migrate(request, on_progress)
 

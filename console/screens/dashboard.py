@@ -97,9 +97,11 @@ class DashboardScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         config = self.services.config
-        yield StatusHeader(
-            config.console.name, config.failover.enabled, config.router.kind
-        ).data_bind(DashboardScreen.report)
+        # A watch-only console says so where every glance lands.
+        name = config.console.name + (" · READ-ONLY" if self.services.read_only else "")
+        yield StatusHeader(name, config.failover.enabled, config.router.kind).data_bind(
+            DashboardScreen.report
+        )
         yield AlarmBanner().data_bind(DashboardScreen.report)
         with Horizontal(id="envs"):
             for colour in Colour:
