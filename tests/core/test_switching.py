@@ -340,6 +340,11 @@ async def test_agent_fails_over_with_evidence_when_live_dies(
         return active is not None and active.colour is Colour.GREEN
 
     await eventually(green_live)
+
+    async def recorded() -> bool:  # the event follows the compare-and-set
+        return any(e.kind == "failover" for e in await control.events())
+
+    await eventually(recorded)
     failover = next(e for e in await control.events() if e.kind == "failover")
     assert failover.outcome == "ok"
     assert "live blue is down" in failover.reason

@@ -57,6 +57,12 @@ async def test_failover_works_again_after_the_control_plane_restarts_empty(
         await eventually(lambda: _seeded(control, Colour.BLUE, epoch_before), limit=5.0)
         seeded = asyncio.get_running_loop().time() - returned
         assert seeded < 2.0, f"control plane re-seeded only after {seeded:.2f} s"
+
+        async def recorded() -> bool:  # the event follows the re-seed
+            events = await control.events(20)
+            return any(e.kind == "control" and "state lost" in e.summary for e in events)
+
+        await eventually(recorded, limit=2.0)
         events = await control.events(20)
         lost = [e for e in events if e.kind == "control" and "state lost" in e.summary]
         assert lost, [e.summary for e in events]
