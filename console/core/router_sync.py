@@ -15,7 +15,7 @@ import asyncio
 from dataclasses import dataclass
 
 from console.core.control import ControlPlane
-from console.core.errors import ControlPlaneUnavailable, LockHeld, RouterError
+from console.core.errors import ControlPlaneUnavailable, RouterError
 from console.core.models import ActiveState, Colour
 from console.core.router.base import Router, RouterState
 
@@ -88,6 +88,3 @@ async def wait_for_router(router: Router, colour: Colour, limit: float) -> Route
         except RouterError:
             continue
     return state
-
-
-__all__ = ["ROUTER_LOCK", "Applied", "LockHeld", "apply_live", "wait_for_router"]
