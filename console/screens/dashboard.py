@@ -17,6 +17,7 @@ from textual.screen import Screen
 
 from console.core.errors import ConsoleError
 from console.core.flags import FlagTable
+from console.core.gates import GateFailed
 from console.core.models import Colour, Event
 from console.core.services import Services
 from console.core.status import StatusReport
@@ -307,12 +308,37 @@ class DashboardScreen(Screen[None]):
         self.notify(result.summary(), title="switched")
         self.action_refresh()
 
-    async def _switch(self, to: Colour, *, force: bool) -> SwitchResult | None:
+    async def _switch(
+        self, to: Colour, *, force: bool, skip_gates: bool = False
+    ) -> SwitchResult | None:
         progress: Progress = self.say
         try:
             return await self.services.switch(
-                to, force=force, reason="from the console", on_progress=progress
+                to,
+                force=force,
+                reason="from the console",
+                on_progress=progress,
+                skip_gates=skip_gates,
             )
+        except GateFailed as e:
+            # The CLI's advice ("bypass with --skip-gates") means the button below, here;
+            # skipping is recorded in the switch's event, as from the CLI.
+            why = str(e).removesuffix(" (bypass with --skip-gates)")
+            self.say(why)
+            if skip_gates or not await self.app.push_screen_wait(
+                ConfirmScreen(
+                    Content(f"A gate refused the switch to {to}. Skip the gates and switch?"),
+                    Content(
+                        printable(why)
+                        + "\n\nThe gate's whole output is in the event (e). Skipping is "
+                        "recorded with your name."
+                    ),
+                    yes_label="Skip gates, switch",
+                )
+            ):
+                self.notify(why, severity="error", title="switch refused by a gate")
+                return None
+            return await self._switch(to, force=force, skip_gates=True)
         except TargetUnhealthy as e:
             # The CLI's advice ("use --force ...") means the button below, here.
             why = str(e).removesuffix("; use --force to switch anyway")
@@ -326,7 +352,7 @@ class DashboardScreen(Screen[None]):
             ):
                 self.notify(why, severity="error", title="switch refused")
                 return None
-            return await self._switch(to, force=True)
+            return await self._switch(to, force=True, skip_gates=skip_gates)
         except ConsoleError as e:
             self.say(f"switch failed: {e}")
             self.notify(str(e), severity="error", title="switch failed", timeout=15)
