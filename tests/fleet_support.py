@@ -47,6 +47,12 @@ class FleetHost:
     def address(self) -> str:
         return self.ssh.address
 
+    @property
+    def home(self) -> Path:
+        """``$HOME`` of the host's SSH sessions (``~/...`` paths land here)."""
+        assert isinstance(self.ssh, FleetSshServer)
+        return self.ssh.home
+
 
 def _concurrently(work: Callable[[_T], object], items: Iterable[_T]) -> None:
     items = list(items)
@@ -55,6 +61,22 @@ def _concurrently(work: Callable[[_T], object], items: Iterable[_T]) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(items)) as pool:
         for future in [pool.submit(work, item) for item in items]:
             future.result()  # the first failure is raised, after every start has ended
+
+
+class FleetSshServer(SshServer):
+    """An sshd whose sessions get ``HOME=home``: each host of the fleet its own home
+    directory, as separate machines have (``~/app.git`` of the git pipeline is one per
+    host, not one bare repository shared by twenty "machines")."""
+
+    def __init__(self, home: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.home = home
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self.home.mkdir(exist_ok=True)
+        with self.config_path.open("a") as config:
+            config.write(f"SetEnv HOME={self.home}\n")
 
 
 class Fleet:
@@ -70,7 +92,9 @@ class Fleet:
             self.hosts.append(
                 FleetHost(
                     f"app{i}",
-                    SshServer(client_key=self.client_key, address=address),
+                    FleetSshServer(
+                        self.dir / f"app{i}-home", client_key=self.client_key, address=address
+                    ),
                     HttpBackend(colour, version, host=address),
                     workdir,
                 )

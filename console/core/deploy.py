@@ -8,7 +8,7 @@ import dataclasses
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -33,6 +33,8 @@ TAIL_LINES = 20
 DEFAULT_PARALLEL = 10
 """Hosts deployed at once: a fleet of tens of hosts goes in waves, not all in one burst."""
 BatchState = Literal["started", "healthy", "failed"]
+BatchRunner = Callable[[Sequence[HostConfig]], Awaitable[list["HostDeployResult"]]]
+"""Deploys one batch of hosts (steps over SSH, or a git push); a result per host."""
 LOCK_TTL = 60.0
 """The deploy lock lives this long unrenewed, so a crashed deploy frees it within a minute."""
 LOCK_RENEW_EVERY = 15.0
@@ -169,7 +171,7 @@ class DeployResult:
     traffic_after: ActiveState | None = None
     """The live colour read again at the end (None: unknown, the read failed)."""
     batches: tuple[tuple[str, ...], ...] = ()
-    """The rollout plan (canary first); empty for a git push (all hosts at once)."""
+    """The rollout plan (canary first), for steps and git pushes alike."""
     stopped_at: int | None = None
     """1-based batch that failed and stopped the rollout (None: it did not stop)."""
     untouched: tuple[str, ...] = ()
@@ -506,7 +508,7 @@ class DeployRunner:
         self.health = health
         self.parallel = max(1, parallel)
         self.canary = canary
-        """Deploy the first host alone, and see it healthy, before any other (steps only)."""
+        """Deploy the first host alone, and see it healthy, before any other (steps or git)."""
         self.lock_ttl = lock_ttl
         self.lock_renew_every = lock_renew_every
         self._lock: HeldLock | None = None
@@ -527,10 +529,10 @@ class DeployRunner:
     ) -> DeployResult:
         """Deploy ``ref`` to ``colour`` and wait for it to turn healthy.
 
-        With steps, hosts go in batches (``plan_batches``): the canary alone, then
-        ``parallel`` at a time, each batch deployed and healthy (with every host before it)
-        before the next starts. The first batch that fails stops the rollout: the hosts of
-        later batches are left untouched, and the result names them.
+        Hosts go in batches (``plan_batches``), with steps or a git push alike: the canary
+        alone, then ``parallel`` at a time, each batch deployed and healthy (with every host
+        before it) before the next starts. The first batch that fails stops the rollout:
+        the hosts of later batches are left untouched, and the result names them.
 
         Failures of the deploy itself (a step exits non-zero, a host is unreachable, the
         health wait times out) come back in the result; refusals raise.
@@ -566,7 +568,7 @@ class DeployRunner:
             try:
                 details = {"ref": ref or "", "method": chosen, "hosts": str(len(env.hosts))}
                 plan = plan_batches([h.name for h in env.hosts], self.parallel, self.canary)
-                if chosen == "steps" and len(plan) > 1:
+                if len(plan) > 1:
                     details["batches"] = "+".join(str(len(b)) for b in plan)
                     if self.canary:
                         details["canary"] = plan[0][0]
@@ -586,36 +588,18 @@ class DeployRunner:
                 await self._publish(colour, "started", ref)
                 targets = {t for t in (ref, details.get("commit")) if t}
                 new_release = (targets, previous_versions) if targets else None
-                rollout: tuple[tuple[tuple[str, ...], ...], int | None, tuple[str, ...]] = (
-                    (),
-                    None,
-                    (),
-                )
-                health: HealthWait | None = None
+                run_batch: BatchRunner
                 if chosen == "steps":
-                    hosts, health, rollout = await self._rollout(
-                        env, plan, steps, ref, previous_versions, live_epoch, new_release,
-                        on_line, on_step, on_batch,
-                    )  # fmt: skip
-                else:
-                    runs = await git.push(colour, ref or "HEAD", repo=repo, on_line=on_line)
-                    hosts = [
-                        HostDeployResult(
-                            r.host,
-                            r.exit_status,
-                            r.duration,
-                            1,
-                            1,
-                            None if r.ok else "git push",
-                            r.error,
-                            r.tail,
-                        )
-                        for r in runs
-                    ]
-                if chosen == "git" and all(h.ok for h in hosts):
-                    health = await self.wait_healthy(
-                        colour, live_epoch=live_epoch, new_release=new_release
+                    run_batch = self._steps_batch(
+                        env, steps, ref, previous_versions, on_line, on_step
                     )
+                else:
+                    # The commit resolved once: a ref that moves mid-rollout (HEAD) must not
+                    # give later batches another release than the canary's.
+                    run_batch = self._git_batch(git, colour, details["commit"], repo, on_line)
+                hosts, health, rollout = await self._rollout(
+                    env, plan, run_batch, live_epoch, new_release, on_batch
+                )
                 if health is not None:
                     warnings.extend(_version_warnings(env, health))
                 result = DeployResult(
@@ -654,26 +638,76 @@ class DeployRunner:
                     )
                 raise
 
+    def _steps_batch(
+        self,
+        env: EnvConfig,
+        steps: Mapping[str, Sequence[str]],
+        ref: str | None,
+        previous_versions: Mapping[str, str | None],
+        on_line: LineCallback | None,
+        on_step: Callable[[StepStarted], None] | None,
+    ) -> BatchRunner:
+        """Deploys one batch with the hosts' steps over SSH (then re-checks cut-short hosts)."""
+
+        async def run(batch: Sequence[HostConfig]) -> list[HostDeployResult]:
+            done = await self._run_steps(env, steps, on_line, on_step, batch)
+            return await self._recheck(env.colour, ref, done, previous_versions)
+
+        return run
+
+    def _git_batch(
+        self,
+        git: GitPipeline,
+        colour: Colour,
+        commit: str,
+        repo: Path | None,
+        on_line: LineCallback | None,
+    ) -> BatchRunner:
+        """Deploys one batch with a git push of ``commit`` to each of its hosts."""
+
+        async def run(batch: Sequence[HostConfig]) -> list[HostDeployResult]:
+            names = [h.name for h in batch]
+            started = time.monotonic()
+            try:
+                if self._lock is not None:
+                    await self._lock.verify()  # fenced, as every step is
+                runs = await git.push(colour, commit, repo=repo, on_line=on_line, hosts=names)
+            except ConsoleError as e:
+                lasted = time.monotonic() - started
+                return [HostDeployResult(n, None, lasted, 0, 1, "git push", str(e)) for n in names]
+            return [
+                HostDeployResult(
+                    r.host,
+                    r.exit_status,
+                    r.duration,
+                    1,
+                    1,
+                    None if r.ok else "git push",
+                    r.error,
+                    r.tail,
+                )
+                for r in runs
+            ]
+
+        return run
+
     async def _rollout(
         self,
         env: EnvConfig,
         plan: list[tuple[str, ...]],
-        steps: Mapping[str, Sequence[str]],
-        ref: str | None,
-        previous_versions: Mapping[str, str | None],
+        run_batch: BatchRunner,
         live_epoch: int | None,
         new_release: tuple[set[str], Mapping[str, str | None]] | None,
-        on_line: LineCallback | None,
-        on_step: Callable[[StepStarted], None] | None,
         on_batch: Callable[[BatchProgress], None] | None,
     ) -> tuple[
         list[HostDeployResult],
         HealthWait | None,
         tuple[tuple[tuple[str, ...], ...], int | None, tuple[str, ...]],
     ]:
-        """Deploy ``plan`` batch by batch; stop at the first batch that fails its steps or
-        its health wait. Returns the hosts' results, the last health wait (None when the
-        last batch's steps failed: it was not waited for) and (plan, stopped at, untouched).
+        """Deploy ``plan`` batch by batch with ``run_batch`` (steps or a git push); stop at
+        the first batch that fails to deploy or its health wait. Returns the hosts'
+        results, the last health wait (None when the last batch failed to deploy: it was
+        not waited for) and (plan, stopped at, untouched).
         """
         by_name = {h.name: h for h in env.hosts}
         results: list[HostDeployResult] = []
@@ -694,8 +728,7 @@ class DeployRunner:
                     on_batch(progress)
 
             report("started")
-            done = await self._run_steps(env, steps, on_line, on_step, [by_name[n] for n in batch])
-            done = await self._recheck(env.colour, ref, done, previous_versions)
+            done = await run_batch([by_name[n] for n in batch])
             results += done
             untouched = tuple(name for later in plan[index:] for name in later)
             failed = [h for h in done if not h.ok]

@@ -10,7 +10,7 @@ import shlex
 import shutil
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,16 +195,25 @@ class GitPipeline:
         return await self._fan_out(env, one)
 
     async def _fan_out(
-        self, env: EnvConfig, one: Callable[[HostConfig], Awaitable[HostRun]]
+        self,
+        env: EnvConfig,
+        one: Callable[[HostConfig], Awaitable[HostRun]],
+        only: Collection[str] | None = None,
     ) -> list[HostRun]:
-        """Run ``one`` for every host, at most ``parallel`` at once."""
+        """Run ``one`` for every host (or those named in ``only``), at most ``parallel``
+        at once; results in config order."""
         semaphore = asyncio.Semaphore(self.parallel)
+        if only is not None:
+            unknown = set(only) - {h.name for h in env.hosts}
+            if unknown:
+                raise UsageError(f"env.{env.colour}: no host(s) {', '.join(sorted(unknown))}")
+        hosts = [h for h in env.hosts if only is None or h.name in only]
 
         async def bounded(host: HostConfig) -> HostRun:
             async with semaphore:
                 return await one(host)
 
-        return list(await asyncio.gather(*(bounded(h) for h in env.hosts)))
+        return list(await asyncio.gather(*(bounded(h) for h in hosts)))
 
     def check_local(self, repo: Path | None) -> Path:
         """The local repository to push from, after checking git and ssh are installed.
@@ -285,12 +294,17 @@ class GitPipeline:
         repo: Path | None = None,
         on_line: LineCallback | None = None,
         time_limit: float | None = None,
+        hosts: Collection[str] | None = None,
     ) -> list[HostRun]:
-        """Push ``ref`` from the local repository to every host's deploy branch.
+        """Push ``ref`` from the local repository to every host's deploy branch (or only
+        to ``hosts``: one batch of a rollout, see ``DeployRunner``).
 
         Each host's hook checks it out and restarts; its output streams through
         ``on_line``. A push that changes nothing (the same commit again) re-runs the hook
         over SSH, so deploying the same ref twice still restarts the app.
+
+        Raises:
+            UsageError: ``hosts`` names a host the colour does not have.
         """
         env = self.config.env(colour)
         git = self.git_config(colour)
@@ -311,7 +325,7 @@ class GitPipeline:
                 return HostRun(host.name, None, time.monotonic() - started, str(e), tuple(tail))
             return _outcome(host.name, status, time.monotonic() - started, tail)
 
-        return await self._fan_out(env, one)
+        return await self._fan_out(env, one, hosts)
 
     async def _push_host(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 import tomli_w
+from deploy_support import commit_file, git, make_app_repo
 from fleet_support import FLEET_SIZE, Fleet, FleetHost, fleet_config_data, release_steps
 from servers import RedisServer
 
@@ -28,7 +30,7 @@ from console.core.fleet import name_list, summarize
 from console.core.health import HealthChecker
 from console.core.logs import LogBatch, LogFollower, _StreamBuffers
 from console.core.models import Colour, EnvHealth, HostHealth, Probe, Verdict
-from console.core.ssh import SshPool
+from console.core.ssh import OutputLine, SshPool
 
 REPO = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
@@ -446,3 +448,159 @@ async def test_one_host_dropping_out_is_marked_for_that_host_while_the_rest_stre
 async def _take(batches: AsyncIterator[LogBatch], n: int) -> AsyncIterator[LogBatch]:
     for _ in range(n):
         yield await anext(batches)
+
+
+# --- git pushes in batches ---------------------------------------------------------------
+
+RESTART = r"""#!/bin/sh
+# The fleet's "restart": tell this host's app (its URL in ~/app_url) the release checked
+# out; a host with ~/broken comes up answering 500 (a release broken on that host).
+url=$(cat "$HOME/app_url")
+post() {
+  curl -sSf -m 5 -H 'Content-Type: application/json' --data-binary "$1" "$url/__control"
+}
+post "{\"version\": \"$(cat app.txt)\"}"
+if [ -e "$HOME/broken" ]; then post '{"mode": "500"}'; fi
+echo "restarted on $(cat app.txt)"
+"""
+
+
+@pytest.fixture(scope="module")
+def app_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local repository: ``v2`` and ``v3`` tags, each with app.txt and restart.sh."""
+    path = tmp_path_factory.mktemp("repo")
+    make_app_repo(path, "v2")
+    (path / "restart.sh").write_text(RESTART)
+    git(path, "add", "restart.sh")
+    git(path, "commit", "--quiet", "-m", "restart")
+    git(path, "tag", "v2")
+    commit_file(path, "v3")
+    git(path, "tag", "v3")
+    return path
+
+
+def _git_data(fleet: Fleet, redis: RedisServer) -> dict[str, Any]:
+    """The fleet as a git-pipeline colour: no steps, ``~/app.git`` on every host."""
+    data = fleet_config_data(fleet, redis.url, name=f"fleet{next(_names)}", health_timeout=2.0)
+    for host in data["env"]["blue"]["hosts"]:
+        del host["deploy"]
+    data["env"]["blue"]["git"] = {
+        "repo": "~/app.git",
+        "worktree": "~/app",
+        "restart": "sh restart.sh",
+    }
+    return data
+
+
+@pytest.fixture
+def git_fleet(fresh: Fleet) -> Iterator[Fleet]:
+    """The fleet with each host's ~/app_url written and nothing broken or pushed yet."""
+    for host in fresh.hosts:
+        host.home.mkdir(exist_ok=True)
+        (host.home / "app_url").write_text(host.app.url)
+        (host.home / "broken").unlink(missing_ok=True)
+        shutil.rmtree(host.home / "app.git", ignore_errors=True)
+        shutil.rmtree(host.home / "app", ignore_errors=True)
+    yield fresh
+    for host in fresh.hosts:
+        (host.home / "broken").unlink(missing_ok=True)
+
+
+def _checked_out(host: FleetHost) -> str | None:
+    path = host.home / "app" / "app.txt"
+    return path.read_text().strip() if path.exists() else None
+
+
+@pytest.mark.integration
+async def test_git_deploy_twenty_hosts_canary_then_batches_of_five(
+    git_fleet: Fleet, redis: RedisServer, app_repo: Path, runners: list[Runner]
+) -> None:
+    runner = Runner(parse_config(_git_data(git_fleet, redis)), parallel=5)
+    runners.append(runner)
+    setup = await runner.runner.setup_git(Colour.BLUE)
+    assert all(r.ok for r in setup), [r.error for r in setup if not r.ok]
+    pushed: list[tuple[str, float]] = []
+
+    def on_line(line: OutputLine) -> None:
+        if "bgconsole-hook: DEPLOYED" in line.text:
+            pushed.append((line.host, time.monotonic()))
+
+    result = await runner.runner.deploy(
+        Colour.BLUE, ref="v2", method="git", repo=app_repo,
+        on_line=on_line, on_batch=runner.batches.append,
+    )  # fmt: skip
+
+    assert result.ok, result.failure()
+    assert result.method == "git"
+    assert result.version == "v2"
+    assert [len(b) for b in result.batches] == [1, 5, 5, 5, 4]
+    assert [_checked_out(h) for h in git_fleet.hosts] == ["v2"] * 20
+    assert all(h.app.control()["version"] == "v2" for h in git_fleet.hosts)
+    states = [(b.index, b.state) for b in runner.batches]
+    assert states == [(i, s) for i in range(1, 6) for s in ("started", "healthy")]
+    assert runner.batches[0].canary
+    assert runner.batches[0].hosts == ("app1",)
+    # Pushed in the plan's order: no host of a batch before every host of the one before.
+    order = [host for host, _ in sorted(pushed, key=lambda p: p[1])]
+    assert order[0] == "app1"
+    assert set(order[1:6]) == {f"app{i}" for i in range(2, 7)}
+    assert set(order[16:]) == {f"app{i}" for i in range(17, 21)}
+    end = [e for e in await runner.control.events() if e.kind == "deploy"][-1]
+    assert end.details["batches"] == "1+5+5+5+4"
+    assert end.details["canary"] == "app1"
+    assert end.details["method"] == "git"
+
+
+@pytest.mark.integration
+async def test_git_deploy_with_a_broken_canary_pushes_nowhere_else(
+    git_fleet: Fleet, redis: RedisServer, app_repo: Path, runners: list[Runner]
+) -> None:
+    runner = Runner(parse_config(_git_data(git_fleet, redis)), parallel=5)
+    runners.append(runner)
+    assert all(r.ok for r in await runner.runner.setup_git(Colour.BLUE))
+    (git_fleet.host("app1").home / "broken").touch()
+
+    result = await runner.runner.deploy(
+        Colour.BLUE, ref="v3", method="git", repo=app_repo, on_batch=runner.batches.append
+    )
+
+    assert not result.ok
+    assert result.stopped_at == 1
+    assert result.failed_hosts == ("app1",)
+    assert len(result.untouched) == 19
+    assert [h.host for h in result.hosts] == ["app1"]
+    assert _checked_out(git_fleet.host("app1")) == "v3"
+    # Nothing was pushed to the others: their bare repositories have no deploy branch.
+    assert [_checked_out(h) for h in git_fleet.hosts[1:]] == [None] * 19
+    assert not any((h.home / "app.git" / "refs/heads/deploy").exists() for h in git_fleet.hosts[1:])
+    assert all(h.app.control()["version"] == "1.0.0" for h in git_fleet.hosts[1:])
+    failure = result.failure()
+    assert failure is not None
+    assert "stopped at the canary app1" in failure
+    assert "app1: HTTP 500" in failure
+    assert [(b.index, b.state) for b in runner.batches] == [(1, "started"), (1, "failed")]
+
+
+@pytest.mark.integration
+async def test_cli_git_deploy_parallel_stops_at_the_first_unhealthy_batch(
+    git_fleet: Fleet, redis: RedisServer, app_repo: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "bg.toml"
+    config.write_text(tomli_w.dumps(_git_data(git_fleet, redis)))
+    code, out, err = await _cli(config, "deploy", "setup", "blue")
+    assert code == 0, out + err
+    (git_fleet.host("app8").home / "broken").touch()
+
+    code, out, err = await _cli(
+        config, "deploy", "blue", "--git", "--repo", str(app_repo), "--ref", "v2", "--parallel", "5"
+    )
+
+    assert code == 1, err
+    assert "deploy v2 -> blue (git): FAILED" in out
+    assert "blue: canary app1 (batch 1/5): healthy after" in out
+    assert "blue: batch 2/5 (app2, app3, app4, app5, app6): healthy after" in out
+    assert "blue: batch 3/5 (app7, app8, app9, app10, app11): FAILED: app8: HTTP 500" in out
+    assert "rollout: 10 of 20 host(s) deployed, 1 failed (app8), 9 left untouched" in out
+    assert "stopped at batch 3/5" in err
+    assert [_checked_out(h) for h in git_fleet.hosts[:11]] == ["v2"] * 11
+    assert [_checked_out(h) for h in git_fleet.hosts[11:]] == [None] * 9
