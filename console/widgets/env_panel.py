@@ -14,6 +14,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from console.core.flags import FlagTable
+from console.core.fleet import collapses, summarize
 from console.core.models import Colour, EnvHealth, HostHealth
 from console.widgets.flag_list import FlagList
 from console.widgets.formatting import verdict_text
@@ -127,7 +128,8 @@ class EnvPanel(Vertical, can_focus=True):
         self._show_verdict()
         if env is None or not self.is_mounted:
             return
-        self.query_one(HostTable).show_hosts(env.hosts)
+        # Tens of hosts: a summary line and the problem hosts first, as the CLI's status.
+        self.query_one(HostTable).show_hosts(env.hosts, summarize(env) if collapses(env) else None)
         hosts = env.hosts
         series = latency_series(hosts)
         self.query_one(LatencySparkline).data = series

@@ -9,6 +9,7 @@ from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from console.core.fleet import FleetSummary, name_list
 from console.core.models import HostHealth, Probe
 from console.core.text import printable
 from console.widgets.formatting import ago
@@ -26,6 +27,10 @@ DROP_ORDER: tuple[str, ...] = ("latency",)
 GAP = 2
 MIN_ERROR = 10
 """The ERROR column's narrowest useful width; below it, columns in DROP_ORDER go."""
+SHORT_TERMINAL = 32
+"""Terminals less tall than this (80x24) get fewer host rows in a collapsed fleet."""
+FLEET_ROWS = (3, 8)
+"""Host rows of a collapsed fleet (the problem hosts first): short terminal, others."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,55 @@ def version_detail(host: HostHealth, now: float) -> str:
     return f"unknown now; last seen {printable(seen.version)}, {age} (probes failed since)"
 
 
+def fleet_order(hosts: tuple[HostHealth, ...]) -> list[HostHealth]:
+    """The problem hosts first (down, rising, not yet probed), then the rest; each part in
+    config order."""
+    return [h for h in hosts if not h.up] + [h for h in hosts if h.up]
+
+
+def fleet_lines(summary: FleetSummary, width: int) -> list[Content]:
+    """``20 hosts: 18 up, 2 DOWN (g-07, g-12) · version 1.1.0``, fitted to ``width``.
+
+    Too wide, the down hosts' names go first (their rows come next, problem hosts first),
+    then the versions move to a line of their own: a mixed fleet (a rollout half done)
+    is never hidden behind an ellipsis.
+    """
+    counts: list[str | tuple[str, str]] = [
+        f"{summary.total} hosts: ",
+        (f"{summary.up} up", "bold $status-ok" if summary.up else "$text-muted"),
+    ]
+    names: list[str | tuple[str, str]] = []
+    if summary.down:
+        counts += [", ", (f"{len(summary.down)} DOWN", "bold $status-down")]
+        names.append(f" ({name_list([printable(host) for host, _ in summary.down], 4)})")
+    versions: list[str | tuple[str, str]] = []
+    if len(summary.versions) == 1:
+        versions.append(f"version {printable(summary.versions[0][0])}")
+    elif summary.versions:
+        mix = ", ".join(f"{printable(v)} ({n})" for v, n in summary.versions[:3])
+        more = f", {len(summary.versions) - 3} more" if len(summary.versions) > 3 else ""
+        versions.append((f"versions {mix}{more}", "bold $status-degraded"))
+    dot: list[str | tuple[str, str]] = [" · "] if versions else []
+    for parts in ([*counts, *names, *dot, *versions], [*counts, *dot, *versions]):
+        line = Content.assemble(*parts)
+        if line.cell_length <= width:
+            return [line]
+    head = Content.assemble(*counts, *names)
+    if head.cell_length > width:
+        head = Content.assemble(*counts)
+    lines = [head.truncate(width, ellipsis=True)]
+    if versions:
+        lines.append(Content.assemble(*versions).truncate(width, ellipsis=True))
+    return lines
+
+
+def hidden_line(hidden: list[HostHealth]) -> Content:
+    """``… 14 more: all up`` / ``… 4 more: 3 up, 1 down`` for rows the table leaves out."""
+    down = sum(not h.up for h in hidden)
+    what = "all up" if not down else f"{len(hidden) - down} up, {down} down"
+    return Content.styled(f"… {len(hidden)} more: {what} (Enter: every host)", "$text-muted")
+
+
 def layout(width: int, cells: list[dict[str, Content]]) -> list[tuple[str, int]]:
     """The columns shown in ``width`` cells and their widths (ERROR takes the rest)."""
     shown = [key for key, _ in COLUMNS]
@@ -144,35 +198,71 @@ class HostTable(Widget):
 
     At panel widths where every column does not fit, LATENCY goes first (the sparkline
     label says it), then host names and versions are cut with an ellipsis: VERSION and
-    ERROR always stay.
+    ERROR always stay. A fleet (``show_hosts`` with a summary) is collapsed: one line
+    counting up/down hosts and versions, then the problem hosts first, as many rows as the
+    terminal leaves room for, and a line saying how many more there are.
     """
 
     DEFAULT_CSS = """
     HostTable {
         height: auto;
         max-height: 12;
+        text-wrap: nowrap;
         background: $surface;
     }
     """
 
     hosts: reactive[tuple[HostHealth, ...]] = reactive((), layout=True)
     """The hosts shown, in config order."""
+    summary: reactive[FleetSummary | None] = reactive(None, layout=True)
+    """Set for a fleet too big for a row each: a summary line, the problem hosts first,
+    as many rows as fit, and a line counting the rest."""
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
+        self._rows_fit = FLEET_ROWS[1]
+        self._width = 80
 
-    def show_hosts(self, hosts: tuple[HostHealth, ...]) -> None:
-        """Bring the table up to date with ``hosts``."""
+    def show_hosts(
+        self, hosts: tuple[HostHealth, ...], summary: FleetSummary | None = None
+    ) -> None:
+        """Bring the table up to date with ``hosts`` (collapsed with a ``summary``)."""
         self.hosts = hosts
+        self.summary = summary
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
-        return 1 + len(self.hosts)
+        if self.summary is None:
+            return 1 + len(self.hosts)
+        self._rows_fit = FLEET_ROWS[0] if viewport.height < SHORT_TERMINAL else FLEET_ROWS[1]
+        self._width = width
+        return len(self._collapsed_lines())
+
+    def _collapsed_lines(self) -> list[HostHealth | str]:
+        """The lines of a collapsed fleet: "summary", "header", hosts, then "hidden"."""
+        order = fleet_order(self.hosts)
+        if len(order) > self._rows_fit:
+            shown = order[: self._rows_fit - 1]
+            return [*self._summary_lines(), "header", *shown, "hidden"]
+        return [*self._summary_lines(), "header", *order]
+
+    def _summary_lines(self) -> list[str]:
+        if self.summary is None:
+            return []
+        return ["summary"] * len(fleet_lines(self.summary, self._width))
 
     def render(self) -> Content:
         width = max(self.size.width, 20)
         wide_version = width >= 56
-        rows = [host_cells(h, wide_version=wide_version) for h in self.hosts]
-        columns = layout(width, rows)
+        self._width = width
+        summary_lines = fleet_lines(self.summary, width) if self.summary is not None else []
+        if self.summary is None:
+            hosts = list(self.hosts)
+            plan: list[HostHealth | str] = ["header", *hosts]
+        else:
+            plan = self._collapsed_lines()
+            hosts = [h for h in plan if isinstance(h, HostHealth)]
+        rows = {h.host: host_cells(h, wide_version=wide_version) for h in hosts}
+        columns = layout(width, list(rows.values()))
         labels = dict(COLUMNS)
 
         def line(cells: dict[str, Content]) -> Content:
@@ -187,6 +277,17 @@ class HostTable(Widget):
                 parts.append(cell)
             return Content(" " * GAP).join(parts)
 
-        header = line({key: Content(labels[key]) for key, _ in COLUMNS})
-        header = header.truncate(width, pad=True).stylize("bold $foreground on $panel")
-        return Content("\n").join([header, *(line(r) for r in rows)])
+        lines: list[Content] = []
+        for item in plan:
+            if isinstance(item, HostHealth):
+                lines.append(line(rows[item.host]))
+            elif item == "header":
+                header = line({key: Content(labels[key]) for key, _ in COLUMNS})
+                lines.append(header.truncate(width, pad=True).stylize("bold $foreground on $panel"))
+            elif item == "summary" and summary_lines:
+                lines.append(summary_lines.pop(0))
+            elif item == "hidden":
+                shown = {h.host for h in hosts}
+                rest = [h for h in self.hosts if h.host not in shown]
+                lines.append(hidden_line(rest).truncate(width, ellipsis=True))
+        return Content("\n").join(lines)
