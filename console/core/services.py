@@ -7,6 +7,7 @@ subclass that returns fixed data for layout-only snapshot tests).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -19,6 +20,8 @@ from console.core.errors import ControlPlaneUnavailable, ReadOnly
 from console.core.flags import FlagChange, FlagStore, FlagTable
 from console.core.health import HealthChecker
 from console.core.logs import PER_HOST_LINES, LogFollower, LogLine
+from console.core.migrate.mirror import MirrorStatus
+from console.core.migrate.mirror import StatusCallback as MirrorStatusCallback
 from console.core.migrate.plan import (
     MigrationRequest,
     MigrationResult,
@@ -207,6 +210,29 @@ class Services:
             self._writable(f"migration {request.source} -> {request.target}")
         runner = MigrationRunner(self.config, self.control, self.ssh)
         return await runner.migrate(request, on_progress)
+
+    async def mirror(
+        self,
+        request: MigrationRequest,
+        on_status: MirrorStatusCallback,
+        stop: asyncio.Event,
+        on_progress: ProgressCallback = no_progress,
+    ) -> tuple[MigrationResult, MirrorStatus]:
+        """Install change capture (idempotent), catch up, then mirror until ``stop`` is set.
+
+        Change capture is what makes a mirror carry updates and deletes, not only appends;
+        from the console it is always installed (``migrate mirror --setup`` from the CLI).
+        """
+        self._writable(f"mirror {request.source} -> {request.target}")
+        runner = MigrationRunner(self.config, self.control, self.ssh)
+        await runner.mirror_setup(request)
+        return await runner.mirror(request, on_status, stop, on_progress=on_progress)
+
+    async def mirror_teardown(self, request: MigrationRequest) -> int:
+        """Remove the mirror's change capture from both colours (idempotent)."""
+        self._writable("removing change capture")
+        runner = MigrationRunner(self.config, self.control, self.ssh)
+        return await runner.mirror_setup(request, teardown=True)
 
     def logs(
         self, colours: tuple[Colour, ...], *, lines: int = LOG_BACKLOG, grep: str | None = None

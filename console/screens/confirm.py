@@ -64,6 +64,11 @@ class ConfirmScreen(ModalScreen[bool]):
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
 
+    def update_details(self, details: Content) -> None:
+        """Replace the details (a check that finished after the question was asked)."""
+        self.details = details
+        self.query_one(".details", Static).update(details)
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss(event.button.id == "yes")

@@ -15,6 +15,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.screen import Screen
 
+from console.core.data_check import check_data
 from console.core.errors import ConsoleError
 from console.core.flags import FlagTable
 from console.core.gates import GateFailed
@@ -294,10 +295,18 @@ class DashboardScreen(Screen[None]):
             (to.value.upper(), f"bold $env-{to.value}"),
             "?",
         )
-        details = go_no_go(report, self.flags, to)
-        if not await self.app.push_screen_wait(
-            ConfirmScreen(question, details, yes_label="Switch")
-        ):
+        details = go_no_go(report, self.flags, to, "checking")
+        confirm = ConfirmScreen(question, details, yes_label="Switch")
+        # The rows check (a dry run over SSH) fills in while the operator reads the rest;
+        # it stops when they answer, so it never holds the migrate lock during the switch.
+        checking = self.run_worker(
+            self._check_data(confirm, report, before, to), group="go-no-go", exclusive=True
+        )
+        try:
+            answer = await self.app.push_screen_wait(confirm)
+        finally:
+            checking.cancel()
+        if not answer:
             self.say("switch cancelled; nothing changed")
             return
         self.say(f"switch {before} → {to}: started")
@@ -307,6 +316,14 @@ class DashboardScreen(Screen[None]):
         self.say(result.summary())
         self.notify(result.summary(), title="switched")
         self.action_refresh()
+
+    async def _check_data(
+        self, confirm: ConfirmScreen, report: StatusReport, before: Colour, to: Colour
+    ) -> None:
+        flags = self.flags
+        result = await check_data(self.services.migrate, before, to)
+        if confirm.is_attached:
+            confirm.update_details(go_no_go(report, flags, to, result))
 
     async def _switch(
         self, to: Colour, *, force: bool, skip_gates: bool = False

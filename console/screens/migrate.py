@@ -24,8 +24,9 @@ FORM_STRATEGIES: tuple[tuple[Strategy, str], ...] = (
     ("rows", "rows: copy the rows the target lacks (a transaction per table), verify"),
     ("snapshot", "snapshot: replace the target database with a copy (old file kept)"),
     ("redis", "redis: copy the keys matching data.redis_keys, with their TTLs"),
+    ("mirror", "mirror: copy the rows, then keep applying changes until stopped"),
 )
-"""The strategies the form offers; mirror runs until stopped, so it stays a CLI job."""
+"""The strategies the form offers (the CLI's, with mirror's change capture always on)."""
 REASON = "from the console"
 
 
@@ -79,8 +80,8 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
                 for i, (strategy, text) in enumerate(FORM_STRATEGIES):
                     yield RadioButton(text, value=i == 0, name=strategy, id=f"strategy-{strategy}")
             yield Static(
-                "mirror (rows, then keep copying until stopped) is a long-running foreground "
-                "job: run it from a terminal with bgconsole migrate --strategy mirror.",
+                "mirror installs change capture on the source (updates and deletes follow "
+                "too); s stops it, t removes the capture.",
                 classes="note",
             )
             yield Checkbox("Dry run: plan only, write nothing", value=True, id="dry-run")

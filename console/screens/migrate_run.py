@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import ClassVar
@@ -15,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Static
 
 from console.core.errors import ConsoleError
+from console.core.migrate.mirror import MirrorStatus
 from console.core.migrate.plan import RESULT_COLUMNS, MigrationRequest, MigrationResult
 from console.core.services import Services
 from console.messages import OperationFinished
@@ -24,9 +26,9 @@ from console.widgets.key_footer import KeyFooter
 from console.widgets.migration_progress import MigrationProgress
 
 CANCEL_DETAILS = (
-    "Each table is copied in one transaction, all or nothing: a cancelled table has all of "
-    "its new rows or none, and running the migration again finishes the job. The migrate "
-    "lock is released and the cancellation recorded as an event."
+    "Rows are copied in short transactions (slices): a cancelled run keeps the slices it "
+    "committed, the host side stops with it, and running the migration again copies the "
+    "rest exactly once. The migrate lock is released and the cancellation recorded."
 )
 DRY_RUN_CANCEL_DETAILS = "It is a dry run: nothing has been written."
 
@@ -54,6 +56,8 @@ class MigrateRunScreen(Screen[None]):
         Binding("escape", "close", "Close"),
         Binding("q", "app.back", "Back"),
         Binding("r", "run_for_real", "Run it for real"),
+        Binding("s", "stop_mirror", "Stop mirror"),
+        Binding("t", "teardown", "Remove capture"),
     ]
 
     def __init__(
@@ -76,6 +80,15 @@ class MigrateRunScreen(Screen[None]):
         self.result: MigrationResult | None = None
         """The last run's result; None while running or after an error."""
         self.running = False
+        self.mirror_status: MirrorStatus | None = None
+        """The mirror's last cycle (mirror strategy only)."""
+        self._stop = asyncio.Event()
+        self._close_when_stopped = False
+
+    @property
+    def mirroring(self) -> bool:
+        """A real mirror (not its dry run): runs until stopped."""
+        return self.request.strategy == "mirror" and not self.request.dry_run
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), classes="migrate-title")
@@ -116,7 +129,18 @@ class MigrateRunScreen(Screen[None]):
         self.running = True
         self.refresh_bindings()
         try:
-            self.result = await self.services.migrate(self.request, progress.report)
+            if self.mirroring:
+                self._stop = asyncio.Event()
+                self.result, status = await self.services.mirror(
+                    self.request, self._mirror_cycle, self._stop, progress.report
+                )
+                self.mirror_status = status
+            else:
+                # A mirror's dry run is the rows plan of its catch-up (as from the CLI).
+                request = self.request
+                if request.strategy == "mirror":
+                    request = replace(request, strategy="rows")
+                self.result = await self.services.migrate(request, progress.report)
         except ConsoleError as e:
             self._finish(False, f"{self._what()} failed: {e}")
             return
@@ -127,7 +151,19 @@ class MigrateRunScreen(Screen[None]):
             self.running = False
             self.refresh_bindings()
         self._show(self.result)
-        self._finish(self.result.ok, self.result.summary())
+        summary = self.result.summary()
+        if self.mirror_status is not None and self.mirroring:
+            summary = f"mirror stopped; {_mirror_line(self.request, self.mirror_status)}"
+            summary += f"; catch-up: {self.result.summary()}"
+        self._finish(self.result.ok, summary)
+
+    def _mirror_cycle(self, status: MirrorStatus) -> None:
+        """After each mirror cycle: what it applied, what is behind, the lag."""
+        self.mirror_status = status
+        line = self.query_one(".migrate-result", Static)
+        line.update(Content(f"{_mirror_line(self.request, status)}   (s stops · Escape stops)"))
+        line.set_class(not status.error, "-ok")
+        line.set_class(bool(status.error), "-failed")
 
     def _what(self) -> str:
         request = self.request
@@ -144,6 +180,13 @@ class MigrateRunScreen(Screen[None]):
         self.query_one(".migrate-notes", Static).update(Content("\n".join(result.notes())))
 
     def _finish(self, ok: bool, summary: str) -> None:
+        if self._close_when_stopped:
+            # Escape stopped the mirror: the outcome goes to the dashboard, and we leave.
+            self.notify(summary, severity="information" if ok else "error", timeout=10)
+            if self.on_finished is not None:
+                self.on_finished(OperationFinished("migrate", ok, summary))
+            self.dismiss()
+            return
         offer = self.request.dry_run and self.result is not None
         hint = "   (r runs it for real · Escape closes)" if offer else "   (Escape closes)"
         line = self.query_one(".migrate-result", Static)
@@ -161,7 +204,44 @@ class MigrateRunScreen(Screen[None]):
         if action == "run_for_real":
             # Only once a dry run has finished: there is nothing to repeat before.
             return not self.running and self.request.dry_run and self.result is not None
+        if action == "stop_mirror":
+            return self.running and self.mirroring
+        if action == "teardown":
+            return not self.running and self.request.strategy == "mirror"
         return True
+
+    def action_stop_mirror(self) -> None:
+        """Stop the mirror after its current cycle (the lock is released, recorded)."""
+        if self.running and self.mirroring:
+            self._stop.set()
+            self.query_one(".migrate-result", Static).update("stopping after this cycle…")
+
+    def action_teardown(self) -> None:
+        """Remove the change capture (triggers, change table) from both colours."""
+        if self.check_action("teardown", ()):
+            self.teardown()
+
+    @work(exclusive=True, group="teardown", exit_on_error=False)
+    async def teardown(self) -> None:
+        """Confirm, then remove change capture; the mirror's lag leaves status."""
+        request = self.request
+        if not await self.app.push_screen_wait(
+            ConfirmScreen(
+                Content(f"Remove change capture from {request.source} and {request.target}?"),
+                Content(
+                    "The triggers and the change table go; a later mirror starts with a "
+                    "catch-up again. Rows already copied stay."
+                ),
+                yes_label="Remove capture",
+            )
+        ):
+            return
+        try:
+            count = await self.services.mirror_teardown(request)
+        except ConsoleError as e:
+            self.notify(str(e), severity="error", title="change capture not removed")
+            return
+        self.notify(f"change capture removed ({count} object(s))", title="mirror")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
@@ -194,9 +274,14 @@ class MigrateRunScreen(Screen[None]):
         self.run_migration()
 
     def action_close(self) -> None:
-        """Leave; while the migration runs, confirm that it should be cancelled."""
+        """Leave; while the migration runs, confirm that it should be cancelled (a mirror
+        is stopped after its cycle instead: that is its normal end)."""
         if not self.running:
             self.dismiss()
+            return
+        if self.mirroring:
+            self._close_when_stopped = True
+            self.action_stop_mirror()
             return
         self.confirm_cancel()
 
@@ -214,3 +299,16 @@ class MigrateRunScreen(Screen[None]):
             self.workers.cancel_group(self, "migrate")
             self.running = False
             self.dismiss()
+
+
+def _mirror_line(request: MigrationRequest, status: MirrorStatus) -> str:
+    """``mirror blue -> green: cycle 12, 40 applied, 0 behind, lag 0.3 s``."""
+    line = (
+        f"mirror {request.source} -> {request.target}: cycle {status.cycles}, "
+        f"{status.copied} applied, {status.behind} behind, lag {status.lag:.1f} s"
+    )
+    if status.conflicts:
+        line += f", {status.conflicts} conflicting"
+    if status.error:
+        line += f"; last cycle failed (retrying): {status.error}"
+    return line

@@ -34,6 +34,7 @@ def status_detail(report: StatusReport | None) -> Content:
         ("Router", _router),
         ("Agents and failover", _agents),
         ("In progress (locks)", _locks),
+        ("Data mirror", _mirror),
     ):
         lines = section(report)
         if lines:
@@ -129,6 +130,13 @@ def _agents(report: StatusReport) -> list[Content]:
         why_not = printable(readiness.why_not or "?")
         lines.append(Content.assemble(("failover NOT active: ", "bold $warning"), why_not))
     return lines
+
+
+def _mirror(report: StatusReport) -> list[Content]:
+    if not report.mirror:
+        return []
+    style = "bold $warning" if report.mirror_behind else ""
+    return [Content.styled(printable(report.mirror), style)]
 
 
 def _locks(report: StatusReport) -> list[Content]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from textual.content import Content
 
+from console.core.data_check import DataCheck
 from console.core.flags import FlagTable
 from console.core.models import Colour, Verdict
 from console.core.status import StatusReport
@@ -28,9 +31,17 @@ def _versions(report: StatusReport, colour: Colour) -> str:
     return ", ".join(sorted(set(shown))) or "-"
 
 
-def go_no_go(report: StatusReport, flags: FlagTable | None, to: Colour) -> Content:
+def go_no_go(
+    report: StatusReport,
+    flags: FlagTable | None,
+    to: Colour,
+    data: DataCheck | Literal["checking"] | None = None,
+) -> Content:
     """``health / version / flags that differ / in progress / failover / data`` for a flip
-    from the live colour to ``to``: the checks an operator would otherwise make by hand."""
+    from the live colour to ``to``: the checks an operator would otherwise make by hand.
+
+    ``data``: the rows check (:func:`console.core.data_check.check_data`), ``"checking"``
+    while it runs, None when it was not started."""
     before = to.other
     label = "$text-muted"
     lines: list[Content] = [
@@ -88,15 +99,55 @@ def go_no_go(report: StatusReport, flags: FlagTable | None, to: Colour) -> Conte
         else Content.styled(f"NOT active: {printable(failover.why_not or '?')}", "bold $warning")
     )
     lines.append(Content.assemble(("failover    ", label), state))
-    lines.append(
-        Content.assemble(
-            ("data        ", label),
-            ("not checked", "bold $warning"),
-            f": rows written on {before} may be missing on {to} (m, dry run, shows them)",
-        )
-    )
+    lines += _data_lines(report, before, to, data)
     target = report.health.envs.get(to)
     if target is not None and target.verdict is not Verdict.HEALTHY:
         warning = f"{to} is {target.verdict.value}: the switch probes it first and may refuse"
         lines.append(Content.styled(warning, "bold $status-down"))
     return Content("\n").join(lines)
+
+
+def _data_lines(
+    report: StatusReport, before: Colour, to: Colour, data: DataCheck | Literal["checking"] | None
+) -> list[Content]:
+    """Rows written on the live colour and not on the target, and the mirror's lag."""
+    label = ("data        ", "$text-muted")
+    lines: list[Content] = []
+    if data == "checking":
+        lines.append(
+            Content.assemble(
+                label, ("checking…", "$text-muted"), f" (dry run: rows on {before} missing on {to})"
+            )
+        )
+    elif data is None or not data.checked:
+        why = printable(data.why) if data is not None else f"rows on {before} may be missing"
+        lines.append(
+            Content.assemble(label, ("not checked", "bold $warning"), f": {why} (m: dry run)")
+        )
+    elif data.clean:
+        lines.append(
+            Content.assemble(
+                label,
+                (f"every row on {before} is on {to}", "$status-ok"),
+                (f" ({data.tables} table(s), {data.seconds:.1f} s)", "$text-muted"),
+            )
+        )
+    else:
+        parts: list[str | tuple[str, str]] = [label]
+        if data.missing:
+            tables = ", ".join(f"{printable(t)} {n}" for t, n in data.missing[:3])
+            more = f" +{len(data.missing) - 3} tables" if len(data.missing) > 3 else ""
+            parts.append(
+                (f"{data.rows_missing} row(s) on {before} NOT on {to}", "bold $status-down")
+            )
+            parts.append(f": {tables}{more}")
+        if data.differ:
+            parts.append((f"{'; ' if data.missing else ''}{data.differ} differ", "bold $warning"))
+        parts.append(("  (m migrates them)", "$text-muted"))
+        lines.append(Content.assemble(*parts))
+    if report.mirror:
+        style = "bold $warning" if report.mirror_behind else "$text-muted"
+        lines.append(
+            Content.assemble(("mirror      ", "$text-muted"), (printable(report.mirror), style))
+        )
+    return lines

@@ -127,6 +127,13 @@ def plane_line(
         parts.append(("DRIFT", "bold reverse $warning"))
     parts.append(sep)
     parts += _agent_parts(report, failover_enabled, compact=compact)
+    if report.mirror:
+        # A data mirror between the colours: behind means a flip now leaves rows behind.
+        parts.append(sep)
+        if report.mirror_behind:
+            parts.append(("MIRROR BEHIND", "bold $warning"))
+        else:
+            parts.append(("mirror ok", "$text-muted"))
     if report.control_error:
         # The error text starts with "control plane ...", which this line already says.
         detail = printable(report.control_error.removeprefix("control plane "))

@@ -185,7 +185,9 @@ async def test_escape_while_running_asks_before_cancelling(tmp_path: Path) -> No
         # Escape while running asks (No keeps it running), then Yes cancels.
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirm")
-        assert "all or nothing" in str(app.screen.query_one(".details", Static).render())
+        assert "copies the rest exactly once" in str(
+            app.screen.query_one(".details", Static).render()
+        )
         await pilot.press("n")
         await wait_for(pilot, lambda: app.screen is run, what="still running")
         assert run.running
