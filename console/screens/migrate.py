@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from textual.app import App
 
 FORM_STRATEGIES: tuple[tuple[Strategy, str], ...] = (
-    ("rows", "rows: copy the rows the target lacks (a transaction per table), verify"),
+    ("rows", "rows: copy the rows the target lacks (short transactions), verify"),
     ("snapshot", "snapshot: replace the target database with a copy (old file kept)"),
     ("redis", "redis: copy the keys matching data.redis_keys, with their TTLs"),
     ("mirror", "mirror: copy the rows, then keep applying changes until stopped"),

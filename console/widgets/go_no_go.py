@@ -135,7 +135,7 @@ def _data_lines(
     else:
         parts: list[str | tuple[str, str]] = [label]
         if data.missing:
-            tables = ", ".join(f"{printable(t)} {n}" for t, n in data.missing[:3])
+            tables = ", ".join(f"{printable(_table(t))} {n}" for t, n in data.missing[:3])
             more = f" +{len(data.missing) - 3} tables" if len(data.missing) > 3 else ""
             parts.append(
                 (f"{data.rows_missing} row(s) on {before} NOT on {to}", "bold $status-down")
@@ -151,3 +151,9 @@ def _data_lines(
             Content.assemble(("mirror      ", "$text-muted"), (printable(report.mirror), style))
         )
     return lines
+
+
+def _table(item: str) -> str:
+    """``uploads`` from ``green:/srv/app/data/app.db uploads``: the host and path are in
+    the dry run (m); the dialog has room for the table."""
+    return item.rsplit(" ", 1)[-1]

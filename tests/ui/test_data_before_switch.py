@@ -47,7 +47,7 @@ def test_the_data_line_says_what_it_knows() -> None:
         Colour.BLUE, Colour.GREEN, True, missing=(("h:app.db uploads", 3),), tables=2
     )
     text = go_no_go(report, fixed_flags(), Colour.GREEN, missing).plain
-    assert "3 row(s) on blue NOT on green: h:app.db uploads 3" in text
+    assert "3 row(s) on blue NOT on green: uploads 3  (m migrates them)" in text
     clean = DataCheck(Colour.BLUE, Colour.GREEN, True, tables=2, seconds=0.4)
     assert (
         "every row on blue is on green (2 table(s), 0.4 s)"
