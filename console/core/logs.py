@@ -340,6 +340,28 @@ def pick_logs(
     return picked
 
 
+def choose_hosts(
+    hosts: Iterable[tuple[Colour, HostConfig]],
+    colours: Iterable[Colour],
+    source: str | None = None,
+) -> list[tuple[Colour, HostConfig]]:
+    """The hosts of ``colours`` (in ``hosts``' order), or only the one named ``source``.
+
+    ``source`` is ``colour/host`` (``blue/app1``, as lines are tagged); None: every host.
+    """
+    wanted = set(colours)
+    return [
+        (c, h)
+        for c, h in hosts
+        if c in wanted and (source is None or f"{c.value}/{h.name}" == source)
+    ]
+
+
+def log_names(hosts: Iterable[tuple[Colour, HostConfig]]) -> list[str]:
+    """The names of the logs configured on any of ``hosts``, in config order, once each."""
+    return list(dict.fromkeys(name for _, host in hosts for name in host.logs))
+
+
 class LogFollower:
     """Streams the logs of many hosts as one sequence of lines; see ``follow_logs``.
 
