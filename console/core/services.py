@@ -12,10 +12,18 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from console.core.config import Config
 from console.core.control import ControlPlane, Notification
-from console.core.deploy import DeployResult, DeployRunner, StepStarted
+from console.core.deploy import (
+    DEFAULT_PARALLEL,
+    BatchProgress,
+    DeployMethod,
+    DeployResult,
+    DeployRunner,
+    StepStarted,
+)
 from console.core.errors import ControlPlaneUnavailable, ReadOnly
 from console.core.flags import FlagChange, FlagStore, FlagTable
 from console.core.health import HealthChecker
@@ -191,13 +199,27 @@ class Services:
         reason: str = "",
         on_line: Callable[[OutputLine], None] | None = None,
         on_step: Callable[[StepStarted], None] | None = None,
+        on_batch: Callable[[BatchProgress], None] | None = None,
+        method: DeployMethod | None = None,
+        repo: Path | None = None,
+        parallel: int | None = None,
     ) -> DeployResult:
-        """Deploy ``ref`` to ``colour`` under the deploy lock, then wait for health."""
+        """Deploy ``ref`` to ``colour`` under the deploy lock, then wait for health.
+
+        ``method``, ``repo`` and ``parallel`` are the CLI's ``--git``, ``--repo`` and
+        ``--parallel`` (hosts per batch after the canary)."""
         self._writable(f"deploy to {colour}")
-        runner = DeployRunner(self.config, self.control, self.ssh, self._switch_health())
-        return await runner.deploy(
-            colour, ref=ref, live_ok=live_ok, reason=reason, on_line=on_line, on_step=on_step
+        runner = DeployRunner(
+            self.config,
+            self.control,
+            self.ssh,
+            self._switch_health(),
+            parallel=parallel or DEFAULT_PARALLEL,
         )
+        return await runner.deploy(
+            colour, ref=ref, live_ok=live_ok, method=method, repo=repo, reason=reason,
+            on_line=on_line, on_step=on_step, on_batch=on_batch,
+        )  # fmt: skip
 
     async def migrate(
         self, request: MigrationRequest, on_progress: ProgressCallback = no_progress

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import ComposeResult
@@ -13,7 +13,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Static
 
-from console.core.deploy import DeployResult, StepStarted, live_deploy_preview
+from console.core.deploy import BatchProgress, DeployResult, StepStarted, live_deploy_preview
 from console.core.errors import ConsoleError
 from console.core.logs import LogLine
 from console.core.services import Services
@@ -41,11 +41,72 @@ def deploy_summary(result: DeployResult) -> str:
     return f"{head}: ok in {result.duration:.1f} s, healthy, version {version}; {traffic}"
 
 
+def host_range(hosts: tuple[str, ...]) -> str:
+    """``g-06..g-10`` for a batch (consecutive in config order), ``g-01`` for one host."""
+    if len(hosts) <= 2:
+        return ", ".join(printable(h) for h in hosts)
+    return f"{printable(hosts[0])}..{printable(hosts[-1])}"
+
+
+def batch_text(batch: BatchProgress) -> str:
+    """``batch 2/4: g-06..g-10 deploying`` / ``canary g-01 (batch 1/5): healthy after 0.4 s``."""
+    what = (
+        f"canary {printable(batch.hosts[0])} (batch 1/{batch.total})"
+        if batch.canary
+        else f"batch {batch.index}/{batch.total}: {host_range(batch.hosts)}"
+    )
+    if batch.state == "started":
+        return f"{what} deploying"
+    if batch.state == "healthy":
+        return f"{what} {batch.detail}"
+    return f"{what} FAILED: {printable(batch.detail)}; rollout stopped"
+
+
+class BatchBoard:
+    """The rollout line: the canary's result, the batch running now (or the one that
+    stopped the rollout, naming the host), hosts done, and hosts left untouched."""
+
+    def __init__(self, total_hosts: int) -> None:
+        self.total_hosts = total_hosts
+        self.canary: str | None = None
+        """The canary's outcome, once known."""
+        self.current: str | None = None
+        self.started = 0
+        self.healthy = 0
+        self.stopped = False
+
+    def update(self, batch: BatchProgress) -> None:
+        text = batch_text(batch)
+        if batch.canary and batch.state != "started":
+            self.canary = text
+        self.current = text
+        if batch.state == "started":
+            self.started += len(batch.hosts)
+        elif batch.state == "healthy":
+            self.healthy += len(batch.hosts)
+        self.stopped = batch.state == "failed"
+
+    def line(self) -> Content:
+        parts: list[str | tuple[str, str]] = [("rollout: ", "bold")]
+        if self.canary is not None and self.current != self.canary:
+            ok = "FAILED" not in self.canary
+            parts += [(self.canary, "$status-ok" if ok else "bold $status-down"), " · "]
+        if self.current is not None:
+            parts.append((self.current, "bold $status-down" if self.stopped else "bold"))
+        parts.append(f" · {self.healthy}/{self.total_hosts} hosts done")
+        if self.stopped:
+            untouched = self.total_hosts - self.started
+            parts.append((f" · {untouched} left untouched", "bold $status-down"))
+        return Content.assemble(*parts)
+
+
 class DeployRunScreen(Screen[None]):
     """Runs the deploy at once; Escape closes when done (and asks first while running)."""
 
     DEFAULT_CSS = """
     DeployRunScreen .deploy-title { height: 1; padding: 0 1; background: $panel; }
+    DeployRunScreen .deploy-batches { height: auto; padding: 0 1; display: none; }
+    DeployRunScreen .deploy-batches.-fleet { display: block; }
     DeployRunScreen .deploy-result { height: auto; padding: 0 1; }
     DeployRunScreen .deploy-result.-ok { color: $status-ok; text-style: bold; }
     DeployRunScreen .deploy-result.-failed { color: $status-down; text-style: bold; }
@@ -78,9 +139,14 @@ class DeployRunScreen(Screen[None]):
         self.live_ok = live_ok
         self.result: DeployResult | None = None
         self.running = False
+        hosts = len(services.config.env(request.colour).hosts)
+        self.batches = BatchBoard(hosts)
+        """The rollout so far (a fleet of more than one host goes in batches)."""
 
     def compose(self) -> ComposeResult:
         yield Static(self._title(), classes="deploy-title")
+        fleet = "-fleet" if self.batches.total_hosts > 1 else ""
+        yield Static("rollout: waiting for the lock…", classes=f"deploy-batches {fleet}")
         yield LogPane(self.services.config.console.log_lines)
         yield Static("running…", classes="deploy-result")
         yield KeyFooter()
@@ -94,6 +160,13 @@ class DeployRunScreen(Screen[None]):
             " → ",
             (colour.value.upper(), f"bold $env-{colour.value}"),
         ]
+        how = []
+        if self.request.method == "git":
+            how.append("git push" + (f" from {self.request.repo}" if self.request.repo else ""))
+        if self.request.parallel is not None and self.batches.total_hosts > 1:
+            how.append(f"{self.request.parallel} per batch")
+        if how:
+            parts.append(f" ({printable(', '.join(how))})")
         moved = self.result.failover if self.result is not None else None
         if moved is not None:
             # It is not live any more: the agent took traffic away during the deploy.
@@ -122,6 +195,12 @@ class DeployRunScreen(Screen[None]):
             text = f"$ {step.command}   (step {step.index}/{step.total})"
             pane.write(LogLine(colour, step.host, "deploy", text, 0.0, marker=True))
 
+        def on_batch(batch: BatchProgress) -> None:
+            self.batches.update(batch)
+            self.query_one(".deploy-batches", Static).update(self.batches.line())
+            # The history stays in the log too, between the hosts' lines.
+            pane.write(LogLine(colour, "bgconsole", "deploy", batch_text(batch), 0.0, marker=True))
+
         self.running = True
         if self.live_ok:
             # Before anything runs: what this does to traffic (the CLI says the same).
@@ -130,6 +209,16 @@ class DeployRunScreen(Screen[None]):
                 armed = await self.services.armed()
             preview = live_deploy_preview(self.services.config, colour, armed)
             pane.write(LogLine(colour, "bgconsole", "deploy", preview, 0.0, marker=True))
+        # Only what the form set: services of older callers take just the basics.
+        options: dict[str, Any] = {}
+        if self.batches.total_hosts > 1:
+            options["on_batch"] = on_batch
+        if self.request.method is not None:
+            options["method"] = self.request.method
+        if self.request.repo is not None:
+            options["repo"] = self.request.repo
+        if self.request.parallel is not None:
+            options["parallel"] = self.request.parallel
         try:
             self.result = await self.services.deploy(
                 colour,
@@ -138,6 +227,7 @@ class DeployRunScreen(Screen[None]):
                 reason="from the console",
                 on_line=on_line,
                 on_step=on_step,
+                **options,
             )
         except ConsoleError as e:
             self._finish(False, f"deploy to {colour} refused: {e}")

@@ -79,6 +79,7 @@ class SlowDeploy(FixedServices):
         reason: str = "",
         on_line: Callable[[OutputLine], None] | None = None,
         on_step: Callable[[StepStarted], None] | None = None,
+        **options: object,
     ) -> DeployResult:
         await asyncio.Event().wait()
         raise AssertionError("never")

@@ -30,6 +30,7 @@ class FailoverServices(FixedServices):
         reason: str = "",
         on_line: Callable[[OutputLine], None] | None = None,
         on_step: Callable[[StepStarted], None] | None = None,
+        **options: object,
     ) -> DeployResult:
         reason_text = "live green is down (1/1 hosts down, 2+ consecutive failures)"
         return DeployResult(

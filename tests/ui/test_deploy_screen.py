@@ -22,7 +22,10 @@ async def test_the_form_tells_stand_by_from_live() -> None:
         hint = app.screen.query_one("#traffic-hint", Label)
         assert "stand-by: traffic stays on blue" in str(hint.render())
         blue = next(b for b in app.screen.query(RadioButton) if b.name == "blue")
-        await pilot.click(blue)
+        # The form settles first (its fields' hints fill in on mount): then click.
+        await pilot.pause()
+        await pilot.wait_for_scheduled_animations()
+        assert await pilot.click(blue)
         await pilot.pause()
         assert "blue is LIVE" in str(hint.render())
         assert "fails over to green" in str(hint.render())
