@@ -75,7 +75,13 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
     DeployScreen #form-error.-shown { display: block; }
     DeployScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
     DeployScreen Button { margin-left: 2; }
+    DeployScreen #batch-row { align-horizontal: left; margin-top: 0; }
+    DeployScreen #parallel { width: 12; }
+    DeployScreen #batch-hint { width: 1fr; margin: 0 0 0 1; height: 3; content-align: left middle; }
+    DeployScreen.-short Label { margin-top: 0; }
     """
+
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012 (Textual's type)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -110,7 +116,7 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
 
     def compose(self) -> ComposeResult:
         with FormScroll():
-            yield Label("[b]Deploy a release[/b]")
+            yield Label("[b]Deploy a release[/b]", id="title")
             yield Label("Ref (version, tag or commit; empty: the default)")
             yield Input(placeholder="e.g. v2", id="ref", select_on_focus=False)
             yield Label("Colour")
@@ -128,14 +134,12 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
                 classes="git-only",
             )
             yield Input(placeholder=str(Path.cwd()), id="repo", classes="git-only")
-            yield Label("Hosts per batch after the canary", classes="fleet-only", id="batch-hint")
-            yield Input(
-                str(DEFAULT_PARALLEL),
-                type="integer",
-                id="parallel",
-                classes="fleet-only",
-                select_on_focus=False,
-            )
+            yield Label("Hosts per batch after the canary", classes="fleet-only")
+            with Horizontal(id="batch-row", classes="fleet-only"):
+                yield Input(
+                    str(DEFAULT_PARALLEL), type="integer", id="parallel", select_on_focus=False
+                )
+                yield Label("", id="batch-hint")
             yield Label("", id="form-error")
             with Horizontal():
                 yield Button("Deploy", variant="warning", id="deploy")
@@ -175,9 +179,7 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
             parallel = self._parallel() or DEFAULT_PARALLEL
         except ValueError:
             parallel = DEFAULT_PARALLEL
-        self.query_one("#batch-hint", Label).update(
-            f"Hosts per batch after the canary ({batch_hint(hosts, parallel)})"
-        )
+        self.query_one("#batch-hint", Label).update(batch_hint(hosts, parallel))
 
     def _request(self) -> DeployRequest:
         """What the form says.

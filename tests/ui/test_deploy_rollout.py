@@ -80,14 +80,16 @@ async def test_the_batch_size_field_is_there_for_a_fleet_and_checked() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         screen = app.screen
         parallel = screen.query_one("#parallel", Input)
-        assert not parallel.display  # green: one host, nothing to batch
+        row = screen.query_one("#batch-row")
+        assert not row.display  # green: one host, nothing to batch
         await pilot.press(*"v2")
         await pilot.pause()
         await pilot.wait_for_scheduled_animations()
         blue = next(b for b in screen.query(RadioButton) if b.name == "blue")
         assert await pilot.click(blue)
         await pilot.pause()
-        assert parallel.display
+        assert row.display
+        assert parallel.region.height == 3  # shown, on screen
         hint = str(screen.query_one("#batch-hint", Label).render())
         assert "20 hosts: the canary alone, then 10 at a time (3 batches)" in hint
         parallel.focus()
@@ -225,7 +227,7 @@ async def test_deploy_screen_shows_the_batches_the_canary_and_where_it_stopped(
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), what="the form")
         form = app.screen
-        assert form.query_one("#parallel", Input).display  # blue has 8 hosts
+        assert form.query_one("#batch-row").display  # blue has 8 hosts
         form.query_one("#parallel", Input).focus()
         await pilot.press("end", "backspace", "backspace", "3")
         form.query_one("#ref", Input).focus()
