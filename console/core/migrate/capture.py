@@ -129,6 +129,9 @@ class ChangeMirror:
         self.copied = 0
         self.conflicts = 0
         self.caught_up_at = time.time()
+        self.cursors: dict[int, int] = {}
+        """Per pair, the target's cursor as this mirror left it (only this mirror applies
+        changes there: it holds the migrate lock); read from the target when unknown."""
 
     async def run(self, on_status: StatusCallback, stop: asyncio.Event) -> MirrorStatus:
         """Apply changes every ``interval`` until ``stop`` is set; returns the last status."""
@@ -153,9 +156,9 @@ class ChangeMirror:
                 lag = max(lag, age)
             except ConsoleError as e:
                 error = str(e)
-            finally:
-                await source.cleanup()
-                await target.cleanup()
+                # Whatever was committed, the target's own cursor says: read it again.
+                self.cursors.pop(index, None)
+                await asyncio.gather(source.cleanup(), target.cleanup())
         self.cycles += 1
         if error:
             lag = time.time() - self.caught_up_at
@@ -167,21 +170,24 @@ class ChangeMirror:
         self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path, index: int
     ) -> tuple[int, float]:
         """Apply one batch; returns (changes still behind, age of the oldest of them)."""
-        cursor = int((await target.call("cursor", source=source_id(source))).get("seq", 0))
+        cursor = self.cursors.get(index)
+        if cursor is None:
+            cursor = int((await target.call("cursor", source=source_id(source))).get("seq", 0))
         found = await source.call("changes", after=cursor, limit=self.batch)
         if not found.get("captured"):
             raise ConsoleError(
                 f"{source.name}: change capture is not set up (bgconsole migrate mirror --setup)"
             )
-        path = source.track(str(found["path"]))
+        # The same file every cycle (the next one overwrites it): tracked once.
+        path = str(found["path"])
+        if path not in source.temp_files:
+            source.track(path)
         rows = int(found["rows"])
         pending = int(found["pending"])
+        self.cursors[index] = cursor
         if not rows:
             return pending, float(found["oldest_age"]) if pending else 0.0
-        local = workdir / f"changes-{index}.jsonl"
-        await source.fetch(path, local)
-        remote = await target.send(local)
-        local.unlink(missing_ok=True)
+        remote = await source.relay(path, target)
 
         def on_item(item: dict[str, Any]) -> None:
             if "refused" in item:
@@ -194,5 +200,9 @@ class ChangeMirror:
         await target.stream(
             "apply_changes", on_item, rows=remote, source=source_id(source), slice=self.slice
         )
+        # Applied to the end (the command succeeded), and it removed its file: the
+        # target's cursor is now this batch's last change; no need to ask it next time.
+        target.temp_files.remove(remote)
+        self.cursors[index] = int(found["last"])
         left = pending - rows
         return left, float(found["oldest_age"]) if left else 0.0

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,18 +81,18 @@ class HostRun:
     @contextlib.asynccontextmanager
     async def held(self, *, sweep: bool) -> AsyncIterator[HostRun]:
         """Hold the lock on every host (and sweep what dead runs left), then release."""
+        # Hosts are independent: each step runs on all of them at once (a command costs
+        # an SSH round trip and a Python start-up on the host).
+        hosts = list(self.by_host.values())
         try:
-            for remotes in self.by_host.values():
-                await self._hold(remotes[0])
+            await _all(self._hold(remotes[0]) for remotes in hosts)
             if sweep:
-                for remotes in self.by_host.values():
-                    await self._sweep(remotes)
+                found = await asyncio.gather(*(_sweep(remotes) for remotes in hosts))
+                self.dead = [dead for dead_runs in found for dead in dead_runs]
             yield self
             # Ended normally: nothing for the next run to report. An interrupted run's
             # journal stays (its holder dies with the channel) for the next sweep.
-            for remotes in self.by_host.values():
-                with contextlib.suppress(ConsoleError):
-                    await remotes[0].call("finish")
+            await _all(_finish(remotes) for remotes in hosts)
         finally:
             for task in self.tasks:
                 task.cancel()
@@ -126,10 +126,31 @@ class HostRun:
         if failure:
             raise MigrationError(f"{remote.host.name}: cannot hold the run's lock: {failure[0]}")
 
-    async def _sweep(self, remotes: list[RemoteSqlite]) -> None:
-        """Best effort: a failed sweep never stops a run (nothing of a live run is touched)."""
-        with contextlib.suppress(ConsoleError):
-            result = await remotes[0].call("sweep", dbs=[r.db for r in remotes])
-            for dead in result.get("dead", []):
-                journal = dead.get("journal", [])
-                self.dead.append(summarise(remotes[0].host.name, str(dead["run"]), journal))
+
+async def _sweep(remotes: list[RemoteSqlite]) -> list[DeadRun]:
+    """Best effort: a failed sweep never stops a run (nothing of a live run is touched)."""
+    dead_runs: list[DeadRun] = []
+    with contextlib.suppress(ConsoleError):
+        result = await remotes[0].call("sweep", dbs=[r.db for r in remotes])
+        for dead in result.get("dead", []):
+            journal = dead.get("journal", [])
+            dead_runs.append(summarise(remotes[0].host.name, str(dead["run"]), journal))
+    return dead_runs
+
+
+async def _finish(remotes: list[RemoteSqlite]) -> None:
+    """Drop the run's journal and lock on one host, and the transfer files its databases
+    still hold (one command: the run's steps leave their files to this)."""
+    paths = [path for remote in remotes for path in remote.temp_files]
+    with contextlib.suppress(ConsoleError):
+        await remotes[0].call("finish", paths=paths)
+        for remote in remotes:
+            remote.temp_files = [p for p in remote.temp_files if p not in paths]
+
+
+async def _all(steps: Iterable[Awaitable[None]]) -> None:
+    """Run ``steps`` together; the first failure is raised once all have ended."""
+    results = await asyncio.gather(*steps, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -1,4 +1,4 @@
-"""The script migrations run on a host (``python3 -c``): SQLite inspect/export/apply/backup.
+"""The script migrations run on a host (``python3 -S -c``): SQLite inspect/export/apply/backup.
 
 Standard library only and self-contained: its source is sent over SSH as the argument of
 ``python3 -c`` and runs with whatever python3 the host has, so it must not import
@@ -7,7 +7,7 @@ CLI is often missing on application hosts while python3 (with its built-in sqlit
 module) is on every Linux host we target, and because the backup API and per-row
 conflict handling need a real program, not a shell pipeline.
 
-Usage: ``python3 -c SOURCE COMMAND JSON``; every command prints JSON lines on stdout
+Usage: ``python3 -S -c SOURCE COMMAND JSON``; every command prints JSON lines on stdout
 and bulky data goes through files (fetched or sent by SFTP), because SSH output lines
 are capped in length. Errors print ``error: ...`` on stderr and exit with status 3.
 
@@ -25,11 +25,12 @@ as a multiset (the key is the row's hash and a row may be present several times)
 Commands:
     hold     {dir, run}                  -> keeps the run's lock until the client is gone
     sweep    {dir, dbs}                  -> removes the files of dead runs, returns journals
-    finish   {dir, run}                  -> a run that ended normally drops journal and lock
+    finish   {dir, run, paths?}          -> a run that ended normally drops its files
     inspect  {db, tables?}               -> file of every row's key and content hash
     digest   {db, tables?}               -> row count and digest per table (verification)
-    export   {db, request}               -> JSON-lines file of the requested rows and ops
-    apply    {db, rows, slice, delay}    -> short transactions; progress lines; journal
+    export   {db, request}               -> SQLite file of the requested rows and ops
+    apply    {db, rows, slice, delay, digest?} -> short transactions; progress; journal;
+                                          then the digest of the ``digest`` tables
     tail     {db, marks, limit}          -> rows above per-table rowid marks (mirror)
     backup   {db}                        -> a consistent copy (backup API) in a temp file
     install  {db, new}                   -> keep the old db as a backup, restore the new one
@@ -48,12 +49,13 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import marshal
 import os
 import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 BUSY_MS = 10000
@@ -65,6 +67,8 @@ PREFIX = "bgconsole-migrate-"
 RUN_ID_LEN = 12
 """Run ids are 12 hex digits (the client's secrets.token_hex(6))."""
 EXIT_CLIENT_GONE = 4
+CHECKPOINT_EVERY = 0.5
+"""Seconds of applying between WAL checkpoints (a few MB of WAL at most)."""
 CHUNK = 256
 """Rows per executemany: a millisecond or two of work, well inside one slice."""
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGHUP, signal.SIGINT}
@@ -83,6 +87,7 @@ class Context:
 
     dir = "/var/tmp/bgconsole-migrate"
     run = "000000000000"
+    db_tag = "db"
 
     @classmethod
     def name(cls, suffix: str) -> str:
@@ -108,22 +113,25 @@ def decode(value: Any) -> Any:
 
 
 def row_hash(values: Any) -> str:
-    """64 bits of BLAKE2b over the row's repr, with text as UTF-8 bytes (in a 1-tuple, so
-    it differs from a BLOB with the same bytes): the repr of bytes, int, float and None
-    is the same on every Python 3, where a str's repr depends on its Unicode tables."""
-    text = repr(tuple((v.encode(),) if type(v) is str else v for v in values))
-    return hashlib.blake2b(text.encode("ascii"), digest_size=8).hexdigest()
+    """64 bits of BLAKE2b over the row's values, marshalled (see :func:`row_digest`)."""
+    return row_digest(values).hex()
 
 
-def _blob(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return {"$b": base64.b64encode(value).decode("ascii")}
-    raise TypeError("not JSON: " + type(value).__name__)
+def row_digest(values: Any) -> bytes:
+    """8 bytes of BLAKE2b over ``marshal`` format 2 of the row as a tuple.
+
+    Format 2 is pinned because it is deterministic and has not changed since Python 2.5:
+    no reference flags (format 3+ marks objects by refcount), ints in 15-bit digits on
+    every platform, floats as IEEE bytes, text as UTF-8; int 1, real 1.0, text '1' and
+    BLOB x'31' all differ, as SQLite tells them apart. It is several times cheaper than
+    hashing a repr, and every row is hashed on each inspection and verification.
+    """
+    row = values if type(values) is tuple else tuple(values)
+    return _blake2b(_marshal(row, 2), digest_size=8).digest()
 
 
-def dump_op(op: str, row: Any) -> str:
-    """One exported row as a JSON line (BLOBs encoded only where there are any)."""
-    return json.dumps([op, row], separators=(",", ":"), default=_blob) + "\n"
+_blake2b = hashlib.blake2b
+_marshal = marshal.dumps
 
 
 def quote(name: str) -> str:
@@ -157,6 +165,12 @@ def emit(data: Any) -> None:
 def work_file(suffix: str) -> str:
     os.makedirs(Context.dir, mode=0o700, exist_ok=True)
     return Context.name(suffix)
+
+
+def db_file(suffix: str) -> str:
+    """A work file of this run for this database: both databases of a pair may live on
+    one machine and work concurrently (inspected at the same time, say)."""
+    return work_file(Context.db_tag + "-" + suffix)
 
 
 # -- schema and identity -------------------------------------------------------------------
@@ -229,14 +243,36 @@ def tables(conn: sqlite3.Connection, wanted: list[str] | None = None) -> dict[st
 
 def key_of(meta: dict[str, Any], row: Any) -> str:
     """A row's identity as text: its key columns as JSON, or its hash (whole-row identity)."""
+    keyer = meta.get("_keyer")
+    if keyer is None:
+        keyer = meta["_keyer"] = make_keyer(meta)
+    return str(keyer(row))
+
+
+def make_keyer(meta: dict[str, Any]) -> Callable[[Any], str]:
+    """The function :func:`key_of` applies, built once per table: a per-row call is what
+    an inspection of many rows spends its time on, so the common single integer key skips
+    the JSON encoder (the text is the same: ``[5]``)."""
     ident = meta["identity"]
     if ident["kind"] == "row":
-        return row_hash(row)
-    positions = meta.get("_positions")
-    if positions is None:
-        positions = [meta["columns"].index(c) for c in ident["columns"]]
-        meta["_positions"] = positions
-    return json.dumps([encode(row[i]) for i in positions], separators=(",", ":"))
+        return row_hash
+    positions = [meta["columns"].index(c) for c in ident["columns"]]
+    dumps = json.dumps
+
+    def general(row: Any) -> str:
+        return dumps([encode(row[i]) for i in positions], separators=(",", ":"))
+
+    if len(positions) != 1:
+        return general
+    at = positions[0]
+
+    def single(row: Any) -> str:
+        value = row[at]
+        if type(value) is int:
+            return "[" + str(value) + "]"
+        return general(row)
+
+    return single
 
 
 def select_all(name: str, meta: dict[str, Any]) -> str:
@@ -302,6 +338,15 @@ def _journal(path: str) -> list[Any]:
     return entries
 
 
+def _same_file(handle: Any, path: str) -> bool:
+    """Whether ``path`` still names the file ``handle`` has locked: a sweep that took the
+    lock just after another one finished (and removed the file) must not sweep again."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except OSError:
+        return False
+
+
 def cmd_sweep(args: dict[str, Any]) -> None:
     """Remove the files of runs that are provably dead; return what their journals say."""
     try:
@@ -323,6 +368,8 @@ def cmd_sweep(args: dict[str, Any]) -> None:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # its holder lives: the run is in flight
+            if not _same_file(handle, lock):
+                continue  # another sweep (another host name for this machine) took it
             journal = _journal(os.path.join(Context.dir, PREFIX + run + "-journal.jsonl"))
             dead.append({"run": run, "journal": journal})
             for place in places:
@@ -337,12 +384,15 @@ def cmd_sweep(args: dict[str, Any]) -> None:
                             removed += 1
                         except OSError:
                             pass
-            os.remove(lock)  # last: until now a crash of this sweep leaves the run findable
+            with contextlib.suppress(OSError):
+                os.remove(lock)  # last: until now a crash of this sweep leaves the run findable
     emit({"removed": removed, "dead": dead})
 
 
 def cmd_finish(args: dict[str, Any]) -> None:
-    """A run that ended normally: its journal and lock file go (nothing to report later)."""
+    """A run that ended normally: its transfer files (``paths``), journal and lock file go
+    (nothing to report later). One command for all of it: each costs a round trip."""
+    _remove_ours(args.get("paths", ()))
     for suffix in ("-journal.jsonl", ".lock"):
         with contextlib.suppress(OSError):
             os.remove(os.path.join(Context.dir, PREFIX + Context.run + suffix))
@@ -350,7 +400,7 @@ def cmd_finish(args: dict[str, Any]) -> None:
 
 
 def cmd_inspect(args: dict[str, Any]) -> None:
-    out = work_file("inspect.json")
+    out = db_file("inspect.json")
     if args.get("missing_ok") and not os.path.exists(args["db"]):
         # A target that does not exist yet is an empty one: apply creates it.
         with open(out, "w", encoding="utf-8") as f:
@@ -361,18 +411,11 @@ def cmd_inspect(args: dict[str, Any]) -> None:
     conn.execute("BEGIN")  # one read transaction: every table from the same moment
     result: dict[str, Any] = {}
     for name, meta in tables(conn, args.get("tables")).items():
-        keyed = meta["identity"]["kind"] != "row"
-        rows: dict[str, Any] = {}
-        for row in conn.execute(select_all(name, meta)):
-            if keyed:
-                rows[key_of(meta, row)] = row_hash(row)
-            else:
-                h = row_hash(row)
-                rows[h] = rows.get(h, 0) + 1
+        rows = _hashed_rows(conn.execute(select_all(name, meta)), meta)
         max_rowid = None
         if meta["rowid"]:
             max_rowid = conn.execute("SELECT max(rowid) FROM " + quote(name)).fetchone()[0] or 0
-        meta.pop("_positions", None)
+        meta.pop("_keyer", None)
         result[name] = dict(meta, rows=rows, ids=id_range(conn, name, meta), max_rowid=max_rowid)
     # The change log's position at this very moment: a mirror's catch-up copies this
     # state, and the captured changes after it follow.
@@ -385,54 +428,134 @@ def cmd_inspect(args: dict[str, Any]) -> None:
     emit({"path": out, "tables": {t: len(m["rows"]) for t, m in result.items()}})
 
 
+def _hashed_rows(cursor: sqlite3.Cursor, meta: dict[str, Any]) -> dict[str, Any]:
+    """key -> content hash (keyed identities), or hash -> copies (whole-row identity).
+
+    The loop is the inspection's hot spot: names are bound locally and the hash is
+    inlined (see row_digest)."""
+    rows: dict[str, Any] = {}
+    blake, dump = _blake2b, _marshal
+    if meta["identity"]["kind"] == "row":
+        get = rows.get
+        for row in cursor:
+            h = blake(dump(row, 2), digest_size=8).hexdigest()
+            rows[h] = get(h, 0) + 1
+        return rows
+    keyer = make_keyer(meta)
+    for row in cursor:
+        rows[keyer(row)] = blake(dump(row, 2), digest_size=8).hexdigest()
+    return rows
+
+
+def _digest(cursor: sqlite3.Cursor) -> tuple[int, int]:
+    """(rows, sum of their hashes) over a cursor of whole rows."""
+    total = 0
+    count = 0
+    blake, dump, from_bytes = _blake2b, _marshal, int.from_bytes
+    for row in cursor:
+        total += from_bytes(blake(dump(row, 2), digest_size=8).digest(), "big")
+        count += 1
+    return count, total
+
+
 def cmd_digest(args: dict[str, Any]) -> None:
     """Row count and order-independent digest (sum of row hashes mod 2**64) per table:
     the verification's whole-table check, without shipping every key."""
     conn = connect(args["db"], readonly=True)
+    emit({"tables": digests(conn, args.get("tables"))})
+
+
+def digests(conn: sqlite3.Connection, wanted: list[str] | None) -> dict[str, Any]:
+    """Row count and digest of each table (all, or ``wanted``), in one read transaction."""
     conn.execute("BEGIN")
     result: dict[str, Any] = {}
-    for name, meta in tables(conn, args.get("tables")).items():
-        total = 0
-        rows = 0
-        for row in conn.execute(select_all(name, meta)):
-            total += int(row_hash(row), 16)
-            rows += 1
+    for name, meta in tables(conn, wanted).items():
+        rows, total = _digest(conn.execute(select_all(name, meta)))
         result[name] = {"count": rows, "digest": "%016x" % (total % (1 << 64))}
     conn.execute("COMMIT")
-    emit({"tables": result})
+    return result
 
 
 def cmd_export(args: dict[str, Any]) -> None:
     """The rows a plan asks for, by identity: ``{table: {insert: {key: n}, update: [key]}}``.
 
     One scan per table (a full scan beats a point query per key at these sizes, and the
-    whole-row identity has no index to look up anyway).
+    whole-row identity has no index to look up anyway). The rows go into a SQLite file
+    (see :func:`export_file`), values exactly as stored: no text encoding to undo.
     """
     conn = connect(args["db"], readonly=True)
     with open(args["request"], encoding="utf-8") as f:
         request = json.load(f)
-    out = work_file("rows.jsonl")
+    out = db_file("rows.db")
     total = 0
     conn.execute("BEGIN")
     all_tables = tables(conn, list(request))
-    with open(out, "w", encoding="utf-8") as f:
-        for name, wanted in request.items():
-            meta = all_tables[name]
-            insert = dict(wanted.get("insert", {}))
-            update = set(wanted.get("update", ()))
-            header = {k: v for k, v in meta.items() if not k.startswith("_")}
-            f.write(json.dumps({"table": name, **header}) + "\n")
-            for row in conn.execute(select_all(name, meta)):
-                key = key_of(meta, row)
-                if insert.get(key, 0) > 0:
-                    insert[key] -= 1
-                    f.write(dump_op("i", row))
-                    total += 1
-                elif key in update:
-                    f.write(dump_op("u", row))
-                    total += 1
+    dest = export_file(out)
+    for index, (name, wanted) in enumerate(request.items()):
+        meta = all_tables[name]
+        add = export_table(dest, index, name, meta)
+        insert = dict(wanted.get("insert", {}))
+        update = set(wanted.get("update", ()))
+        keyer = make_keyer(meta)
+        batch: list[Any] = []
+        for row in conn.execute(select_all(name, meta)):
+            key = keyer(row)
+            if insert.get(key, 0) > 0:
+                insert[key] -= 1
+                batch.append(("i", *row))
+            elif key in update:
+                batch.append(("u", *row))
+            if len(batch) >= EXPORT_BATCH:
+                total += add(batch)
+        total += add(batch)
     conn.execute("COMMIT")
+    dest.execute("COMMIT")
+    dest.close()
     emit({"path": out, "rows": total})
+
+
+EXPORT_BATCH = 5000
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def export_file(path: str) -> sqlite3.Connection:
+    """A new SQLite file of rows to apply: ``_tables (n, header)`` and, per table ``n``,
+    ``t<n> (op, c0, c1, ...)`` in export order. The columns have no declared type, so
+    SQLite keeps every value exactly as it was stored (no affinity conversion). A work
+    file, not a database anyone relies on: no journal and no fsync (a crash loses only
+    the run that was writing it)."""
+    with contextlib.suppress(OSError):
+        os.remove(path)
+    dest = sqlite3.connect(path)
+    dest.isolation_level = None
+    dest.execute("PRAGMA journal_mode=OFF")
+    dest.execute("PRAGMA synchronous=OFF")
+    dest.execute("BEGIN")
+    dest.execute("CREATE TABLE _tables (n INTEGER PRIMARY KEY, header TEXT NOT NULL)")
+    return dest
+
+
+def export_table(
+    dest: sqlite3.Connection, index: int, name: str, meta: dict[str, Any]
+) -> Callable[[list[Any]], int]:
+    """Start table ``index`` of an export file; returns ``add(batch)``, which writes a
+    batch of ``(op, *values)`` rows, empties it and returns how many it wrote."""
+    header = {k: v for k, v in meta.items() if not k.startswith("_")}
+    dest.execute(
+        "INSERT INTO _tables (n, header) VALUES (?, ?)",
+        (index, json.dumps({"table": name, **header})),
+    )
+    cols = ["c" + str(i) for i in range(len(meta["columns"]))]
+    dest.execute("CREATE TABLE t" + str(index) + " (op, " + ", ".join(cols) + ")")
+    sql = "INSERT INTO t" + str(index) + " VALUES (?, " + ", ".join("?" for _ in cols) + ")"
+
+    def add(batch: list[Any]) -> int:
+        dest.executemany(sql, batch)
+        written = len(batch)
+        batch.clear()
+        return written
+
+    return add
 
 
 def cmd_tail(args: dict[str, Any]) -> None:
@@ -444,7 +567,7 @@ def cmd_tail(args: dict[str, Any]) -> None:
     exported (the next mark) and how many rows were above the mark.
     """
     conn = connect(args["db"], readonly=True)
-    out = work_file("tail.jsonl")
+    out = db_file("tail.jsonl")
     marks = args["marks"]
     limit = int(args.get("limit", 1000))
     last: dict[str, int] = {}
@@ -480,10 +603,11 @@ def cmd_tail(args: dict[str, Any]) -> None:
     emit({"path": out, "rows": total, "last": last, "pending": pending})
 
 
-def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, list[Any]]]]]:
-    """(header, [(op, values)]) per table of an exported JSON-lines file."""
+def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, Any]]]]:
+    """(header, [(op, values)]) per table of a JSON-lines file (the mirror's tail and
+    captured changes)."""
     header: dict[str, Any] | None = None
-    rows: list[tuple[str, list[Any]]] = []
+    rows: list[tuple[str, Any]] = []
     with open(path, encoding="utf-8") as f:
         for line in f:
             item = json.loads(line)
@@ -497,6 +621,87 @@ def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, list[An
                 rows.append((item[0], [decode(v) for v in item[1]]))
     if header is not None:
         yield header, rows
+
+
+class Ops:
+    """One table's rows to apply, in order: ``ops[i]`` is row ``i``'s operation."""
+
+    def __init__(self, ops: list[str]) -> None:
+        self.ops = ops
+
+    def inserts_only(self, start: int, end: int) -> bool:
+        return self.ops[start:end].count("i") == end - start
+
+    def rows(self, start: int, end: int) -> list[tuple[str, Any]]:
+        """Rows ``start`` to ``end`` (excluded) as (op, values)."""
+        raise NotImplementedError
+
+    def insert(self, conn: sqlite3.Connection, sql: str, start: int, end: int) -> None:
+        """Insert rows ``start`` to ``end`` (all inserts) in one go; ``sql`` inserts one
+        row from parameters."""
+        raise NotImplementedError
+
+
+class ListOps(Ops):
+    """Rows held in memory (from a JSON-lines file: the mirror's tail)."""
+
+    def __init__(self, rows: list[tuple[str, Any]]) -> None:
+        super().__init__([op for op, _ in rows])
+        self.items = rows
+
+    def rows(self, start: int, end: int) -> list[tuple[str, Any]]:
+        return self.items[start:end]
+
+    def insert(self, conn: sqlite3.Connection, sql: str, start: int, end: int) -> None:
+        conn.executemany(sql, [values for _, values in self.items[start:end]])
+
+
+class FileOps(Ops):
+    """Rows of an export file attached as ``bgrows`` (see :func:`export_file`): inserts
+    go from it to the table inside SQLite (INSERT ... SELECT), no row passes through
+    Python unless it needs handling of its own (an update, a constraint hit)."""
+
+    def __init__(self, conn: sqlite3.Connection, index: int, header: dict[str, Any]) -> None:
+        self.conn = conn
+        self.table = "bgrows.t" + str(int(index))
+        super().__init__([r[0] for r in conn.execute("SELECT op FROM " + self.table)])
+        cols = header["columns"]
+        picked = ", ".join("c" + str(i) for i in range(len(cols)))
+        # An export table is only ever appended to: row i has rowid i + 1.
+        self.insert_sql = (
+            "INSERT INTO main." + quote(header["table"]) + " ("
+            + ", ".join(quote(c) for c in cols) + ") SELECT " + picked + " FROM " + self.table
+            + " WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
+        )  # fmt: skip
+
+    def rows(self, start: int, end: int) -> list[tuple[str, Any]]:
+        found = self.conn.execute(
+            "SELECT * FROM " + self.table + " WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
+            (start, end),
+        )
+        return [(row[0], row[1:]) for row in found]
+
+    def insert(self, conn: sqlite3.Connection, sql: str, start: int, end: int) -> None:
+        conn.execute(self.insert_sql, (start, end))
+
+
+def _table_ops(conn: sqlite3.Connection, path: str) -> Iterator[tuple[dict[str, Any], Ops]]:
+    """(header, ops) per table of an export file (SQLite, attached to ``conn`` for the
+    duration) or of a JSON-lines file."""
+    with open(path, "rb") as f:
+        magic = f.read(len(SQLITE_MAGIC))
+    if magic != SQLITE_MAGIC:
+        for header, rows in _blocks(path):
+            yield header, ListOps(rows)
+        return
+    conn.execute("ATTACH DATABASE ? AS bgrows", (path,))
+    try:
+        found = conn.execute("SELECT n, header FROM bgrows._tables ORDER BY n").fetchall()
+        for index, text in found:
+            header = json.loads(text)
+            yield header, FileOps(conn, index, header)
+    finally:
+        conn.execute("DETACH DATABASE bgrows")
 
 
 class Applier:
@@ -516,7 +721,13 @@ class Applier:
         self.parent = os.getppid()
         self.journal = work_file("journal.jsonl")
         self.locked_at = time.monotonic()
-        self.commit_cost = 0.0
+        # The last few commits' durations; until one is measured, assume a fifth of the
+        # slice (a first slice that ignored its commit overran the budget).
+        self.commit_costs: list[float] = [slice_s / 5]
+        # Our commits do not checkpoint the WAL (see _checkpoint): a checkpoint inside
+        # COMMIT would be timed as lock held, although the app may write meanwhile.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.checkpointed = time.monotonic()
 
     def _alive(self) -> None:
         if os.getppid() != self.parent:
@@ -528,13 +739,13 @@ class Applier:
             f.flush()
             os.fsync(f.fileno())
 
-    def table(self, header: dict[str, Any], rows: list[tuple[str, list[Any]]]) -> dict[str, Any]:
+    def table(self, header: dict[str, Any], ops: Ops) -> dict[str, Any]:
         name = header["table"]
         cols = list(header["columns"])
         ident = header["identity"]
         insert = (
-            "INSERT INTO " + quote(name) + " (" + ", ".join(quote(c) for c in cols) + ") VALUES ("
-            + ", ".join("?" for _ in cols) + ")"
+            "INSERT INTO main." + quote(name) + " (" + ", ".join(quote(c) for c in cols)
+            + ") VALUES (" + ", ".join("?" for _ in cols) + ")"
         )  # fmt: skip
         key_cols = list(ident["columns"]) if ident["kind"] != "row" else []
         key_pos = [cols.index(c) for c in key_cols]
@@ -542,7 +753,7 @@ class Applier:
         # Only the non-key columns change: the key is what found the row. A table whose
         # every column is in the key cannot conflict (same key, same content).
         update = (
-            "UPDATE " + quote(name) + " SET "
+            "UPDATE main." + quote(name) + " SET "
             + ", ".join(quote(cols[i]) + " = ?" for i in set_pos)
             + " WHERE " + " AND ".join(quote(c) + " IS ?" for c in key_cols)
         )  # fmt: skip
@@ -550,55 +761,62 @@ class Applier:
             "table": name, "inserted": 0, "updated": 0, "created": False, "longest": 0.0,
         }  # fmt: skip
         done = 0
+        total = len(ops.ops)
         last_progress = time.monotonic()
         # IMMEDIATE takes the write lock now, so the app's writers wait (at most one
         # slice) instead of failing halfway.
-        self.conn.execute("BEGIN IMMEDIATE")
-        self.locked_at = time.monotonic()
+        self._begin()
         if not self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?", (name,)
         ).fetchone():
             self.conn.execute(header["sql"])
             outcome["created"] = True
         pending = {"inserted": 0, "updated": 0}
-        # Inserts go in chunks through executemany (several times faster than a call per
-        # row); a chunk that hits a constraint is redone row by row to find the culprit.
-        # A throttled apply (delay) goes row by row.
+        # Inserts go in chunks (one statement for many rows: several times faster than a
+        # call per row); a chunk that hits a constraint is redone row by row to find the
+        # culprit. A throttled apply (delay) goes row by row.
         chunk = 1 if self.delay else CHUNK
-        while done < len(rows):
+        while done < total:
             chunk_began = time.monotonic()
-            batch = rows[done : done + chunk]
-            if len(batch) > 1 and all(op == "i" for op, _ in batch):
+            end = min(done + chunk, total)
+            if end - done > 1 and ops.inserts_only(done, end):
                 self.conn.execute("SAVEPOINT chunk")
                 try:
-                    self.conn.executemany(insert, [values for _, values in batch])
+                    ops.insert(self.conn, insert, done, end)
                     self.conn.execute("RELEASE chunk")
-                    pending["inserted"] += len(batch)
+                    pending["inserted"] += end - done
                 except sqlite3.IntegrityError:
                     self.conn.execute("ROLLBACK TO chunk")
                     self.conn.execute("RELEASE chunk")
-                    for op, values in batch:
+                    for op, values in ops.rows(done, end):
                         self._row(header, op, values, insert, update, set_pos, key_pos, pending)
             else:
-                for op, values in batch:
+                for op, values in ops.rows(done, end):
                     self._row(header, op, values, insert, update, set_pos, key_pos, pending)
-            done += len(batch)
+            done = end
             if self.delay:
                 time.sleep(self.delay)
             now = time.monotonic()
-            # Commit before the next chunk and the commit itself would overrun the slice
-            # (twice the last commit's cost: an fsync varies a lot on a busy disk).
-            chunk_cost = now - chunk_began
-            if now - self.locked_at + chunk_cost + 2 * self.commit_cost >= self.slice:
-                self._commit(name, done, len(rows), pending, outcome)
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.locked_at = time.monotonic()
+            if self._due(now, now - chunk_began):
+                self._commit(name, done, total, pending, outcome)
+                self._begin()
             if now - last_progress >= PROGRESS_EVERY:
                 last_progress = now
-                emit({"progress": name, "done": done, "total": len(rows)})
-        self._commit(name, done, len(rows), pending, outcome)
+                emit({"progress": name, "done": done, "total": total})
+        self._commit(name, done, total, pending, outcome)
         self._note({"table": name, "finished": True, "at": time.time()})
         return outcome
+
+    def _begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.locked_at = time.monotonic()
+
+    def _due(self, now: float, chunk_cost: float) -> bool:
+        """Whether to commit now: one more chunk and then the commit itself must still
+        fit in the slice. The commit is counted at the slowest of the recent ones plus
+        half (an fsync varies a lot on a busy disk), so slice + commit stays in budget."""
+        commit = max(self.commit_costs) * 1.5
+        return now - self.locked_at + chunk_cost + commit >= self.slice
 
     def _row(
         self,
@@ -651,10 +869,11 @@ class Applier:
                 raise
             committing = time.monotonic()
             self.conn.execute("COMMIT")
-            self.commit_cost = time.monotonic() - committing
+            ended = time.monotonic()
+            self.commit_costs = [*self.commit_costs[-4:], ended - committing]
             # How long the write lock was held, BEGIN IMMEDIATE to the end of COMMIT (its
             # fsync included): what the live application's writers may have waited.
-            held = time.monotonic() - self.locked_at
+            held = ended - self.locked_at
             outcome["longest"] = max(outcome["longest"], held)
             outcome["inserted"] += pending["inserted"]
             outcome["updated"] += pending["updated"]
@@ -663,14 +882,30 @@ class Applier:
             pending["inserted"] = pending["updated"] = 0
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        if time.monotonic() - self.checkpointed >= CHECKPOINT_EVERY:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Move committed pages from the WAL into the database, outside any transaction:
+        a PASSIVE checkpoint never blocks the application's writers (nor waits for
+        them), and keeps the WAL from growing until one of the app's own commits has to
+        checkpoint it instead. A no-op for a database that is not in WAL mode."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.conn.execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchall()
+        self.checkpointed = time.monotonic()
 
 
 def cmd_apply(args: dict[str, Any]) -> None:
     conn = connect(args["db"], readonly=False)
     applier = Applier(conn, float(args.get("slice") or 0.05), float(args.get("delay") or 0))
     emit({"pid": os.getpid(), "pgid": os.getpgrp()})
-    for header, rows in _blocks(args["rows"]):
-        emit(applier.table(header, rows))
+    for header, ops in _table_ops(conn, args["rows"]):
+        emit(applier.table(header, ops))
+    applier.checkpoint()
+    if args.get("digest") is not None:
+        # The verification's whole-table read, right after the last commit: saves the
+        # client a command (an SSH round trip and a Python start-up).
+        emit({"digest": digests(conn, list(args["digest"]))})
 
 
 # -- change capture (mirror) ---------------------------------------------------------------
@@ -771,7 +1006,7 @@ def cmd_changes(args: dict[str, Any]) -> None:
         age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         emit({"captured": True, "pending": pending, "oldest_age": age})
         return
-    out = work_file("changes.jsonl")
+    out = db_file("changes.jsonl")
     metas = tables(conn)
     pending, oldest = conn.execute(
         "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ?", (after,)
@@ -831,6 +1066,16 @@ def cmd_set_cursor(args: dict[str, Any]) -> None:
     emit({"ok": True})
 
 
+def _insert_run(todo: list[tuple[str, Any]], at: int) -> int:
+    """The end of the run of inserts (at most CHUNK) starting at ``at``, or ``at + 1``."""
+    end = at + 1
+    if todo[at][0] != "ci":
+        return end
+    while end < len(todo) and end - at < CHUNK and todo[end][0] == "ci":
+        end += 1
+    return end
+
+
 class ChangeApplier:
     """Applies captured changes in order, in short transactions, exactly once.
 
@@ -844,6 +1089,7 @@ class ChangeApplier:
         self.slice = slice_s
         self.parent = os.getppid()
         self.sql: dict[str, tuple[str, str, str]] = {}
+        self.commit_costs: list[float] = [slice_s / 5]  # until one is measured
         conn.execute(
             "CREATE TABLE IF NOT EXISTS " + CURSOR + " (source TEXT PRIMARY KEY, seq INTEGER)"
         )
@@ -861,19 +1107,44 @@ class ChangeApplier:
         began = time.monotonic()
         last = done
         for header, ops in _blocks(path):
-            for op, values in ops:
-                seq = int(values[0])
-                if seq <= done:
-                    counts["skipped"] += 1
-                    continue
-                self._one(header, op, values[1], values[2], counts)
-                last = seq
-                if time.monotonic() - began >= self.slice:
+            todo = [(op, values) for op, values in ops if int(values[0]) > done]
+            counts["skipped"] += len(ops) - len(todo)
+            at = 0
+            while at < len(todo):
+                end = _insert_run(todo, at)
+                if end - at > 1:
+                    self._inserts(header, todo[at:end], counts)
+                else:
+                    op, values = todo[at]
+                    self._one(header, op, values[1], values[2], counts)
+                last = int(todo[end - 1][1][0])
+                at = end
+                now = time.monotonic()
+                # Room for the commit too (the slowest recent one, plus half).
+                if now - began + 1.5 * max(self.commit_costs) >= self.slice:
                     self._commit(last)
                     self.conn.execute("BEGIN IMMEDIATE")
                     began = time.monotonic()
         self._commit(last)
         return counts
+
+    def _inserts(
+        self, header: dict[str, Any], batch: list[tuple[str, Any]], counts: dict[str, int]
+    ) -> None:
+        """Consecutive inserts in one statement; on a constraint hit, one by one (to skip
+        or report each as :meth:`_one` does)."""
+        insert = self._statements(header)[0]
+        rows = [[decode(v) for v in values[2]] for _, values in batch]
+        self.conn.execute("SAVEPOINT changes")
+        try:
+            self.conn.executemany(insert, rows)
+            self.conn.execute("RELEASE changes")
+            counts["inserted"] += len(rows)
+        except sqlite3.IntegrityError:
+            self.conn.execute("ROLLBACK TO changes")
+            self.conn.execute("RELEASE changes")
+            for op, values in batch:
+                self._one(header, op, values[1], values[2], counts)
 
     def _commit(self, last: int) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
@@ -891,7 +1162,9 @@ class ChangeApplier:
                 "ON CONFLICT (source) DO UPDATE SET seq = excluded.seq",
                 (self.source, last),
             )
+            committing = time.monotonic()
             self.conn.execute("COMMIT")
+            self.commit_costs = [*self.commit_costs[-4:], time.monotonic() - committing]
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
@@ -963,6 +1236,7 @@ def cmd_apply_changes(args: dict[str, Any]) -> None:
     applier = ChangeApplier(conn, str(args["source"]), float(args.get("slice") or 0.05))
     emit({"pid": os.getpid(), "pgid": os.getpgrp()})
     emit({"done": applier.run(args["rows"])})
+    _remove_ours([args["rows"]])  # applied: one file less for the client to clean up
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -974,7 +1248,7 @@ def counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def cmd_backup(args: dict[str, Any]) -> None:
     src = connect(args["db"], readonly=True)
-    out = work_file("snapshot.db")
+    out = db_file("snapshot.db")
     dst = sqlite3.connect(out)
     # The backup API copies a consistent state even while the application writes.
     src.backup(dst)
@@ -1038,10 +1312,15 @@ def cmd_check(args: dict[str, Any]) -> None:
 
 
 def cmd_cleanup(args: dict[str, Any]) -> None:
-    for path in args["paths"]:
+    _remove_ours(args["paths"])
+    emit({"ok": True})
+
+
+def _remove_ours(paths: Any) -> None:
+    """Remove transfer files, never anything not named by us."""
+    for path in paths:
         if PREFIX in os.path.basename(path) and os.path.exists(path):
             os.remove(path)
-    emit({"ok": True})
 
 
 COMMANDS: dict[str, Any] = {
@@ -1071,6 +1350,9 @@ def main(argv: list[str]) -> int:
         args = json.loads(argv[2])
         Context.dir = str(args.get("dir") or Context.dir)
         Context.run = str(args.get("run") or Context.run)
+        if args.get("db"):
+            digest = hashlib.blake2b(str(args["db"]).encode(), digest_size=4).hexdigest()
+            Context.db_tag = digest
         COMMANDS[argv[1]](args)
     except ClientGone:
         return EXIT_CLIENT_GONE

@@ -113,8 +113,7 @@ class Mirror:
                 except ConsoleError as e:
                     error = str(e)
                 finally:
-                    await source.cleanup()
-                    await target.cleanup()
+                    await asyncio.gather(source.cleanup(), target.cleanup())
         self.cycles += 1
         if not error and behind == 0:
             self.caught_up_at = started
@@ -137,9 +136,7 @@ class Mirror:
         pending = sum(int(n) for n in tail["pending"].values())
         last: dict[str, int] = {str(k): int(v) for k, v in tail["last"].items()}
         if rows:
-            local = workdir / f"tail-{index}.jsonl"
-            await source.fetch(path, local)
-            remote = await target.send(local)
+            remote = await source.relay(path, target)
 
             def on_item(item: dict[str, Any]) -> None:
                 if "refused" in item:

@@ -8,8 +8,10 @@ import json
 import secrets
 import shlex
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
+
+import asyncssh
 
 from console.core.config import HostConfig
 from console.core.errors import BackendError, ConsoleError
@@ -67,7 +69,10 @@ class RemoteSqlite:
         payload = json.dumps(
             {"db": self.db, "tag": self.tag, "run": self.run, "dir": self.work_dir, **args}
         )
-        return shlex.join([PYTHON, "-c", _SOURCE, command, payload])
+        # -S: no site module. The script needs only the standard library, and site's
+        # .pth files can cost more than the command itself (0.17 s per start on a host
+        # measured); it also keeps installed packages from shadowing the stdlib.
+        return shlex.join([PYTHON, "-S", "-c", _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
         if status == _MISSING_PYTHON:
@@ -140,13 +145,48 @@ class RemoteSqlite:
         """SFTP a host file to the local machine."""
         await self.pool.get(self.host, remote, local, progress)
 
+    def _new_file(self, name: str) -> str:
+        """A new file of this run in the host's work directory (tracked for cleanup)."""
+        tag = f"{self.tag}-" if self.tag else ""
+        unique = f"bgconsole-migrate-{self.run}-{tag}{secrets.token_hex(4)}-{name}"
+        return self.track(f"{self.work_dir}/{unique}")
+
     async def send(self, local: Path, progress: Progress | None = None) -> str:
         """SFTP a local file to a new file of this run in the host's work directory."""
-        tag = f"{self.tag}-" if self.tag else ""
-        unique = f"bgconsole-migrate-{self.run}-{tag}{secrets.token_hex(4)}-{local.name}"
-        remote = f"{self.work_dir}/{unique}"
-        self.track(remote)
+        remote = self._new_file(local.name)
         await self.pool.put(self.host, local, remote, progress)
+        return remote
+
+    async def relay(self, path: str, target: RemoteSqlite, progress: Progress | None = None) -> str:
+        """Copy this host's file ``path`` to a new work file on ``target``; returns its
+        path there.
+
+        Streamed: each block read from this host is written to the target while the next
+        one is read, so the two legs overlap and nothing is stored on this machine (a
+        fetch then a send took the sum of both).
+
+        Raises:
+            MigrationError: either side failed (the message names both paths).
+        """
+        remote = target._new_file(PurePosixPath(path).name)
+        try:
+            source_conn = await self.pool.connection(self.host)
+            target_conn = await target.pool.connection(target.host)
+            async with (
+                source_conn.start_sftp_client() as source_sftp,
+                target_conn.start_sftp_client() as target_sftp,
+            ):
+                total = (await source_sftp.stat(path)).size or 0
+                async with (
+                    source_sftp.open(path, "rb") as reading,
+                    target_sftp.open(remote, "wb") as writing,
+                ):
+                    await _pipe(reading, writing, total, progress)
+        except (OSError, asyncssh.Error) as e:
+            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+            raise MigrationError(
+                f"copying {self.name}:{path} to {target.name}:{remote} failed: {reason}"
+            ) from e
         return remote
 
     async def cleanup(self) -> None:
@@ -159,6 +199,41 @@ class RemoteSqlite:
             await self.pool.run(
                 self.host, shlex.join(["rm", "-f", "--", *paths]), timeout=_CLEANUP_TIMEOUT
             )
+
+
+RELAY_BLOCK = 1 << 20
+"""Bytes per block relayed: large enough for asyncssh's parallel SFTP requests."""
+
+
+async def _pipe(
+    reading: asyncssh.SFTPClientFile,
+    writing: asyncssh.SFTPClientFile,
+    total: int,
+    progress: Progress | None,
+) -> None:
+    """Write what ``reading`` yields to ``writing``, reading ahead while writing."""
+    blocks: asyncio.Queue[bytes] = asyncio.Queue(maxsize=4)
+
+    async def read() -> None:
+        while True:
+            block = cast(bytes, await reading.read(RELAY_BLOCK))
+            await blocks.put(block)  # an empty block is the end
+            if not block:
+                return
+
+    reader = asyncio.create_task(read())
+    done = 0
+    try:
+        while block := await blocks.get():
+            await writing.write(block)
+            done += len(block)
+            if progress is not None:
+                progress(done, max(total, done))
+        await reader
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 def _last_json(stdout: str, name: str, command: str) -> dict[str, Any]:

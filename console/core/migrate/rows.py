@@ -19,6 +19,7 @@ far it got; running again copies what is still missing, each row exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,11 @@ class RowsMigration:
         planned = []
         self.source_states = []
         for source, target in self.pairs:
-            src = await inspect(source, workdir, self.tables, on_progress=self.on_progress)
-            dst = await inspect(target, workdir, missing_ok=True, on_progress=self.on_progress)
+            # Both sides at once: they are read-only and usually on different hosts.
+            src, dst = await asyncio.gather(
+                inspect(source, workdir, self.tables, on_progress=self.on_progress),
+                inspect(target, workdir, missing_ok=True, on_progress=self.on_progress),
+            )
             self.source_states.append(src)
             tables = plan_pair(target.name, src, dst, overwrite=self.overwrite)
             planned.append(PairPlan(source.name, target.name, tables))
@@ -170,10 +174,15 @@ class RowsMigration:
     ) -> tuple[list[ItemResult], list[str]]:
         request = {p.table: p.request() for p in plans if p.insert or p.update}
         applied: dict[str, _Applied] = {}
+        names = [p.table for p in plans]
+        found: dict[str, Any] = {}
         if request:
-            applied = await self._transfer_and_apply(source, target, request, plans, workdir)
+            applied, found = await self._transfer_and_apply(
+                source, target, request, plans, workdir, names
+            )
         self.on_progress(Progress("verify", target.name, 0, len(plans), "tables"))
-        found = await target.call("digest", tables=[p.table for p in plans])
+        if "tables" not in found:  # nothing applied: the digest is a command of its own
+            found = await target.call("digest", tables=names)
         after = {
             str(name): (int(meta["count"]), str(meta["digest"]))
             for name, meta in found["tables"].items()
@@ -188,25 +197,32 @@ class RowsMigration:
         request: dict[str, dict[str, Any]],
         plans: tuple[TablePlan, ...],
         workdir: Path,
-    ) -> dict[str, _Applied]:
+        verify: list[str],
+    ) -> tuple[dict[str, _Applied], dict[str, Any]]:
+        """Export, move and apply the rows; the apply ends with the digest of the
+        ``verify`` tables, read after its last commit (returned as the digest command's
+        answer)."""
         request_file = workdir / "request.json"
         request_file.write_text(json.dumps(request), encoding="utf-8")
         remote_request = await source.send(request_file)
+        wanted = sum(p.missing + len(p.update) for p in plans if p.table in request)
+        self.on_progress(Progress("export", source.name, 0, wanted))
         exported = await source.call("export", request=remote_request)
+        self.on_progress(Progress("export", source.name, int(exported["rows"]), wanted))
         rows_path = source.track(str(exported["path"]))
-        local_rows = workdir / f"rows-{len(source.temp_files)}.jsonl"
-        await source.fetch(rows_path, local_rows, self._bytes("export", source.name))
-        remote_rows = await target.send(local_rows, self._bytes("transfer", target.name))
-        local_rows.unlink(missing_ok=True)
+        remote_rows = await source.relay(rows_path, target, self._bytes("transfer", target.name))
         by_table = {p.table: p for p in plans}
         applied: dict[str, _Applied] = {}
         refused: dict[str, dict[str, str]] = {}
         reasons: dict[str, list[str]] = {}
         changed: dict[str, list[str]] = {}
         vanished: dict[str, list[str]] = {}
+        digest: dict[str, Any] = {}
 
         def on_item(item: dict[str, Any]) -> None:
-            if "progress" in item:
+            if "digest" in item:
+                digest["tables"] = item["digest"]
+            elif "progress" in item:
                 plan = by_table.get(str(item["progress"]))
                 name = plan.item if plan else str(item["progress"])
                 self.on_progress(Progress("apply", name, int(item["done"]), int(item["total"])))
@@ -237,9 +253,14 @@ class RowsMigration:
                     self.on_progress(Progress("apply", plan.item, total, total))
 
         await target.stream(
-            "apply", on_item, rows=remote_rows, slice=self.slice_seconds, delay=self.row_delay
+            "apply",
+            on_item,
+            rows=remote_rows,
+            slice=self.slice_seconds,
+            delay=self.row_delay,
+            digest=verify,
         )
-        return applied
+        return applied, digest
 
     def _verify(
         self,

@@ -258,7 +258,11 @@ class MigrationRunner:
         on_progress: ProgressCallback,
         rows: RowsMigration | None = None,
     ) -> tuple[list[ItemResult], list[str], tuple[TablePlan, ...]]:
-        """Plan; a dry run returns the plan, a run executes exactly that plan."""
+        """Plan; a dry run returns the plan, a run executes exactly that plan.
+
+        Transfer files stay on the hosts until the run's finish removes them (HostRun: one
+        command per host rather than one more per database); a failed run removes them
+        now."""
         rows = rows or self._rows_migration(request, pairs, on_progress)
         with tempfile.TemporaryDirectory(prefix="bgconsole-migrate-") as tmp:
             try:
@@ -268,10 +272,9 @@ class MigrationRunner:
                     return [planned_item(p) for p in plans], [], plans
                 items, problems = await rows.execute(planned, Path(tmp))
                 return items, problems, plans
-            finally:
-                for source, target in pairs:
-                    await source.cleanup()
-                    await target.cleanup()
+            except BaseException:
+                await asyncio.gather(*(db.cleanup() for pair in pairs for db in pair))
+                raise
 
     def _rows_migration(
         self,

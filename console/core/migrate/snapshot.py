@@ -13,6 +13,7 @@ place (atomic). Verified by ``PRAGMA integrity_check`` and equal row counts per 
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,10 @@ class SnapshotMigration:
                     problems.extend(found)
                     if backup:
                         backups.append(f"{target.host.name}:{backup}")
-                finally:
-                    await source.cleanup()
-                    await target.cleanup()
+                except BaseException:
+                    # Else the run's finish removes them (HostRun), in one command.
+                    await asyncio.gather(source.cleanup(), target.cleanup())
+                    raise
         return items, problems, backups
 
     async def _plan(
@@ -98,9 +100,7 @@ class SnapshotMigration:
     ) -> tuple[list[ItemResult], list[str], str | None]:
         copy = await source.call("backup")
         remote_copy = source.track(str(copy["path"]))
-        local = workdir / f"snapshot-{index}.db"
-        await source.fetch(remote_copy, local, self._bytes("backup", source.name))
-        staged = await target.send(local, self._bytes("transfer", target.name))
+        staged = await source.relay(remote_copy, target, self._bytes("transfer", target.name))
         installed = await target.call("install", new=staged)
         self.on_progress(Progress("install", target.name, 1, 1, "files"))
         expected: dict[str, int] = copy["counts"]
