@@ -8,10 +8,10 @@ import dataclasses
 import shlex
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from console.core.config import Config, EnvConfig, HostConfig
 from console.core.control import ControlPlane
@@ -20,7 +20,7 @@ from console.core.fleet import name_list
 from console.core.gates import after_deploy
 from console.core.git_pipeline import GitPipeline, HostRun
 from console.core.locks import HeldLock
-from console.core.models import ActiveState, Colour, HealthSnapshot
+from console.core.models import ActiveState, Colour, HealthSnapshot, Probe
 from console.core.ssh import CommandExit, CommandTimeout, OutputLine, SshPool
 from console.core.text import printable
 
@@ -45,6 +45,14 @@ class HealthSource(Protocol):
     """What the health wait needs from :class:`console.core.health.HealthChecker`."""
 
     async def check_all(self) -> HealthSnapshot: ...
+
+
+@runtime_checkable
+class HostProber(Protocol):
+    """A health source that can probe chosen hosts (``HealthChecker`` can): the waits
+    then probe only the hosts they are about, not every host of both colours each round."""
+
+    async def probe(self, host: HostConfig, *, want_version: bool = True) -> Probe: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -499,6 +507,7 @@ class DeployRunner:
         *,
         parallel: int = DEFAULT_PARALLEL,
         canary: bool = True,
+        preconnect: bool = True,
         lock_ttl: float = LOCK_TTL,
         lock_renew_every: float = LOCK_RENEW_EVERY,
     ) -> None:
@@ -509,6 +518,8 @@ class DeployRunner:
         self.parallel = max(1, parallel)
         self.canary = canary
         """Deploy the first host alone, and see it healthy, before any other (steps or git)."""
+        self.preconnect = preconnect
+        """Open the next batch's SSH connections while a batch waits for health (steps)."""
         self.lock_ttl = lock_ttl
         self.lock_renew_every = lock_renew_every
         self._lock: HeldLock | None = None
@@ -597,8 +608,11 @@ class DeployRunner:
                     # The commit resolved once: a ref that moves mid-rollout (HEAD) must not
                     # give later batches another release than the canary's.
                     run_batch = self._git_batch(git, colour, details["commit"], repo, on_line)
+                # Steps: the next batch's SSH connections are made while the batch before
+                # waits for health (nothing runs on them before their turn).
+                warm = self._connect_batch if chosen == "steps" and self.preconnect else None
                 hosts, health, rollout = await self._rollout(
-                    env, plan, run_batch, live_epoch, new_release, on_batch
+                    env, plan, run_batch, live_epoch, new_release, on_batch, warm
                 )
                 if health is not None:
                     warnings.extend(_version_warnings(env, health))
@@ -655,6 +669,11 @@ class DeployRunner:
 
         return run
 
+    async def _connect_batch(self, batch: Sequence[HostConfig]) -> None:
+        """Open the SSH connections of ``batch`` (nothing runs on the hosts). Failures are
+        left to the steps, which connect again and report them."""
+        await asyncio.gather(*(self.pool.connection(h) for h in batch), return_exceptions=True)
+
     def _git_batch(
         self,
         git: GitPipeline,
@@ -699,6 +718,7 @@ class DeployRunner:
         live_epoch: int | None,
         new_release: tuple[set[str], Mapping[str, str | None]] | None,
         on_batch: Callable[[BatchProgress], None] | None,
+        warm: Callable[[Sequence[HostConfig]], Coroutine[Any, Any, None]] | None = None,
     ) -> tuple[
         list[HostDeployResult],
         HealthWait | None,
@@ -708,7 +728,35 @@ class DeployRunner:
         the first batch that fails to deploy or its health wait. Returns the hosts'
         results, the last health wait (None when the last batch failed to deploy: it was
         not waited for) and (plan, stopped at, untouched).
+
+        ``warm`` readies the next batch (its SSH connections) during a health wait, which
+        is mostly idle: the wave after it then starts with its handshakes done.
         """
+        warming: set[asyncio.Task[None]] = set()
+        try:
+            return await self._batches(
+                env, plan, run_batch, live_epoch, new_release, on_batch, warm, warming
+            )
+        finally:
+            for task in warming:
+                task.cancel()
+            await asyncio.gather(*warming, return_exceptions=True)
+
+    async def _batches(
+        self,
+        env: EnvConfig,
+        plan: list[tuple[str, ...]],
+        run_batch: BatchRunner,
+        live_epoch: int | None,
+        new_release: tuple[set[str], Mapping[str, str | None]] | None,
+        on_batch: Callable[[BatchProgress], None] | None,
+        warm: Callable[[Sequence[HostConfig]], Coroutine[Any, Any, None]] | None,
+        warming: set[asyncio.Task[None]],
+    ) -> tuple[
+        list[HostDeployResult],
+        HealthWait | None,
+        tuple[tuple[tuple[str, ...], ...], int | None, tuple[str, ...]],
+    ]:
         by_name = {h.name: h for h in env.hosts}
         results: list[HostDeployResult] = []
         health: HealthWait | None = None
@@ -728,6 +776,10 @@ class DeployRunner:
                     on_batch(progress)
 
             report("started")
+            if warm is not None and index < len(plan):
+                # While this batch runs and waits for health, the next one's connections
+                # are opened: its wave then starts with the handshakes done.
+                warming.add(asyncio.create_task(warm([by_name[n] for n in plan[index]])))
             done = await run_batch([by_name[n] for n in batch])
             results += done
             untouched = tuple(name for later in plan[index:] for name in later)
@@ -1077,18 +1129,32 @@ class DeployRunner:
             return CommandExit(host.name, None, _CONNECTION_LOST, 0.0)
         return end
 
+    async def _round(
+        self, colour: Colour, hosts: Collection[str] | None = None
+    ) -> list[tuple[str, Probe | None, str | None]]:
+        """One probe round of ``colour``'s hosts (only ``hosts`` when given): (host, its
+        latest probe, the version it reports), in config order."""
+        if isinstance(self.health, HostProber):
+            wanted = [h for h in self.config.env(colour).hosts if hosts is None or h.name in hosts]
+            probes = await asyncio.gather(*(self.health.probe(h) for h in wanted))
+            return [(h.name, p, p.version) for h, p in zip(wanted, probes, strict=True)]
+        snapshot = await self.health.check_all()
+        env = snapshot.envs.get(colour)
+        probed = [h for h in env.hosts if hosts is None or h.host in hosts] if env else []
+        # The last probe carries the version when the source is in the health answer;
+        # a version fetched from its own path is only refreshed now and then.
+        return [(h.host, h.last, (h.last.version if h.last else None) or h.version) for h in probed]
+
     async def _versions(self, colour: Colour) -> dict[str, str | None]:
         """host -> the version it reports right now (None if unknown), in one probe round."""
         try:
             async with asyncio.timeout(self.config.failover.timeout * 2 + 1.0):
-                snapshot = await self.health.check_all()
+                probed = await self._round(colour)
         except TimeoutError:
             return {}
-        env = snapshot.envs.get(colour)
-        hosts = env.hosts if env else ()
         # The latest probe's version only: an older one would report a release the host
         # no longer runs ("1.0.0 -> 1.2.0" after 1.1.0 was deployed, or from a dead host).
-        return {h.host: h.last.version if h.last else None for h in hosts}
+        return {host: last.version if last else None for host, last, _ in probed}
 
     async def wait_healthy(
         self,
@@ -1127,19 +1193,15 @@ class DeployRunner:
             try:
                 # A probe round is bounded by the probe timeout already; this is the backstop.
                 async with asyncio.timeout(max(remaining, 0.0) + interval + 1.0):
-                    snapshot = await self.health.check_all()
+                    probed = await self._round(colour, hosts)
             except TimeoutError:
                 return HealthWait(False, time.monotonic() - started, versions, problems)
-            env = snapshot.envs.get(colour)
-            probed = [h for h in env.hosts if hosts is None or h.host in hosts] if env else []
-            # The last probe carries the version when the source is in the health answer;
-            # a version fetched from its own path is only refreshed now and then.
-            versions = {h.host: (h.last.version if h.last else None) or h.version for h in probed}
-            down = [h.host for h in probed if h.last is None or not h.last.ok]
+            versions = {host: version for host, _, version in probed}
+            down = [host for host, last, _ in probed if last is None or not last.ok]
             problems = tuple(
-                f"{h.host}: {(h.last.error if h.last else None) or 'no answer'}"
-                for h in probed
-                if h.host in down
+                f"{host}: {(last.error if last else None) or 'no answer'}"
+                for host, last, _ in probed
+                if host in down
             )
             old = self._old_release(colour, versions, new_release) if not problems else ()
             if probed and not problems and not old:

@@ -221,11 +221,17 @@ async def test_a_broken_canary_stops_the_rollout_with_19_hosts_untouched(
 
     runner = Runner(_config(fresh, redis, steps=steps, health_timeout=1.0), parallel=5)
     runners.append(runner)
+    asked = [h.app.control()["requests"] for h in fresh.hosts]
 
     result = await runner.deploy("v3")
 
     assert not result.ok
     assert result.stopped_at == 1
+    # The canary's health wait (a second of rounds) probed the canary only: the others
+    # were asked once, for their version before the deploy.
+    more = [h.app.control()["requests"] - n for h, n in zip(fresh.hosts, asked, strict=True)]
+    assert more[0] > 3
+    assert more[1:] == [1] * 19
     assert result.failed_hosts == ("app1",)
     assert result.deployed_hosts == ()
     assert len(result.untouched) == 19
