@@ -34,9 +34,11 @@ from console.widgets.key_footer import KeyFooter
 from console.widgets.log_pane import LogPane, format_batch, format_log_line
 
 BOTH: tuple[Colour, ...] = (Colour.BLUE, Colour.GREEN)
-FLUSH_SECONDS = 0.05
+FLUSH_SECONDS = 0.1
 BATCH = 2000
-"""Lines written to the pane at most every FLUSH_SECONDS, or at once when this many wait."""
+"""Lines written to the pane at most every FLUSH_SECONDS, or at once when this many wait.
+
+Each write redraws the pane; ten a second look live and leave the keys their share."""
 ALL = "*"
 """The picker's choice for every host, or every log."""
 
@@ -138,7 +140,11 @@ class LogsScreen(Screen[None]):
         self._waiting: deque[str] = deque(maxlen=services.config.console.log_lines)
         """Formatted lines not yet written to the pane (at most what the pane keeps)."""
         self._waiting_markers = 0
+        self.superseded = 0
+        """Lines never written: newer ones filled ``_waiting`` while the screen was covered."""
         self._shown_hidden = 0
+        self.follower: LogFollower | None = None
+        """The streams followed now (None until the first starts, or if none could)."""
         paths = {h.health_path for c in Colour for h in services.config.env(c).hosts}
         self._probe = re.compile(
             "|".join([re.escape(PROBE_MARK), *(rf'"(GET|HEAD) {re.escape(p)}[ ?"]' for p in paths)])
@@ -156,17 +162,19 @@ class LogsScreen(Screen[None]):
         self.follow_logs(self.colours)
 
     def on_screen_resume(self, _event: ScreenResume) -> None:
-        # Lines that came while another screen covered this one: shown at once.
-        self._flush()
+        # Lines that came while another screen covered this one: shown right after the
+        # first frame, so the screen is back at once and its newest lines a frame later.
+        self.call_after_refresh(self._flush)
 
     def _flush(self) -> None:
         """Write the waiting lines, unless another screen covers this one."""
         if self.hidden != self._shown_hidden:
             self._shown_hidden = self.hidden
             self._update_title()
-        if not self._waiting or not self.is_current:
-            # Covered: nothing is drawn, so nothing is written; ``_waiting`` keeps the
-            # newest lines (as many as the pane would), shown when this screen is back.
+        if not self._waiting or not self.is_active:
+            # Covered (the app's screens are opaque, dialogs too): writing would redraw
+            # for nobody; ``_waiting`` keeps the newest lines (as many as the pane would),
+            # shown when this screen is back on top.
             return
         texts = list(self._waiting)
         self._waiting.clear()
@@ -321,11 +329,13 @@ class LogsScreen(Screen[None]):
         self._waiting_markers = 0
         pane.clear()
         try:
-            stream = self.open_stream(colours).batches()
+            self.follower = self.open_stream(colours)
+            stream = self.follower.batches()
         except ConsoleError as e:
             self._marker(pane, colours[0], str(e))
             return
         waiting = self._waiting
+        limit = waiting.maxlen or 0
         since_yield = 0
         try:
             async for batch in stream:
@@ -340,7 +350,9 @@ class LogsScreen(Screen[None]):
                     self.hidden += len(batch.lines) - len(lines)
                 # Written by the FLUSH_SECONDS timer: one view update per tick, not one
                 # per line, so 20k lines/s leave the keys responsive.
-                waiting.extend(format_batch(batch, lines))
+                texts = format_batch(batch, lines)
+                self.superseded += max(0, len(waiting) + len(texts) - limit)
+                waiting.extend(texts)
                 since_yield += len(lines)
                 if since_yield >= BATCH:
                     # Batches ready back to back never suspend this loop; let keys in.
@@ -356,7 +368,7 @@ class LogsScreen(Screen[None]):
 
     def _marker(self, pane: LogPane, colour: Colour, text: str) -> None:
         line = LogLine(colour, "console", "logs", text, time.time(), marker=True)
-        if self.is_current:
+        if self.is_active:
             pane.write(line)
         else:
             self._waiting.append(format_log_line(line))

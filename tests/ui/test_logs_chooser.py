@@ -263,7 +263,7 @@ async def test_chooser_and_keys_fit_at_80x24(tmp_path: Path) -> None:
 async def test_help_lists_the_logs_keys(tmp_path: Path) -> None:
     app, _pool = _app(tmp_path)
     async with app.run_test(size=(100, 40)) as pilot:
-        screen, _pane = await _open_logs(pilot, app)
+        await _open_logs(pilot, app)
         rows = dict(key_rows(app.screen))
         assert rows["h"].startswith("Pick one host"), rows
         assert rows["o"].startswith("Pick which log"), rows
