@@ -310,6 +310,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs")
     parser.add_argument("--skip-deploy", action="store_true")
     parser.add_argument("--skip-logs", action="store_true")
+    parser.add_argument("--repeat", type=int, help="deploy rounds (default 3, 1 with --quick)")
     args = parser.parse_args()
     started = time.monotonic()
     with RedisServer() as redis, Fleet(20) as fleet:
@@ -318,7 +319,7 @@ async def main() -> None:
             f"{time.monotonic() - started:.1f} s"
         )
         if not args.skip_deploy:
-            await deploys(fleet, redis, 1 if args.quick else 3)
+            await deploys(fleet, redis, args.repeat or (1 if args.quick else 3))
         if not args.skip_logs:
             await logs(fleet, redis, 5.0 if args.quick else 10.0)
 
