@@ -127,8 +127,8 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
             yield Label(traffic_hint(self.default, self.live), id="traffic-hint")
             yield Label("Method")
             with RadioSet(id="method"):
-                yield RadioButton("as configured", value=True, name="default")
-                yield RadioButton("git push (--git)", name="git")
+                yield RadioButton("as configured", value=True, name="default", id="method-default")
+                yield RadioButton("git push (--git)", name="git", id="method-git")
             yield Label(
                 "Local repository to push from (empty: the console's directory)",
                 classes="git-only",
@@ -172,6 +172,14 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
     def _show_choices(self) -> None:
         colour = self._colour()
         hosts = self._hosts(colour)
+        # The git choice only where the colour has a git pipeline ([env.COLOUR.git]).
+        config = self.config
+        no_git = config is not None and config.env(colour).git is None
+        git = self.query_one("#method-git", RadioButton)
+        if no_git and git.value:
+            self.query_one("#method-default", RadioButton).value = True
+        git.disabled = no_git
+        git.label = "git push (not set up)" if no_git else "git push (--git)"
         self.set_class(self._method() == "git", "-git")
         self.set_class(hosts > 1, "-fleet")
         self.query_one("#traffic-hint", Label).update(traffic_hint(colour, self.live))

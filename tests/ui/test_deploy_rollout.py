@@ -90,6 +90,10 @@ async def test_the_batch_size_field_is_there_for_a_fleet_and_checked() -> None:
         await pilot.pause()
         assert row.display
         assert parallel.region.height == 3  # shown, on screen
+        # No [env.blue.git]: the git choice is there, but off, and says why.
+        git = screen.query_one("#method-git", RadioButton)
+        assert git.disabled
+        assert str(git.label) == "git push (not set up)"
         hint = str(screen.query_one("#batch-hint", Label).render())
         assert "20 hosts: the canary alone, then 10 at a time (3 batches)" in hint
         parallel.focus()
@@ -175,6 +179,7 @@ async def test_deploy_form_git_ref_enter_runs_the_git_pipeline(
         await wait_for(pilot, lambda: _green_shown_live(app), what="the dashboard, green live")
         await pilot.press("d")
         await wait_for(pilot, lambda: isinstance(app.screen, DeployScreen), what="the form")
+        assert not app.screen.query_one("#method-git", RadioButton).disabled
         await pilot.press("tab", "tab", "right", "space")  # method: git push
         await pilot.press("tab", *str(local))  # the repository
         app.screen.query_one("#ref", Input).focus()
