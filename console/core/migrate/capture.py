@@ -32,6 +32,11 @@ BATCH = 100_000
 costs a handful of SSH round trips, while a change costs microseconds."""
 
 
+LONG_POLL = 0.5
+"""Least seconds a source waits for a change (when the interval is shorter): a change is
+seen within 10 ms of its commit, and the mirror notices ``stop`` within this long."""
+
+
 @dataclass(frozen=True, slots=True)
 class MirrorLag:
     """How far a target is behind its source's captured changes."""
@@ -129,6 +134,9 @@ class ChangeMirror:
         self.copied = 0
         self.conflicts = 0
         self.caught_up_at = time.time()
+        self.long_poll = max(interval, LONG_POLL) if len(pairs) == 1 else 0.0
+        """Seconds the source waits for a change before answering (0: it answers at once).
+        One pair only: pairs are visited in turn, and one waiting would hold up the rest."""
         self.cursors: dict[int, int] = {}
         """Per pair, the target's cursor as this mirror left it (only this mirror applies
         changes there: it holds the migrate lock); read from the target when unknown."""
@@ -140,6 +148,8 @@ class ChangeMirror:
             while not stop.is_set():
                 status = await self.cycle(Path(tmp))
                 on_status(status)
+                if self.long_poll and not status.error:
+                    continue  # the source waited for changes already
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)
         return status
@@ -173,7 +183,7 @@ class ChangeMirror:
         cursor = self.cursors.get(index)
         if cursor is None:
             cursor = int((await target.call("cursor", source=source_id(source))).get("seq", 0))
-        found = await source.call("changes", after=cursor, limit=self.batch)
+        found = await source.call("changes", after=cursor, limit=self.batch, wait=self.long_poll)
         if not found.get("captured"):
             raise ConsoleError(
                 f"{source.name}: change capture is not set up (bgconsole migrate mirror --setup)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -85,27 +86,40 @@ class HostRun:
         # an SSH round trip and a Python start-up on the host).
         hosts = list(self.by_host.values())
         try:
-            await _all(self._hold(remotes[0]) for remotes in hosts)
-            if sweep:
-                found = await asyncio.gather(*(_sweep(remotes) for remotes in hosts))
-                self.dead = [dead for dead_runs in found for dead in dead_runs]
+            found = await asyncio.gather(
+                *(self._hold(remotes, sweep=sweep) for remotes in hosts),
+                return_exceptions=True,
+            )
+            self.dead = []
+            for result in found:
+                if isinstance(result, BaseException):
+                    raise result
+                self.dead.extend(result)
             yield self
             # Ended normally: nothing for the next run to report. An interrupted run's
             # journal stays (its holder dies with the channel) for the next sweep.
             await _all(_finish(remotes) for remotes in hosts)
         finally:
+            for remotes in hosts:
+                for remote in remotes:
+                    remote.close_sftp()
             for task in self.tasks:
                 task.cancel()
             for task in self.tasks:
                 with contextlib.suppress(asyncio.CancelledError, ConsoleError):
                     await task
 
-    async def _hold(self, remote: RemoteSqlite) -> None:
+    async def _hold(self, remotes: list[RemoteSqlite], *, sweep: bool) -> list[DeadRun]:
+        """Start the run's lock holder on one host; with ``sweep`` it first sweeps what
+        dead runs left there. Returns the dead runs found."""
+        remote = remotes[0]
         held = asyncio.Event()
         failure: list[str] = []
+        swept: list[DeadRun] = []
 
         async def hold() -> None:
-            command = remote.command_line("hold", {})
+            args = {"sweep": [r.db for r in remotes]} if sweep else {}
+            command = remote.command_line("hold", args)
             stderr: list[str] = []
             try:
                 async for item in remote.pool.stream(remote.host, command, timeout=None):
@@ -114,6 +128,7 @@ class HostRun:
                     if item.stream == "stderr":
                         stderr.append(item.text)
                     elif item.text.startswith('{"held"'):
+                        swept.extend(_dead_runs(remote.host.name, json.loads(item.text)))
                         held.set()
             except ConsoleError as e:
                 stderr.append(str(e))
@@ -125,17 +140,15 @@ class HostRun:
             await held.wait()
         if failure:
             raise MigrationError(f"{remote.host.name}: cannot hold the run's lock: {failure[0]}")
+        return swept
 
 
-async def _sweep(remotes: list[RemoteSqlite]) -> list[DeadRun]:
-    """Best effort: a failed sweep never stops a run (nothing of a live run is touched)."""
-    dead_runs: list[DeadRun] = []
-    with contextlib.suppress(ConsoleError):
-        result = await remotes[0].call("sweep", dbs=[r.db for r in remotes])
-        for dead in result.get("dead", []):
-            journal = dead.get("journal", [])
-            dead_runs.append(summarise(remotes[0].host.name, str(dead["run"]), journal))
-    return dead_runs
+def _dead_runs(host: str, answer: dict[str, Any]) -> list[DeadRun]:
+    """The dead runs a sweep reported (none if it failed: a sweep is best effort)."""
+    return [
+        summarise(host, str(dead["run"]), dead.get("journal", []))
+        for dead in answer.get("dead", [])
+    ]
 
 
 async def _finish(remotes: list[RemoteSqlite]) -> None:

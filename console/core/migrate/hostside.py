@@ -23,7 +23,8 @@ primary key; else the narrowest unique index over NOT NULL columns; else the who
 as a multiset (the key is the row's hash and a row may be present several times).
 
 Commands:
-    hold     {dir, run}                  -> keeps the run's lock until the client is gone
+    hold     {dir, run, sweep?}          -> keeps the run's lock until the client is gone
+                                          (and first sweeps, as below, for those dbs)
     sweep    {dir, dbs}                  -> removes the files of dead runs, returns journals
     finish   {dir, run, paths?}          -> a run that ended normally drops its files
     inspect  {db, tables?}               -> file of every row's key and content hash
@@ -37,7 +38,7 @@ Commands:
     check    {db}                        -> integrity_check and row counts
     cleanup  {paths}                     -> remove transfer files
     capture_setup / capture_teardown {db} -> change-capture triggers (mirror), idempotent
-    changes  {db, after, limit}          -> captured changes after a sequence number, lag
+    changes  {db, after, limit, wait?}   -> captured changes after a sequence number, lag
     cursor   {db, source}                -> the last change applied to a target
     apply_changes {db, rows, source}     -> apply captured changes in order, exactly once
 """
@@ -309,7 +310,16 @@ def cmd_hold(args: dict[str, Any]) -> None:
         # names for one machine), which keeps the run alive as well as this one would.
         shared = True
     parent = os.getppid()
-    emit({"held": path, "shared": shared, "pid": os.getpid(), "pgid": os.getpgrp()})
+    held: dict[str, Any] = {"held": path, "shared": shared, "pid": os.getpid(),
+                            "pgid": os.getpgrp()}  # fmt: skip
+    if args.get("sweep") is not None:
+        # The sweep rides on the hold (which must come first: it is what keeps this
+        # run's own files from a concurrent sweep): a command less per host and run.
+        try:
+            held.update(sweep(list(args["sweep"])))
+        except (OSError, sqlite3.Error, ValueError) as e:
+            held["sweep_error"] = str(e)  # best effort, as a sweep of its own is
+    emit(held)
     while os.getppid() == parent:
         time.sleep(0.5)
         emit({"alive": time.time()})  # raises ClientGone once the channel is closed
@@ -348,13 +358,17 @@ def _same_file(handle: Any, path: str) -> bool:
 
 
 def cmd_sweep(args: dict[str, Any]) -> None:
+    emit(sweep(args["dbs"]))
+
+
+def sweep(dbs: list[str]) -> dict[str, Any]:
     """Remove the files of runs that are provably dead; return what their journals say."""
     try:
         names = os.listdir(Context.dir)
     except OSError:
         names = []
     runs = {r for r in (_run_of(n) for n in names) if r and r != Context.run}
-    places = [Context.dir, *sorted({os.path.dirname(os.path.abspath(d)) for d in args["dbs"]})]
+    places = [Context.dir, *sorted({os.path.dirname(os.path.abspath(d)) for d in dbs})]
     dead: list[dict[str, Any]] = []
     removed = 0
     for run in sorted(runs):
@@ -386,7 +400,7 @@ def cmd_sweep(args: dict[str, Any]) -> None:
                             pass
             with contextlib.suppress(OSError):
                 os.remove(lock)  # last: until now a crash of this sweep leaves the run findable
-    emit({"removed": removed, "dead": dead})
+    return {"removed": removed, "dead": dead}
 
 
 def cmd_finish(args: dict[str, Any]) -> None:
@@ -480,82 +494,161 @@ def cmd_export(args: dict[str, Any]) -> None:
     """The rows a plan asks for, by identity: ``{table: {insert: {key: n}, update: [key]}}``.
 
     One scan per table (a full scan beats a point query per key at these sizes, and the
-    whole-row identity has no index to look up anyway). The rows go into a SQLite file
-    (see :func:`export_file`), values exactly as stored: no text encoding to undo.
+    whole-row identity has no index to look up anyway), of the key columns and rowid
+    only unless rows are identified whole; the chosen rows then go from the table into
+    the export file inside SQLite (see :func:`export_table`), by rowid, in the same read
+    transaction.
     """
     conn = connect(args["db"], readonly=True)
     with open(args["request"], encoding="utf-8") as f:
         request = json.load(f)
     out = db_file("rows.db")
-    total = 0
+    with contextlib.suppress(OSError):
+        os.remove(out)
+    # A work file, not a database anyone relies on: no journal and no fsync (a crash
+    # loses only the run that was writing it).
+    conn.execute("ATTACH DATABASE ? AS bgout", (out,))
+    conn.execute("PRAGMA bgout.journal_mode=OFF")
+    conn.execute("PRAGMA bgout.synchronous=OFF")
     conn.execute("BEGIN")
+    conn.execute("CREATE TABLE bgout._tables (n INTEGER PRIMARY KEY, header TEXT NOT NULL)")
     all_tables = tables(conn, list(request))
-    dest = export_file(out)
+    total = 0
     for index, (name, wanted) in enumerate(request.items()):
         meta = all_tables[name]
-        add = export_table(dest, index, name, meta)
-        insert = dict(wanted.get("insert", {}))
-        update = set(wanted.get("update", ()))
-        keyer = make_keyer(meta)
-        batch: list[Any] = []
-        for row in conn.execute(select_all(name, meta)):
-            key = keyer(row)
-            if insert.get(key, 0) > 0:
-                insert[key] -= 1
-                batch.append(("i", *row))
-            elif key in update:
-                batch.append(("u", *row))
-            if len(batch) >= EXPORT_BATCH:
-                total += add(batch)
-        total += add(batch)
+        into = export_table(conn, index, name, meta)
+        alias = _rowid_alias(meta)
+        if alias is None:
+            total += _export_rows(conn, into, name, meta, wanted)
+            continue
+        runs, count = _picks(conn, name, meta, wanted, alias)
+        cols = ", ".join(quote(c) for c in meta["columns"])
+        conn.executemany(
+            "INSERT INTO " + into + " SELECT ?, " + cols + " FROM main." + quote(name)
+            + " WHERE " + alias + " BETWEEN ? AND ? ORDER BY " + alias,
+            runs,
+        )  # fmt: skip
+        total += count
     conn.execute("COMMIT")
-    dest.execute("COMMIT")
-    dest.close()
     emit({"path": out, "rows": total})
+
+
+def _rowid_alias(meta: dict[str, Any]) -> str | None:
+    """A name for the rowid no column shadows, or None (WITHOUT ROWID, or all shadowed)."""
+    if not meta["rowid"]:
+        return None
+    for alias in ("_rowid_", "rowid", "oid"):
+        if alias not in {c.lower() for c in meta["columns"]}:
+            return alias
+    return None
+
+
+def _wanted(wanted: dict[str, Any]) -> tuple[dict[str, int], set[str]]:
+    return dict(wanted.get("insert", {})), set(wanted.get("update", ()))
+
+
+def _picks(
+    conn: sqlite3.Connection, name: str, meta: dict[str, Any], wanted: dict[str, Any], alias: str
+) -> tuple[list[list[Any]], int]:
+    """The requested rows as runs ``[op, first rowid, last rowid]`` of consecutive rows
+    (in rowid order) with the same operation, and how many rows they hold: usually a
+    handful of runs, each copied by one statement. The loops are the export's hot spot:
+    the whole-row hash and the single integer key are inlined (see row_digest and
+    make_keyer: the same text)."""
+    insert, update = _wanted(wanted)
+    ident = meta["identity"]
+    whole = ident["kind"] == "row"
+    cols = meta["columns"] if whole else ident["columns"]
+    # ORDER BY rowid: a scan of a covering index would come in key order, and a run
+    # must hold every row between its ends.
+    sql = (
+        "SELECT " + alias + ", " + ", ".join(quote(c) for c in cols) + " FROM main."
+        + quote(name) + " ORDER BY " + alias
+    )  # fmt: skip
+    runs: list[list[Any]] = []
+    current: list[Any] = ["", 0, 0]
+    count = 0
+    get = insert.get
+
+    def choose(key: str, rowid: int) -> None:
+        nonlocal current, count
+        left = get(key, 0)
+        if left > 0:
+            insert[key] = left - 1
+            op = "i"
+        elif key in update:
+            op = "u"
+        else:
+            current = ["", 0, 0]  # a row left out ends the run
+            return
+        count += 1
+        if current[0] == op:
+            current[2] = rowid
+        else:
+            current = [op, rowid, rowid]
+            runs.append(current)
+
+    if whole:
+        blake, dump = _blake2b, _marshal
+        for row in conn.execute(sql):
+            choose(blake(dump(row[1:], 2), digest_size=8).hexdigest(), row[0])
+    elif len(cols) == 1:
+        general = make_keyer({"identity": ident, "columns": cols})
+        for rowid, value in conn.execute(sql):
+            if type(value) is int:
+                choose("[" + str(value) + "]", rowid)
+            else:
+                choose(general((value,)), rowid)
+    else:
+        keyer = make_keyer({"identity": ident, "columns": cols})
+        for row in conn.execute(sql):
+            choose(keyer(row[1:]), row[0])
+    return runs, count
+
+
+def _export_rows(
+    conn: sqlite3.Connection, into: str, name: str, meta: dict[str, Any], wanted: dict[str, Any]
+) -> int:
+    """A table without a usable rowid: the requested rows go through Python."""
+    insert, update = _wanted(wanted)
+    keyer = make_keyer(meta)
+    sql = "INSERT INTO " + into + " VALUES (?, " + ", ".join("?" for _ in meta["columns"]) + ")"
+    select = "SELECT " + ", ".join(quote(c) for c in meta["columns"]) + " FROM main." + quote(name)
+    batch: list[Any] = []
+    total = 0
+    for row in conn.execute(select):
+        key = keyer(row)
+        if insert.get(key, 0) > 0:
+            insert[key] -= 1
+            batch.append(("i", *row))
+        elif key in update:
+            batch.append(("u", *row))
+        if len(batch) >= EXPORT_BATCH:
+            conn.executemany(sql, batch)
+            total += len(batch)
+            batch.clear()
+    conn.executemany(sql, batch)
+    return total + len(batch)
 
 
 EXPORT_BATCH = 5000
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def export_file(path: str) -> sqlite3.Connection:
-    """A new SQLite file of rows to apply: ``_tables (n, header)`` and, per table ``n``,
-    ``t<n> (op, c0, c1, ...)`` in export order. The columns have no declared type, so
-    SQLite keeps every value exactly as it was stored (no affinity conversion). A work
-    file, not a database anyone relies on: no journal and no fsync (a crash loses only
-    the run that was writing it)."""
-    with contextlib.suppress(OSError):
-        os.remove(path)
-    dest = sqlite3.connect(path)
-    dest.isolation_level = None
-    dest.execute("PRAGMA journal_mode=OFF")
-    dest.execute("PRAGMA synchronous=OFF")
-    dest.execute("BEGIN")
-    dest.execute("CREATE TABLE _tables (n INTEGER PRIMARY KEY, header TEXT NOT NULL)")
-    return dest
-
-
-def export_table(
-    dest: sqlite3.Connection, index: int, name: str, meta: dict[str, Any]
-) -> Callable[[list[Any]], int]:
-    """Start table ``index`` of an export file; returns ``add(batch)``, which writes a
-    batch of ``(op, *values)`` rows, empties it and returns how many it wrote."""
+def export_table(conn: sqlite3.Connection, index: int, name: str, meta: dict[str, Any]) -> str:
+    """Start table ``index`` of the export file attached as ``bgout``: its header in
+    ``_tables (n, header)`` and ``t<n> (op, c0, c1, ...)`` for its rows, in export order.
+    The columns have no declared type, so SQLite keeps every value exactly as it was
+    stored (no affinity conversion). Returns the rows table's name."""
     header = {k: v for k, v in meta.items() if not k.startswith("_")}
-    dest.execute(
-        "INSERT INTO _tables (n, header) VALUES (?, ?)",
+    conn.execute(
+        "INSERT INTO bgout._tables (n, header) VALUES (?, ?)",
         (index, json.dumps({"table": name, **header})),
     )
+    into = "bgout.t" + str(index)
     cols = ["c" + str(i) for i in range(len(meta["columns"]))]
-    dest.execute("CREATE TABLE t" + str(index) + " (op, " + ", ".join(cols) + ")")
-    sql = "INSERT INTO t" + str(index) + " VALUES (?, " + ", ".join("?" for _ in cols) + ")"
-
-    def add(batch: list[Any]) -> int:
-        dest.executemany(sql, batch)
-        written = len(batch)
-        batch.clear()
-        return written
-
-    return add
+    conn.execute("CREATE TABLE " + into + " (op, " + ", ".join(cols) + ")")
+    return into
 
 
 def cmd_tail(args: dict[str, Any]) -> None:
@@ -657,7 +750,7 @@ class ListOps(Ops):
 
 
 class FileOps(Ops):
-    """Rows of an export file attached as ``bgrows`` (see :func:`export_file`): inserts
+    """Rows of an export file attached as ``bgrows`` (see :func:`export_table`): inserts
     go from it to the table inside SQLite (INSERT ... SELECT), no row passes through
     Python unless it needs handling of its own (an update, a constraint hit)."""
 
@@ -987,10 +1080,28 @@ def _captured(conn: sqlite3.Connection) -> bool:
     return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (CHANGES,)).fetchone())
 
 
+POLL_EVERY = 0.01
+
+
+def _wait_for_change(conn: sqlite3.Connection, after: int, wait: float) -> None:
+    """Return once the change log goes past ``after``, or after ``wait`` seconds. Each
+    look is its own short read (the index's last entry), so writers never wait on it."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        top = conn.execute("SELECT max(seq) FROM " + CHANGES).fetchone()[0]
+        if top is not None and top > after:
+            return
+        time.sleep(POLL_EVERY)
+
+
 def cmd_changes(args: dict[str, Any]) -> None:
     """Captured changes after ``after`` (oldest first, at most ``limit``) to a file, plus
-    the lag: how many are pending and how old the oldest is."""
+    the lag: how many are pending and how old the oldest is. With ``wait``, first waits
+    up to that many seconds for a change after ``after`` (a long poll: the mirror learns
+    of a change within one POLL_EVERY instead of at its next cycle)."""
     conn = connect(args["db"], readonly=True)
+    if float(args.get("wait") or 0) > 0 and _captured(conn):
+        _wait_for_change(conn, int(args.get("after") or 0), float(args["wait"]))
     conn.execute("BEGIN")
     if not _captured(conn):
         conn.execute("COMMIT")
@@ -1260,8 +1371,16 @@ def cmd_backup(args: dict[str, Any]) -> None:
 def cmd_install(args: dict[str, Any]) -> None:
     db = args["db"]
     new = args["new"]
+    size = args.get("size")
+    if size is not None and os.path.getsize(new) != int(size):
+        got = str(os.path.getsize(new))
+        raise Failure("the transferred snapshot is incomplete: " + got + " of " + str(size))
     fresh = sqlite3.connect(new)
-    check = fresh.execute("PRAGMA integrity_check").fetchone()[0]
+    # One full integrity_check, of the installed database below. SSH's MACs rule out
+    # damage in transit (and the size, a cut-short file); the file is the backup API's,
+    # and quick_check (every page and record, not the index/table cross-check) catches
+    # a damaged copy before it replaces anything.
+    check = fresh.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         raise Failure("the transferred snapshot is damaged: " + str(check))
     backup = None

@@ -56,6 +56,7 @@ class RemoteSqlite:
         self.run = run or new_run_id()
         self.work_dir = work_dir
         self.temp_files: list[str] = []
+        self._sftp: tuple[object, asyncssh.SFTPClient] | None = None
         self.changes_top: int | None = None
         """The change log's position at the last inspection (None: no change capture)."""
 
@@ -143,7 +144,37 @@ class RemoteSqlite:
 
     async def fetch(self, remote: str, local: Path, progress: Progress | None = None) -> None:
         """SFTP a host file to the local machine."""
-        await self.pool.get(self.host, remote, local, progress)
+        handler = None
+        if progress is not None:
+
+            def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+                progress(done, total)
+
+        try:
+            sftp = await self.sftp()
+            await sftp.get(remote, str(local), progress_handler=handler)
+        except (OSError, asyncssh.Error) as e:
+            self.close_sftp()
+            raise MigrationError(f"{self.name}: SFTP get {remote} failed: {_reason(e)}") from e
+
+    async def sftp(self) -> asyncssh.SFTPClient:
+        """This run's SFTP session with the host, opened once: a session costs a channel
+        and an sftp-server start on the host, and a run (a mirror above all) moves files
+        many times. Reopened when the pool's connection changed; closed by
+        :meth:`close_sftp`."""
+        conn = await self.pool.connection(self.host)
+        if self._sftp is not None and self._sftp[0] is conn:
+            return self._sftp[1]
+        self.close_sftp()
+        client = await conn.start_sftp_client()
+        self._sftp = (conn, client)
+        return client
+
+    def close_sftp(self) -> None:
+        """End the SFTP session, if any (the run is over, or the session failed)."""
+        if self._sftp is not None:
+            self._sftp[1].exit()
+            self._sftp = None
 
     def _new_file(self, name: str) -> str:
         """A new file of this run in the host's work directory (tracked for cleanup)."""
@@ -154,7 +185,18 @@ class RemoteSqlite:
     async def send(self, local: Path, progress: Progress | None = None) -> str:
         """SFTP a local file to a new file of this run in the host's work directory."""
         remote = self._new_file(local.name)
-        await self.pool.put(self.host, local, remote, progress)
+        handler = None
+        if progress is not None:
+
+            def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+                progress(done, total)
+
+        try:
+            sftp = await self.sftp()
+            await sftp.put(str(local), remote, progress_handler=handler)
+        except (OSError, asyncssh.Error) as e:
+            self.close_sftp()
+            raise MigrationError(f"{self.name}: SFTP put {remote} failed: {_reason(e)}") from e
         return remote
 
     async def relay(self, path: str, target: RemoteSqlite, progress: Progress | None = None) -> str:
@@ -170,22 +212,18 @@ class RemoteSqlite:
         """
         remote = target._new_file(PurePosixPath(path).name)
         try:
-            source_conn = await self.pool.connection(self.host)
-            target_conn = await target.pool.connection(target.host)
+            source_sftp, target_sftp = await asyncio.gather(self.sftp(), target.sftp())
+            total = (await source_sftp.stat(path)).size or 0
             async with (
-                source_conn.start_sftp_client() as source_sftp,
-                target_conn.start_sftp_client() as target_sftp,
+                source_sftp.open(path, "rb") as reading,
+                target_sftp.open(remote, "wb") as writing,
             ):
-                total = (await source_sftp.stat(path)).size or 0
-                async with (
-                    source_sftp.open(path, "rb") as reading,
-                    target_sftp.open(remote, "wb") as writing,
-                ):
-                    await _pipe(reading, writing, total, progress)
+                await _pipe(reading, writing, total, progress)
         except (OSError, asyncssh.Error) as e:
-            reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e)
+            self.close_sftp()
+            target.close_sftp()
             raise MigrationError(
-                f"copying {self.name}:{path} to {target.name}:{remote} failed: {reason}"
+                f"copying {self.name}:{path} to {target.name}:{remote} failed: {_reason(e)}"
             ) from e
         return remote
 
@@ -199,6 +237,10 @@ class RemoteSqlite:
             await self.pool.run(
                 self.host, shlex.join(["rm", "-f", "--", *paths]), timeout=_CLEANUP_TIMEOUT
             )
+
+
+def _reason(e: Exception) -> str:
+    return str(getattr(e, "reason", None) or getattr(e, "strerror", None) or e)
 
 
 RELAY_BLOCK = 1 << 20

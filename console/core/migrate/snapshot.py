@@ -8,7 +8,8 @@ how many rows only the target has: a snapshot drops them (they survive in the ba
 An existing target is restored in place with the backup API, one write
 transaction, rather than renamed over: renaming a file under an application that has the
 database open in WAL mode corrupts it. A target that does not exist yet is renamed into
-place (atomic). Verified by ``PRAGMA integrity_check`` and equal row counts per table.
+place (atomic). The copy is checked (size, ``PRAGMA quick_check``) before it replaces
+anything; the result is verified by ``PRAGMA integrity_check`` and equal row counts.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class SnapshotMigration:
         copy = await source.call("backup")
         remote_copy = source.track(str(copy["path"]))
         staged = await source.relay(remote_copy, target, self._bytes("transfer", target.name))
-        installed = await target.call("install", new=staged)
+        installed = await target.call("install", new=staged, size=copy.get("size"))
         self.on_progress(Progress("install", target.name, 1, 1, "files"))
         expected: dict[str, int] = copy["counts"]
         got: dict[str, int] = installed["counts"]
