@@ -16,6 +16,7 @@ from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 from console.core.config import Config
 from console.core.deploy import DEFAULT_PARALLEL, DeployMethod
 from console.core.models import Colour
+from console.widgets.choice_set import ChoiceSet
 from console.widgets.form_scroll import FormScroll
 
 
@@ -120,13 +121,13 @@ class DeployScreen(ModalScreen[DeployRequest | None]):
             yield Label("Ref (version, tag or commit; empty: the default)")
             yield Input(placeholder="e.g. v2", id="ref", select_on_focus=False)
             yield Label("Colour")
-            with RadioSet(id="colour"):
+            with ChoiceSet(id="colour"):
                 for colour in Colour:
                     label = colour.value + (" (LIVE)" if colour is self.live else "")
                     yield RadioButton(label, value=colour is self.default, name=colour.value)
             yield Label(traffic_hint(self.default, self.live), id="traffic-hint")
             yield Label("Method")
-            with RadioSet(id="method"):
+            with ChoiceSet(id="method"):
                 yield RadioButton("as configured", value=True, name="default", id="method-default")
                 yield RadioButton("git push (--git)", name="git", id="method-git")
             yield Label(

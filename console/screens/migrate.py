@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Label, RadioButton, RadioSet, Stat
 from console.core.migrate.plan import MigrationRequest, Strategy
 from console.core.models import Colour
 from console.screens.confirm import ConfirmScreen
+from console.widgets.choice_set import ChoiceSet
 from console.widgets.form_scroll import FormScroll
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
         with FormScroll():
             yield Label("[b]Migrate data between the colours[/b]")
             yield Label("From")
-            with RadioSet(id="source"):
+            with ChoiceSet(id="source"):
                 for colour in Colour:
                     yield RadioButton(
                         self._label(colour),
@@ -76,7 +77,7 @@ class MigrateScreen(ModalScreen[MigrationRequest | None]):
                     )
             yield Static(self._to_text(self.default), id="target")
             yield Label("Strategy")
-            with RadioSet(id="strategy"):
+            with ChoiceSet(id="strategy"):
                 for i, (strategy, text) in enumerate(FORM_STRATEGIES):
                     yield RadioButton(text, value=i == 0, name=strategy, id=f"strategy-{strategy}")
             yield Static(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from textual.app import App
-from textual.widgets import Button, Input
+from textual.widgets import Button, Input, RadioSet
 
 from console.core.migrate.plan import MigrationRequest
 from console.core.models import Colour
@@ -79,3 +79,28 @@ async def test_forms_fit_the_screen_with_their_buttons_reachable(size: tuple[int
             await pilot.pause()
             # Focusing the button scrolls it into view inside the dialog.
             assert body.content_region.contains_region(start.region), (start.region, body)
+
+
+class MigrateFromGreen(App[MigrationRequest | None]):
+    def on_mount(self) -> None:
+        self.push_screen(MigrateScreen(default=Colour.GREEN, live=Colour.GREEN), self.exit)
+
+
+@pytest.mark.parametrize(
+    ("form", "choice"), [(DeployForm, "#colour"), (MigrateFromGreen, "#source")]
+)
+async def test_space_on_a_choice_keeps_what_the_form_shows(
+    form: type[App[object]], choice: str
+) -> None:
+    # Reported: the keyboard highlight started on the first button whatever was chosen,
+    # so Tab into the deploy form's colour (green) and space picked blue.
+    app = form()
+    async with app.run_test(size=(120, 35)) as pilot:
+        await pilot.pause()
+        choices = app.screen.query_one(choice, RadioSet)
+        choices.focus()
+        await pilot.press("space")
+        await pilot.pause()
+        pressed = choices.pressed_button
+        assert pressed is not None
+        assert pressed.name == "green"
