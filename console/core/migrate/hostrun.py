@@ -128,7 +128,10 @@ class HostRun:
                     if item.stream == "stderr":
                         stderr.append(item.text)
                     elif item.text.startswith('{"held"'):
-                        swept.extend(_dead_runs(remote.host.name, json.loads(item.text)))
+                        answer = json.loads(item.text)
+                        swept.extend(_dead_runs(remote.host.name, answer))
+                        for each in remotes:
+                            each.use_python(answer.get("python"))
                         held.set()
             except ConsoleError as e:
                 stderr.append(str(e))

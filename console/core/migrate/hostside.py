@@ -310,8 +310,10 @@ def cmd_hold(args: dict[str, Any]) -> None:
         # names for one machine), which keeps the run alive as well as this one would.
         shared = True
     parent = os.getppid()
+    # "python": this interpreter's own path, for the run's next commands: "python3" may
+    # be a shim (pyenv, asdf) that costs more than most commands take.
     held: dict[str, Any] = {"held": path, "shared": shared, "pid": os.getpid(),
-                            "pgid": os.getpgrp()}  # fmt: skip
+                            "pgid": os.getpgrp(), "python": sys.executable}  # fmt: skip
     if args.get("sweep") is not None:
         # The sweep rides on the hold (which must come first: it is what keeps this
         # run's own files from a concurrent sweep): a command less per host and run.
@@ -700,20 +702,29 @@ def _blocks(path: str) -> Iterator[tuple[dict[str, Any], list[tuple[str, Any]]]]
     """(header, [(op, values)]) per table of a JSON-lines file (the mirror's tail and
     captured changes)."""
     header: dict[str, Any] | None = None
-    rows: list[tuple[str, Any]] = []
+    lines: list[str] = []
     with open(path, encoding="utf-8") as f:
         for line in f:
-            item = json.loads(line)
-            if isinstance(item, dict):
-                if header is not None:
-                    yield header, rows
-                header, rows = item, []
-            elif item[0].startswith("c"):
-                rows.append((item[0], item[1:]))  # a captured change: [seq, old, new]
-            else:
-                rows.append((item[0], [decode(v) for v in item[1]]))
+            if not line.startswith("{"):
+                lines.append(line)
+                continue
+            if header is not None:
+                yield header, _ops_of(lines)
+            header, lines = json.loads(line), []
     if header is not None:
-        yield header, rows
+        yield header, _ops_of(lines)
+
+
+def _ops_of(lines: list[str]) -> list[tuple[str, Any]]:
+    """The (op, values) of a table's lines. One parse for all of them: a json.loads per
+    line costs more in call overhead than in parsing."""
+    rows: list[tuple[str, Any]] = []
+    for item in json.loads("[" + ",".join(lines) + "]"):
+        if item[0].startswith("c"):
+            rows.append((item[0], item[1:]))  # a captured change: [seq, old, new]
+        else:
+            rows.append((item[0], [decode(v) for v in item[1]]))
+    return rows
 
 
 class Ops:
@@ -906,10 +917,11 @@ class Applier:
 
     def _due(self, now: float, chunk_cost: float) -> bool:
         """Whether to commit now: one more chunk and then the commit itself must still
-        fit in the slice. The commit is counted at the slowest of the recent ones plus
-        half (an fsync varies a lot on a busy disk), so slice + commit stays in budget."""
-        commit = max(self.commit_costs) * 1.5
-        return now - self.locked_at + chunk_cost + commit >= self.slice
+        fit in the slice, so that slice + commit stays in budget. The commit is counted
+        at twice the slowest of the recent ones (an fsync varies a lot on a busy disk)
+        and a tenth of the slice is kept spare (the next chunk may be preempted)."""
+        commit = max(self.commit_costs) * 2
+        return now - self.locked_at + chunk_cost + commit >= self.slice * 0.9
 
     def _row(
         self,

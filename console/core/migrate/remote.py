@@ -57,8 +57,18 @@ class RemoteSqlite:
         self.work_dir = work_dir
         self.temp_files: list[str] = []
         self._sftp: tuple[object, asyncssh.SFTPClient] | None = None
+        self.python = PYTHON
+        """The interpreter the commands run: ``python3`` until the run's hold on the host
+        names the one it resolved to (see :meth:`use_python`)."""
         self.changes_top: int | None = None
         """The change log's position at the last inspection (None: no change capture)."""
+
+    def use_python(self, path: object) -> None:
+        """Run the next commands with ``path``, the interpreter ``python3`` resolved to on
+        this host (its ``sys.executable``): skips PATH lookup and shims, which can cost
+        more than a command. Ignored unless it is a plain absolute path."""
+        if isinstance(path, str) and path.startswith("/") and path.isprintable():
+            self.python = path
 
     @property
     def name(self) -> str:
@@ -73,7 +83,7 @@ class RemoteSqlite:
         # -S: no site module. The script needs only the standard library, and site's
         # .pth files can cost more than the command itself (0.17 s per start on a host
         # measured); it also keeps installed packages from shadowing the stdlib.
-        return shlex.join([PYTHON, "-S", "-c", _SOURCE, command, payload])
+        return shlex.join([self.python, "-S", "-c", _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
         if status == _MISSING_PYTHON:
