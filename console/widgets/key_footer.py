@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual import events
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -71,6 +72,20 @@ class KeyFooter(Footer):
     def __init__(self) -> None:
         super().__init__()
         self._width = 0
+        self._keys: tuple[object, ...] | None = None
+
+    def bindings_changed(self, screen: Screen[object]) -> None:
+        # A screen coming back and focus moves republish the same keys: recomposing for
+        # nothing was half the cost of going back to a screen (l from flags to logs).
+        keys = tuple(
+            (b.key, b.action, b.description, b.show, enabled, tooltip)
+            for _node, b, enabled, tooltip in screen.active_bindings.values()
+        )
+        if self._bindings_ready and keys == self._keys:
+            return
+        super().bindings_changed(screen)
+        if screen.app.app_focus and self.is_attached and screen is self.screen:
+            self._keys = keys
 
     def compose(self) -> ComposeResult:
         widgets: list[Widget] = list(super().compose())

@@ -67,7 +67,10 @@ class LogView(Log):
 
     def _update_size(self, updates: int, lines: list[str]) -> None:  # type: ignore[override]
         if lines:
-            self._update_maximum_width(updates, max(map(cell_len, lines)))
+            # Plain ASCII (nearly every log line) is as wide as it is long: C-speed passes.
+            ascii_only = all(map(str.isascii, lines))
+            width = max(map(len if ascii_only else cell_len, lines))
+            self._update_maximum_width(updates, width)
 
     def action_follow(self) -> None:
         """Show the lines that waited, jump to the newest line and follow again."""

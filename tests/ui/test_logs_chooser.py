@@ -11,8 +11,10 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from configs import config_data, write_config
-from ui_support import FixedServices, screen_text, wait_for
+from servers import SshServer
+from ui_support import FixedServices, live_app, screen_text, wait_for
 
 from console.app import ConsoleApp
 from console.core.config import Config, HostConfig
@@ -270,3 +272,68 @@ async def test_help_lists_the_logs_keys(tmp_path: Path) -> None:
         assert rows["c"].startswith("Follow the next colour"), rows
         assert rows["space"].startswith("Pause following"), rows
         assert any(k.startswith("end") for k in rows), rows
+
+
+@pytest.mark.integration
+async def test_choosing_a_host_and_a_log_over_real_ssh(
+    tmp_path: Path, ssh_server: SshServer
+) -> None:
+    """Two hosts (one sshd, each its own files): h and o narrow what is followed."""
+    files = {}
+    for host in ("app1", "app2"):
+        for log in ("access", "app"):
+            path = tmp_path / f"{host}-{log}.log"
+            path.write_text("".join(f"{host} {log} old {i}\n" for i in range(3)))
+            files[host, log] = path
+    data = config_data(
+        redis_url="redis://127.0.0.1:1/0",
+        blue_url="http://127.0.0.1:1",
+        green_url="http://127.0.0.1:2",
+        ssh={"known_hosts": str(ssh_server.known_hosts_path), "connect_timeout": 3.0},
+        control={"redis": "redis://127.0.0.1:1/0", "timeout": 0.5},
+    )
+    data["env"]["blue"] = {
+        "hosts": [
+            {
+                "name": host,
+                "url": "http://127.0.0.1:1",
+                "ssh": ssh_server.target,
+                "identity": str(ssh_server.client_key_path),
+                "logs": {log: f"tail -F {files[host, log]}" for log in ("access", "app")},
+            }
+            for host in ("app1", "app2")
+        ]
+    }
+    app = live_app(write_config(tmp_path / "bgconsole.toml", data), poll_interval=5)
+    async with app.run_test(size=(120, 35)) as pilot:
+        screen, pane = await _open_logs(pilot, app)
+        await pilot.press("b")
+        want = {f"blue/{h}:{log}" for h in ("app1", "app2") for log in ("access", "app")}
+        await wait_for(pilot, _until(pane, lambda s: s == want), 15, "all four logs")
+        await _pick(pilot, app, "h", "blue/app2")
+        await wait_for(
+            pilot,
+            _until(pane, lambda s: s == {"blue/app2:access", "blue/app2:app"}),
+            15,
+            "app2's logs only",
+        )
+        for (host, log), path in files.items():
+            with path.open("a") as f:
+                f.write(f"{host} {log} new\n")
+        await wait_for(pilot, lambda: "blue/app2:app | app2 app new" in pane.lines, 15, "new")
+        await wait_for(pilot, lambda: "blue/app2:access | app2 access new" in pane.lines, 15)
+        assert not any(line.startswith("blue/app1") for line in pane.lines)
+        await _pick(pilot, app, "o", "access")
+        await wait_for(
+            pilot, _until(pane, lambda s: s == {"blue/app2:access"}), 15, "app2's access log"
+        )
+        with files["app2", "app"].open("a") as f:
+            f.write("app2 app after the choice\n")
+        with files["app2", "access"].open("a") as f:
+            f.write("app2 access after the choice\n")
+        await wait_for(
+            pilot, lambda: pane.lines[-1] == "blue/app2:access | app2 access after the choice", 15
+        )
+        assert not any("app2 app after" in line for line in pane.lines)
+        assert screen.host == "blue/app2"
+        assert screen.log_name == "access"
