@@ -290,7 +290,9 @@ class LogsScreen(Screen[None]):
 
     def _title(self) -> Content:
         parts: list[str | tuple[str, str]] = [("logs ", "bold")]
-        for i, colour in enumerate(self.colours):
+        # One host: its colour, whatever the colour choice it was picked under.
+        colours = (Colour(self.host.split("/", 1)[0]),) if self.host else self.colours
+        for i, colour in enumerate(colours):
             if i:
                 parts.append("+")
             parts.append((colour.value.upper(), f"bold $env-{colour.value}"))
