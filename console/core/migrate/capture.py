@@ -19,7 +19,7 @@ import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from console.core.errors import ConsoleError
@@ -197,7 +197,8 @@ class ChangeMirror:
         self.cursors[index] = cursor
         if not rows:
             return pending, float(found["oldest_age"]) if pending else 0.0
-        remote = await source.relay(path, target)
+        remote = target.new_file(PurePosixPath(path).name)
+        relayed = source.relay(path, target, into=remote)
 
         def on_item(item: dict[str, Any]) -> None:
             if "refused" in item:
@@ -207,12 +208,14 @@ class ChangeMirror:
                 self.copied += sum(int(done[k]) for k in ("inserted", "updated", "deleted"))
                 self.on_progress(Progress("apply", target.name, self.copied, 0, "changes"))
 
-        await target.stream(
-            "apply_changes", on_item, rows=remote, source=source_id(source), slice=self.slice
-        )
+        # The apply starts while the changes travel and waits for them on the host.
+        await target.then(
+            relayed, "apply_changes", on_item, remote,
+            rows=remote, source=source_id(source), slice=self.slice,
+        )  # fmt: skip
         # Applied to the end (the command succeeded), and it removed its file: the
         # target's cursor is now this batch's last change; no need to ask it next time.
-        target.temp_files.remove(remote)
+        target.temp_files = [p for p in target.temp_files if not p.startswith(remote)]
         self.cursors[index] = int(found["last"])
         left = pending - rows
         return left, float(found["oldest_age"]) if left else 0.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from console.core.errors import ConsoleError
 from console.core.migrate.remote import MigrationError, RemoteSqlite
 from console.core.ssh import CommandExit
 
+FINISHED = ("-journal.jsonl", ".lock")
+"""The run's own files on each host (hostside.py names them), removed when it ends well."""
+FINISH_TIMEOUT = 10.0
 HOLD_TIMEOUT = 15.0
 """Seconds to wait for a host to confirm the run's lock before giving up on the run."""
 
@@ -158,8 +162,14 @@ async def _finish(remotes: list[RemoteSqlite]) -> None:
     """Drop the run's journal and lock on one host, and the transfer files its databases
     still hold (one command: the run's steps leave their files to this)."""
     paths = [path for remote in remotes for path in remote.temp_files]
+    first = remotes[0]
+    # The lock file last: until it goes, a crash here leaves the run for a sweep to find.
+    ours = [f"{first.work_dir}/bgconsole-migrate-{first.run}{end}" for end in FINISHED]
+    # A plain rm, not the host script: no interpreter to start for deleting files.
     with contextlib.suppress(ConsoleError):
-        await remotes[0].call("finish", paths=paths)
+        await first.pool.run(
+            first.host, shlex.join(["rm", "-f", "--", *paths, *ours]), timeout=FINISH_TIMEOUT
+        )
         for remote in remotes:
             remote.temp_files = [p for p in remote.temp_files if p not in paths]
 

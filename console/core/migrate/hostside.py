@@ -16,7 +16,8 @@ Every file a run makes lives in the work directory (``dir``) and is named
 ``bgconsole-migrate-<run>.lock`` for as long as the run's client is connected. A sweep
 removes a run's files only once it can take that lock itself: the kernel drops a lock
 when its holder dies, so a run is provably dead then, whatever application or console
-name it belongs to.
+name it belongs to. A run that ends normally has the client remove its files, journal
+and lock file (a plain ``rm``, see hostrun.py).
 
 Row identity (never rowid: two databases number their rows independently): the declared
 primary key; else the narrowest unique index over NOT NULL columns; else the whole row,
@@ -26,12 +27,12 @@ Commands:
     hold     {dir, run, sweep?}          -> keeps the run's lock until the client is gone
                                           (and first sweeps, as below, for those dbs)
     sweep    {dir, dbs}                  -> removes the files of dead runs, returns journals
-    finish   {dir, run, paths?}          -> a run that ended normally drops its files
     inspect  {db, tables?}               -> file of every row's key and content hash
     digest   {db, tables?}               -> row count and digest per table (verification)
     export   {db, request}               -> SQLite file of the requested rows and ops
-    apply    {db, rows, slice, delay, digest?} -> short transactions; progress; journal;
-                                          then the digest of the ``digest`` tables
+    apply    {db, rows, slice, delay, digest?, arrive?} -> short transactions; progress;
+                                          journal; the digest of the ``digest`` tables;
+                                          ``arrive``: first wait that long for ``rows``
     tail     {db, marks, limit}          -> rows above per-table rowid marks (mirror)
     backup   {db}                        -> a consistent copy (backup API) in a temp file
     install  {db, new}                   -> keep the old db as a backup, restore the new one
@@ -403,16 +404,6 @@ def sweep(dbs: list[str]) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 os.remove(lock)  # last: until now a crash of this sweep leaves the run findable
     return {"removed": removed, "dead": dead}
-
-
-def cmd_finish(args: dict[str, Any]) -> None:
-    """A run that ended normally: its transfer files (``paths``), journal and lock file go
-    (nothing to report later). One command for all of it: each costs a round trip."""
-    _remove_ours(args.get("paths", ()))
-    for suffix in ("-journal.jsonl", ".lock"):
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(Context.dir, PREFIX + Context.run + suffix))
-    emit({"ok": True})
 
 
 def cmd_inspect(args: dict[str, Any]) -> None:
@@ -1000,10 +991,25 @@ class Applier:
         self.checkpointed = time.monotonic()
 
 
+def arrived(args: dict[str, Any], key: str) -> None:
+    """With ``arrive`` (seconds), wait for the file ``args[key]`` to appear: the command
+    was started while the client was still bringing it (it appears complete, renamed)."""
+    wait = float(args.get("arrive") or 0)
+    deadline = time.monotonic() + wait
+    while wait and not os.path.exists(args[key]):
+        if time.monotonic() > deadline:
+            raise Failure(args[key] + " never arrived")
+        time.sleep(ARRIVE_POLL)
+
+
+ARRIVE_POLL = 0.005
+
+
 def cmd_apply(args: dict[str, Any]) -> None:
+    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
+    arrived(args, "rows")
     conn = connect(args["db"], readonly=False)
     applier = Applier(conn, float(args.get("slice") or 0.05), float(args.get("delay") or 0))
-    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
     for header, ops in _table_ops(conn, args["rows"]):
         emit(applier.table(header, ops))
     applier.checkpoint()
@@ -1355,9 +1361,10 @@ class ChangeApplier:
 
 
 def cmd_apply_changes(args: dict[str, Any]) -> None:
+    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
+    arrived(args, "rows")
     conn = connect(args["db"], readonly=False)
     applier = ChangeApplier(conn, str(args["source"]), float(args.get("slice") or 0.05))
-    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
     emit({"done": applier.run(args["rows"])})
     _remove_ours([args["rows"]])  # applied: one file less for the client to clean up
 
@@ -1381,6 +1388,8 @@ def cmd_backup(args: dict[str, Any]) -> None:
 
 
 def cmd_install(args: dict[str, Any]) -> None:
+    emit({"pid": os.getpid(), "pgid": os.getpgrp()})
+    arrived(args, "new")
     db = args["db"]
     new = args["new"]
     size = args.get("size")
@@ -1457,7 +1466,6 @@ def _remove_ours(paths: Any) -> None:
 COMMANDS: dict[str, Any] = {
     "hold": cmd_hold,
     "sweep": cmd_sweep,
-    "finish": cmd_finish,
     "capture_setup": cmd_capture_setup,
     "capture_teardown": cmd_capture_teardown,
     "changes": cmd_changes,

@@ -7,9 +7,9 @@ import contextlib
 import json
 import secrets
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import asyncssh
 
@@ -21,6 +21,39 @@ from console.core.ssh import CommandExit, Progress, SshPool, describe
 PYTHON = "python3"
 _SOURCE = Path(hostside.__file__).read_text(encoding="utf-8")
 _MISSING_PYTHON = 127
+BOOT = """\
+import hashlib, json, marshal, os, sys
+s = sys.argv[1]
+d = json.loads(sys.argv[3]).get("dir") or "/var/tmp/bgconsole-migrate"
+h = hashlib.blake2b((sys.version + s).encode(), digest_size=8).hexdigest()
+p = os.path.join(d, ".bgconsole-hostside-" + h)
+try:
+    with open(p, "rb") as f:
+        c = marshal.loads(f.read())
+except Exception:
+    c = compile(s, "<bgconsole hostside>", "exec")
+    try:
+        os.makedirs(d, 0o700, exist_ok=True)
+        for n in os.listdir(d):
+            if n.startswith(".bgconsole-hostside-"):
+                os.remove(os.path.join(d, n))
+        t = p + "." + str(os.getpid())
+        with open(t, "wb") as f:
+            f.write(marshal.dumps(c))
+        os.replace(t, p)
+    except OSError:
+        pass
+sys.argv = [sys.argv[0]] + sys.argv[2:]
+exec(c, {"__name__": "__main__"})
+"""
+"""Runs the host script (``python3 -S -c BOOT SOURCE COMMAND JSON``) from its compiled
+form, kept in the work directory under the hash of the source and the interpreter's
+version: compiling the script took longer than most commands' own work. A cache that
+cannot be read or written only means compiling again; an older version's is replaced.
+The name starts with a dot and carries no run id: sweeps and run files ignore it."""
+ARRIVE_WITHIN = 3600.0
+"""Seconds a host command started ahead of its file waits for it (a backstop: the client
+stops the command when the transfer fails, and a closed channel stops it anyway)."""
 _CLEANUP_TIMEOUT = 5.0
 
 
@@ -83,7 +116,7 @@ class RemoteSqlite:
         # -S: no site module. The script needs only the standard library, and site's
         # .pth files can cost more than the command itself (0.17 s per start on a host
         # measured); it also keeps installed packages from shadowing the stdlib.
-        return shlex.join([self.python, "-S", "-c", _SOURCE, command, payload])
+        return shlex.join([self.python, "-S", "-c", BOOT, _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
         if status == _MISSING_PYTHON:
@@ -104,10 +137,50 @@ class RemoteSqlite:
             raise self._error(command, result.exit_status, result.stderr)
         return _last_json(result.stdout, self.name, command)
 
-    async def stream(
-        self, command: str, on_item: Callable[[dict[str, Any]], None], **args: Any
+    async def then(
+        self,
+        relayed: Awaitable[str],
+        command: str,
+        on_item: Callable[[dict[str, Any]], None],
+        file: str,
+        **args: Any,
     ) -> None:
-        """Run one command, handing each JSON line to ``on_item`` as it arrives.
+        """Stream ``command`` on the file ``relayed`` is bringing here (at ``file``),
+        started while it is still on its way: the command's start-up (an SSH round trip,
+        the interpreter) overlaps the transfer; the host side waits for the file to
+        appear complete. The command gets the usual time limit from the transfer's end.
+
+        Raises:
+            MigrationError: the command did not finish in time, or the transfer failed.
+        """
+        running = asyncio.create_task(
+            self.stream(command, on_item, within=None, arrive=ARRIVE_WITHIN, **args)
+        )
+        try:
+            await relayed
+        except BaseException:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConsoleError):
+                await running
+            raise
+        try:
+            await asyncio.wait_for(running, self.timeout)
+        except TimeoutError:
+            raise MigrationError(
+                f"{self.name}: {command} did not finish within {self.timeout:.0f} s of {file} "
+                "arriving"
+            ) from None
+
+    async def stream(
+        self,
+        command: str,
+        on_item: Callable[[dict[str, Any]], None],
+        *,
+        within: float | Literal["default"] | None = "default",
+        **args: Any,
+    ) -> None:
+        """Run one command, handing each JSON line to ``on_item`` as it arrives; it may
+        take ``within`` seconds (default: the command timeout; None: no limit).
 
         Stopped early (cancelled, or the connection failed), the command's whole process
         group on the host is sent SIGTERM as soon as the host is reachable, besides the
@@ -119,8 +192,9 @@ class RemoteSqlite:
         pgid: int | None = None
         finished = False
         try:
+            limit = self.timeout if within == "default" else within
             async for item in self.pool.stream(
-                self.host, self.command_line(command, args), timeout=self.timeout
+                self.host, self.command_line(command, args), timeout=limit
             ):
                 if isinstance(item, CommandExit):
                     status = item.exit_status
@@ -186,7 +260,7 @@ class RemoteSqlite:
             self._sftp[1].exit()
             self._sftp = None
 
-    def _new_file(self, name: str) -> str:
+    def new_file(self, name: str) -> str:
         """A new file of this run in the host's work directory (tracked for cleanup)."""
         tag = f"{self.tag}-" if self.tag else ""
         unique = f"bgconsole-migrate-{self.run}-{tag}{secrets.token_hex(4)}-{name}"
@@ -194,7 +268,7 @@ class RemoteSqlite:
 
     async def send(self, local: Path, progress: Progress | None = None) -> str:
         """SFTP a local file to a new file of this run in the host's work directory."""
-        remote = self._new_file(local.name)
+        remote = self.new_file(local.name)
         handler = None
         if progress is not None:
 
@@ -209,9 +283,18 @@ class RemoteSqlite:
             raise MigrationError(f"{self.name}: SFTP put {remote} failed: {_reason(e)}") from e
         return remote
 
-    async def relay(self, path: str, target: RemoteSqlite, progress: Progress | None = None) -> str:
-        """Copy this host's file ``path`` to a new work file on ``target``; returns its
-        path there.
+    async def relay(
+        self,
+        path: str,
+        target: RemoteSqlite,
+        progress: Progress | None = None,
+        *,
+        into: str | None = None,
+    ) -> str:
+        """Copy this host's file ``path`` to a new work file on ``target`` (``into``, from
+        :meth:`new_file`, if given); returns its path there. The file appears there under
+        its name only once complete (written as ``NAME.part``, then renamed), so a command
+        started beforehand can wait for it (see :meth:`then`).
 
         Streamed: each block read from this host is written to the target while the next
         one is read, so the two legs overlap and nothing is stored on this machine (a
@@ -220,15 +303,17 @@ class RemoteSqlite:
         Raises:
             MigrationError: either side failed (the message names both paths).
         """
-        remote = target._new_file(PurePosixPath(path).name)
+        remote = into or target.new_file(PurePosixPath(path).name)
+        part = target.track(remote + ".part")
         try:
             source_sftp, target_sftp = await asyncio.gather(self.sftp(), target.sftp())
             total = (await source_sftp.stat(path)).size or 0
             async with (
                 source_sftp.open(path, "rb") as reading,
-                target_sftp.open(remote, "wb") as writing,
+                target_sftp.open(part, "wb") as writing,
             ):
                 await _pipe(reading, writing, total, progress)
+            await target_sftp.rename(part, remote)
         except (OSError, asyncssh.Error) as e:
             self.close_sftp()
             target.close_sftp()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from console.core.migrate.plan import ItemResult, Progress, ProgressCallback
@@ -210,7 +210,10 @@ class RowsMigration:
         exported = await source.call("export", request=remote_request)
         self.on_progress(Progress("export", source.name, int(exported["rows"]), wanted))
         rows_path = source.track(str(exported["path"]))
-        remote_rows = await source.relay(rows_path, target, self._bytes("transfer", target.name))
+        remote_rows = target.new_file(PurePosixPath(rows_path).name)
+        relayed = source.relay(
+            rows_path, target, self._bytes("transfer", target.name), into=remote_rows
+        )
         by_table = {p.table: p for p in plans}
         applied: dict[str, _Applied] = {}
         refused: dict[str, dict[str, str]] = {}
@@ -252,9 +255,11 @@ class RowsMigration:
                     total = len(request.get(plan.table, {}).get("update", ())) + plan.missing
                     self.on_progress(Progress("apply", plan.item, total, total))
 
-        await target.stream(
+        await target.then(
+            relayed,
             "apply",
             on_item,
+            remote_rows,
             rows=remote_rows,
             slice=self.slice_seconds,
             delay=self.row_delay,

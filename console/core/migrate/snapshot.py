@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from console.core.migrate.plan import ItemResult, Progress, ProgressCallback
@@ -101,8 +101,18 @@ class SnapshotMigration:
     ) -> tuple[list[ItemResult], list[str], str | None]:
         copy = await source.call("backup")
         remote_copy = source.track(str(copy["path"]))
-        staged = await source.relay(remote_copy, target, self._bytes("transfer", target.name))
-        installed = await target.call("install", new=staged, size=copy.get("size"))
+        staged = target.new_file(PurePosixPath(remote_copy).name)
+        relayed = source.relay(
+            remote_copy, target, self._bytes("transfer", target.name), into=staged
+        )
+        installed: dict[str, Any] = {}
+
+        def on_item(item: dict[str, Any]) -> None:
+            if "counts" in item:
+                installed.update(item)
+
+        # The install starts while the copy travels and waits for it on the host.
+        await target.then(relayed, "install", on_item, staged, new=staged, size=copy.get("size"))
         self.on_progress(Progress("install", target.name, 1, 1, "files"))
         expected: dict[str, int] = copy["counts"]
         got: dict[str, int] = installed["counts"]
