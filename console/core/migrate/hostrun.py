@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import json
 import shlex
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from console.core.errors import ConsoleError
-from console.core.migrate.remote import MigrationError, RemoteSqlite
+from console.core.migrate.remote import MISSING_PYTHON, PYTHON, MigrationError, RemoteSqlite
 from console.core.ssh import CommandExit
 
 FINISHED = ("-journal.jsonl", ".lock")
@@ -121,24 +121,28 @@ class HostRun:
         failure: list[str] = []
         swept: list[DeadRun] = []
 
+        key = _host_key(remote)
+        for each in remotes:
+            each.use_python(_RESOLVED.get(key))
+
+        def on_held(answer: dict[str, Any]) -> None:
+            swept.extend(_dead_runs(remote.host.name, answer))
+            for each in remotes:
+                each.use_python(answer.get("python"))
+            _RESOLVED[key] = remote.python
+            held.set()
+
         async def hold() -> None:
             args = {"sweep": [r.db for r in remotes]} if sweep else {}
-            command = remote.command_line("hold", args)
             stderr: list[str] = []
-            try:
-                async for item in remote.pool.stream(remote.host, command, timeout=None):
-                    if isinstance(item, CommandExit):
-                        break
-                    if item.stream == "stderr":
-                        stderr.append(item.text)
-                    elif item.text.startswith('{"held"'):
-                        answer = json.loads(item.text)
-                        swept.extend(_dead_runs(remote.host.name, answer))
-                        for each in remotes:
-                            each.use_python(answer.get("python"))
-                        held.set()
-            except ConsoleError as e:
-                stderr.append(str(e))
+            for _attempt in range(2):
+                status = await _holding(remote, args, stderr, on_held)
+                if held.is_set() or status != MISSING_PYTHON or remote.python == PYTHON:
+                    break
+                # The interpreter a previous run found is gone (upgraded): look again.
+                _RESOLVED.pop(key, None)
+                for each in remotes:
+                    each.python = PYTHON
             failure.append(stderr[-1] if stderr else "the run's lock holder ended")
             held.set()
 
@@ -148,6 +152,37 @@ class HostRun:
         if failure:
             raise MigrationError(f"{remote.host.name}: cannot hold the run's lock: {failure[0]}")
         return swept
+
+
+async def _holding(
+    remote: RemoteSqlite,
+    args: dict[str, Any],
+    stderr: list[str],
+    on_held: Callable[[dict[str, Any]], None],
+) -> int | None:
+    """Run the hold command until it ends (the run's end, or a failure); returns its exit
+    status (None: the connection failed), collecting stderr."""
+    command = remote.command_line("hold", args)
+    try:
+        async for item in remote.pool.stream(remote.host, command, timeout=None):
+            if isinstance(item, CommandExit):
+                return item.exit_status
+            if item.stream == "stderr":
+                stderr.append(item.text)
+            elif item.text.startswith('{"held"'):
+                on_held(json.loads(item.text))
+    except ConsoleError as e:
+        stderr.append(str(e))
+    return None
+
+
+_RESOLVED: dict[tuple[str, str, str], str] = {}
+"""The interpreter ``python3`` resolved to on each host, as the last run's hold reported
+it: the next run's hold starts with it (a console runs many migrations)."""
+
+
+def _host_key(remote: RemoteSqlite) -> tuple[str, str, str]:
+    return (remote.host.name, repr(remote.host.ssh), repr(remote.host.jump))
 
 
 def _dead_runs(host: str, answer: dict[str, Any]) -> list[DeadRun]:

@@ -1263,7 +1263,8 @@ class ChangeApplier:
         """Consecutive inserts in one statement; on a constraint hit, one by one (to skip
         or report each as :meth:`_one` does)."""
         insert = self._statements(header)[0]
-        rows = [[decode(v) for v in values[2]] for _, values in batch]
+        # Only BLOBs and REALs come as objects: decode() the few values that need it.
+        rows = [[decode(v) if type(v) is dict else v for v in values[2]] for _, values in batch]
         self.conn.execute("SAVEPOINT changes")
         try:
             self.conn.executemany(insert, rows)

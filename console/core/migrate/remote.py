@@ -20,7 +20,8 @@ from console.core.ssh import CommandExit, Progress, SshPool, describe
 
 PYTHON = "python3"
 _SOURCE = Path(hostside.__file__).read_text(encoding="utf-8")
-_MISSING_PYTHON = 127
+MISSING_PYTHON = 127
+"""The shell's exit status for a command not found."""
 BOOT = """\
 import hashlib, json, marshal, os, sys
 s = sys.argv[1]
@@ -119,7 +120,7 @@ class RemoteSqlite:
         return shlex.join([self.python, "-S", "-c", BOOT, _SOURCE, command, payload])
 
     def _error(self, command: str, status: int | None, stderr: str) -> MigrationError:
-        if status == _MISSING_PYTHON:
+        if status == MISSING_PYTHON:
             return MigrationError(
                 f"{describe(self.host)}: {PYTHON} not found; migrations run a small "
                 f"{PYTHON} script on the host (install python3)"
