@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +25,8 @@ from console.screens.tour import TourScreen
 from console.theming import BUILTIN_THEMES, DOMAIN_VARIABLES, load_theme_files
 
 DashboardFactory = Callable[[Services], Screen[None]]
+GC_THRESHOLD = (5000, 10, 100)
+"""The collector's thresholds while the console runs (Python's: 700, 10, 10); see on_ready."""
 
 
 class ConsoleApp(App[None]):
@@ -135,7 +138,19 @@ class ConsoleApp(App[None]):
                 timeout=30,
             )
 
+    def on_ready(self) -> None:
+        # What is alive once the first frame is drawn (Textual, themes, config) lives as
+        # long as the app: kept out of the collector's full passes, which are also made
+        # rarer. Those passes took 100-600 ms each, every second or two while screens
+        # opened and closed: the keys' worst latencies (bench/console_bench.py).
+        self._gc_threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
+
     async def on_unmount(self) -> None:
+        if hasattr(self, "_gc_threshold"):
+            gc.set_threshold(*self._gc_threshold)
+            gc.unfreeze()
         if self.close_services:
             await self.services.aclose()
 
