@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,9 +33,10 @@ BATCH = 100_000
 costs a handful of SSH round trips, while a change costs microseconds."""
 
 
-LONG_POLL = 0.5
+LONG_POLL = 2.0
 """Least seconds a source waits for a change (when the interval is shorter): a change is
-seen within 10 ms of its commit, and the mirror notices ``stop`` within this long."""
+seen within 10 ms of its commit. Longer waits leave fewer gaps between them (a new wait
+costs an SSH round trip); ``stop`` ends a wait at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +139,52 @@ class ChangeMirror:
         self.long_poll = max(interval, LONG_POLL) if len(pairs) == 1 else 0.0
         """Seconds the source waits for a change before answering (0: it answers at once).
         One pair only: pairs are visited in turn, and one waiting would hold up the rest."""
+        self.polling = False
+        """Whether the source is waiting for changes (all this cycle does meanwhile)."""
         self.cursors: dict[int, int] = {}
         """Per pair, the target's cursor as this mirror left it (only this mirror applies
         changes there: it holds the migrate lock); read from the target when unknown."""
 
     async def run(self, on_status: StatusCallback, stop: asyncio.Event) -> MirrorStatus:
-        """Apply changes every ``interval`` until ``stop`` is set; returns the last status."""
+        """Apply changes until ``stop`` is set; returns the last status. With one pair the
+        source waits for changes (long poll) and they are applied right after their
+        commit; else a cycle runs every ``interval``."""
         status = MirrorStatus(0, 0, 0, 0.0)
         with tempfile.TemporaryDirectory(prefix="bgconsole-mirror-") as tmp:
             while not stop.is_set():
-                status = await self.cycle(Path(tmp))
+                ended = await self._unless_stopped(self.cycle(Path(tmp)), stop)
+                if ended is None:
+                    break  # stopped while the source waited for changes
+                status = ended
                 on_status(status)
                 if self.long_poll and not status.error:
                     continue  # the source waited for changes already
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)
         return status
+
+    async def _unless_stopped(
+        self, cycle: Coroutine[Any, Any, MirrorStatus], stop: asyncio.Event
+    ) -> MirrorStatus | None:
+        """Run one cycle; if ``stop`` is set while the source is waiting for changes (a
+        read-only command), end it there and return None. A cycle that is applying
+        changes is let finish."""
+        running = asyncio.create_task(cycle)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not running.done() and self.polling:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                return None
+            return await running
+        finally:
+            stopping.cancel()
+            if not running.done():  # this task itself was cancelled: the cycle goes too
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
 
     async def cycle(self, workdir: Path) -> MirrorStatus:
         """One pass over every pair; errors become the status's ``error``."""
@@ -183,7 +215,13 @@ class ChangeMirror:
         cursor = self.cursors.get(index)
         if cursor is None:
             cursor = int((await target.call("cursor", source=source_id(source))).get("seq", 0))
-        found = await source.call("changes", after=cursor, limit=self.batch, wait=self.long_poll)
+        self.polling = True
+        try:
+            found = await source.call(
+                "changes", after=cursor, limit=self.batch, wait=self.long_poll
+            )
+        finally:
+            self.polling = False
         if not found.get("captured"):
             raise ConsoleError(
                 f"{source.name}: change capture is not set up (bgconsole migrate mirror --setup)"

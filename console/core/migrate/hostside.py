@@ -69,6 +69,8 @@ PREFIX = "bgconsole-migrate-"
 RUN_ID_LEN = 12
 """Run ids are 12 hex digits (the client's secrets.token_hex(6))."""
 EXIT_CLIENT_GONE = 4
+VERIFY_GRACE = 0.15
+"""Seconds between the apply's last commit and its verification read (see cmd_apply)."""
 CHECKPOINT_EVERY = 0.5
 """Seconds of applying between WAL checkpoints (a few MB of WAL at most)."""
 CHUNK = 256
@@ -1014,8 +1016,12 @@ def cmd_apply(args: dict[str, Any]) -> None:
         emit(applier.table(header, ops))
     applier.checkpoint()
     if args.get("digest") is not None:
-        # The verification's whole-table read, right after the last commit: saves the
-        # client a command (an SSH round trip and a Python start-up).
+        # The verification's whole-table read, here rather than in a command of its own
+        # (an SSH round trip and a Python start-up). First a pause: the application's
+        # writers that our slices kept waiting sleep up to 100 ms between tries (SQLite's
+        # busy handler), and they must get their turn before the read, so that a table
+        # the app changed during the run fails verification, as it should.
+        time.sleep(VERIFY_GRACE)
         emit({"digest": digests(conn, list(args["digest"]))})
 
 
