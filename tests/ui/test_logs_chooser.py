@@ -337,3 +337,28 @@ async def test_choosing_a_host_and_a_log_over_real_ssh(
         assert not any("app2 app after" in line for line in pane.lines)
         assert screen.host == "blue/app2"
         assert screen.log_name == "access"
+
+
+async def test_twenty_hosts_pick_the_last_at_80x24(tmp_path: Path) -> None:
+    """A fleet's list scrolls inside the dialog; the last host can be picked."""
+    app, pool = _app(tmp_path, hosts=10)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen, pane = await _open_logs(pilot, app)
+        await pilot.press("h")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickScreen), what="picker")
+        await pilot.pause(0.2)
+        shown = "\n".join(screen_text(app))
+        assert "all 20 hosts" in shown, shown
+        assert "│ green/green10 " not in shown  # below the fold: the list scrolls
+        await pilot.press("end")
+        await pilot.pause(0.2)
+        shown = "\n".join(screen_text(app))
+        assert "│ green/green10 " in shown, shown
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.host == "green/green10", what="last host picked")
+        await wait_for(
+            pilot,
+            _until(pane, lambda s: s == {"green/green10:access", "green/green10:app"}),
+            what="green10's lines",
+        )
+        await wait_for(pilot, lambda: pool.running == 2, what="one host's streams")
