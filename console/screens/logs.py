@@ -330,6 +330,7 @@ class LogsScreen(Screen[None]):
         self._waiting.clear()  # the old stream's unwritten lines
         self._waiting_markers = 0
         pane.clear()
+        self.follower = None
         try:
             self.follower = self.open_stream(colours)
             stream = self.follower.batches()
