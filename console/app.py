@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -25,6 +25,9 @@ from console.screens.tour import TourScreen
 from console.theming import BUILTIN_THEMES, DOMAIN_VARIABLES, load_theme_files
 
 DashboardFactory = Callable[[Services], Screen[None]]
+ScreenT = TypeVar("ScreenT", bound=Screen[None])
+KEPT: tuple[type[Screen[None]], ...] = (FlagsScreen, EventsScreen, HelpScreen)
+"""Screens made once and pushed again (see ConsoleApp._kept_screen)."""
 GC_THRESHOLD = (5000, 10, 100)
 """The collector's thresholds while the console runs (Python's: 700, 10, 10); see on_ready."""
 
@@ -70,6 +73,7 @@ class ConsoleApp(App[None]):
         self._dashboard = dashboard or (lambda s: DashboardScreen(s))
         self.close_services = close_services
         self.tour = tour
+        self._kept: dict[type[Screen[None]], Screen[None]] = {}
         if overview:
             # Opened from the overview of many apps: Escape on the dashboard goes back.
             self.bind("escape", "back", description="Apps")
@@ -166,7 +170,7 @@ class ConsoleApp(App[None]):
         stack = self.screen_stack
         found = next((i for i, s in enumerate(stack) if isinstance(s, kind)), None)
         if found is None:
-            self.push_screen(make())
+            self.push_screen(self._kept_screen(kind, make))
             return
         busy = [s for s in stack[found + 1 :] if getattr(s, "running", False)]
         if busy:
@@ -174,6 +178,23 @@ class ConsoleApp(App[None]):
             return
         while len(self.screen_stack) > found + 1:
             self.pop_screen()
+
+    def _kept_screen(self, kind: type[ScreenT], make: Callable[[], ScreenT]) -> ScreenT:
+        """The instance of ``kind`` kept for the app's life (made on first use).
+
+        Flags, events and help are kept, as k9s keeps its views: building one (compose,
+        mount, first layout of its table) cost 40-50 ms of CPU on every open, the most of
+        the f, e and ? keys' latency. Installed screens are not removed when popped; they
+        pause their polling while hidden and read again when shown.
+        """
+        if kind not in KEPT:
+            return make()
+        screen = self._kept.get(kind)
+        if screen is None:
+            screen = self._kept[kind] = make()
+            self.install_screen(screen, name=f"kept-{kind.__name__}")
+        assert isinstance(screen, kind)
+        return screen
 
     def action_open_flags(self) -> None:
         """Open the flags screen."""
@@ -210,7 +231,10 @@ class ConsoleApp(App[None]):
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
         else:
-            self.push_screen(HelpScreen(key_rows(self.screen)))
+            rows = key_rows(self.screen)
+            help_screen = self._kept_screen(HelpScreen, lambda: HelpScreen(rows))
+            help_screen.set_rows(rows)
+            self.push_screen(help_screen)
 
     async def action_back(self) -> None:
         """Back to the previous screen; on the dashboard, quit (production is unchanged)."""

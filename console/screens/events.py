@@ -174,6 +174,8 @@ class EventsScreen(Screen[None]):
         self._events: dict[str, Event] = {}
         self._filter = ""
         self._widths: dict[str, int] = {}
+        self._last_id: str | None = None
+        """The newest event read (None before the history is loaded)."""
 
     def compose(self) -> ComposeResult:
         yield Static("Audit trail (who did what, when, with what result)", classes="screen-title")
@@ -188,7 +190,15 @@ class EventsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(DataTable).focus()
-        self.follow_events()
+
+    def on_screen_resume(self) -> None:
+        # Shown (again: the app keeps this screen): what was appended meanwhile is read
+        # from where the follow stopped, then followed again.
+        self.follow_events(self._last_id if self.live_updates else None)
+
+    def on_screen_suspend(self) -> None:
+        # Hidden or covered: stop following until shown again.
+        self.workers.cancel_group(self, "events")
 
     def on_resize(self, event: events.Resize) -> None:
         widths = column_widths(event.size.width, self._events.values())
@@ -212,8 +222,12 @@ class EventsScreen(Screen[None]):
 
     def add_events(self, batch: Iterable[Event]) -> None:
         """Add a batch (the history) with one layout, the newest highlighted."""
+        count = len(self._events)
         for event in batch:
             self._events.setdefault(event.id, event)
+            self._last_id = event.id
+        if self._widths and len(self._events) == count:
+            return  # read again, nothing new: the table is as it was
         self._rebuild(column_widths(self.size.width or 120, self._events.values()))
         table: DataTable[Content] = self.query_one(DataTable)
         if table.row_count:
@@ -224,6 +238,7 @@ class EventsScreen(Screen[None]):
         if event.id in self._events:
             return
         self._events[event.id] = event
+        self._last_id = event.id
         table: DataTable[Content] = self.query_one(DataTable)
         widths = column_widths(self.size.width or 120, self._events.values())
         if widths != self._widths:
@@ -312,17 +327,20 @@ class EventsScreen(Screen[None]):
             table.move_cursor(row=0 if where == "top" else table.row_count - 1)
 
     @work(exclusive=True, group="events", exit_on_error=False)
-    async def follow_events(self) -> None:
-        """Load the history, then follow new events; retry when the control plane returns."""
+    async def follow_events(self, after: str | None = None) -> None:
+        """Load the history (or, with ``after``, what came after that event), then follow
+        new events; retry when the control plane returns."""
         last_error: str | None = None
         while True:
             try:
-                events = await self.services.events(limit=HISTORY)
-                self.add_events(events)
-                if not self.live_updates:
-                    return
-                after = events[-1].id if events else "$"
+                if after is None:
+                    events = await self.services.events(limit=HISTORY)
+                    self.add_events(events)
+                    if not self.live_updates:
+                        return
+                    after = events[-1].id if events else "$"
                 async for event in self.services.follow_events(after=after):
+                    after = event.id
                     self.add_event(event)
             except ConsoleError as e:
                 # Once per distinct error: a control plane that stays down must not stack

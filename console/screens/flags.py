@@ -23,6 +23,12 @@ from console.widgets.flag_grid import FlagGrid
 from console.widgets.key_footer import KeyFooter
 
 REFRESH_SECONDS = 2.0
+TITLE = (
+    "Feature flags: each colour reads its own Redis.  enter/space toggles the selected "
+    "cell; the live colour asks first."
+)
+READING = "  (reading…)"
+"""Added to the title from showing the screen again until its flags are read again."""
 
 
 class FlagsScreen(Screen[None]):
@@ -46,21 +52,27 @@ class FlagsScreen(Screen[None]):
         self._due = asyncio.Event()
 
     def compose(self) -> ComposeResult:
-        yield Static(
-            "Feature flags: each colour reads its own Redis.  enter/space toggles the selected "
-            "cell; the live colour asks first.",
-            classes="screen-title",
-        )
+        yield Static(TITLE, classes="screen-title")
         yield FlagGrid()
         yield Static("", classes="flag-errors")
         yield KeyFooter()
 
     def on_mount(self) -> None:
         self.query_one(FlagGrid).focus()
+
+    def on_screen_resume(self) -> None:
+        # Shown (again: the app keeps this screen): read now, then every few seconds.
+        if self.query_one(FlagGrid).table is not None:
+            self.query_one(".screen-title", Static).update(TITLE + READING)
         self.poll_flags()
+
+    def on_screen_suspend(self) -> None:
+        # Hidden or covered: no reads until shown again (a toggle under way goes on).
+        self.workers.cancel_group(self, "flags")
 
     def show(self, table: FlagTable, live: Colour | None) -> None:
         """Put a flag table (and the live colour) on screen."""
+        self.query_one(".screen-title", Static).update(TITLE)
         self.query_one(FlagGrid).show(table, live)
         # Redis errors quote the server's text: escaped, one line per colour.
         errors = [

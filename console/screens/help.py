@@ -59,7 +59,18 @@ class KeyList(Widget):
     def __init__(self, rows: list[tuple[str, str]], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.rows = rows
-        self.key_width = max((len(k) for k, _ in rows), default=4) + 2
+        self.key_width = self._key_width(rows)
+
+    @staticmethod
+    def _key_width(rows: list[tuple[str, str]]) -> int:
+        return max((len(k) for k, _ in rows), default=4) + 2
+
+    def set_rows(self, rows: list[tuple[str, str]]) -> None:
+        """Show other rows (a kept help screen opened over another screen)."""
+        if rows != self.rows:
+            self.rows = rows
+            self.key_width = self._key_width(rows)
+            self.refresh(layout=True)
 
     def _lines(self, width: int) -> list[Content]:
         room = max(width - self.key_width, 20)
@@ -101,6 +112,14 @@ class HelpScreen(ModalScreen[None]):
         with VerticalScroll() as scroll:
             scroll.border_title = f"{self.title_text} (Escape closes)"
             yield KeyList(self.rows, id="help-keys")
+
+    def set_rows(self, rows: list[tuple[str, str]]) -> None:
+        """List ``rows``: the app keeps one help screen and sets the keys of the screen
+        below each time it opens it."""
+        self.rows = rows
+        if self.is_mounted:
+            self.query_one(KeyList).set_rows(rows)
+            self.query_one(VerticalScroll).scroll_home(animate=False)
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()
