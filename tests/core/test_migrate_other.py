@@ -306,3 +306,32 @@ async def test_no_data_configured_is_a_config_error(env: Env) -> None:
         await runner.migrate(MigrationRequest(GREEN, BLUE))
     with pytest.raises(ConfigError, match=r"env\.green: no Redis key patterns"):
         await runner.migrate(MigrationRequest(GREEN, BLUE, "redis"))
+
+
+async def test_mirror_moves_past_changes_of_a_table_dropped_since(env: Env) -> None:
+    # Reported in review: the source skipped a dropped table's changes without moving
+    # its position, so a batch of only those came back every cycle: "behind" forever.
+    make_db(env.blue_db, [(1, "a", "blue")], ("x",))
+    make_db(env.green_db, [(1, "a", "blue")], ("x",))
+    request = MigrationRequest(GREEN, BLUE, "mirror")
+    await env.runner.mirror_setup(request)
+    stop = asyncio.Event()
+    statuses: list[MirrorStatus] = []
+    task = asyncio.create_task(env.runner.mirror(request, statuses.append, stop, interval=0.1))
+    try:
+        await _until(lambda: bool(statuses))
+        with contextlib.closing(sqlite3.connect(env.green_db)) as db, db:
+            db.execute("INSERT INTO uploads (id, name, colour) VALUES (2, 'b', 'green')")
+            db.executemany("INSERT INTO notes VALUES (?, 1.0)", [("n",)] * 5)
+        with contextlib.closing(sqlite3.connect(env.green_db)) as db:
+            db.execute("DROP TABLE notes")
+        await _until(lambda: count(env.blue_db, "uploads") == 2, 20)
+        await _until(lambda: statuses[-1].behind == 0, 20)
+        lag = await env.runner.mirror_lag(GREEN, BLUE)
+        assert lag.pending == 0
+        cycles = statuses[-1].cycles
+        await _until(lambda: statuses[-1].cycles >= cycles + 2, 20)
+        assert statuses[-1].behind == 0
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -233,7 +233,13 @@ class ChangeMirror:
         rows = int(found["rows"])
         pending = int(found["pending"])
         self.cursors[index] = cursor
+        last = int(found["last"])
         if not rows:
+            if last > cursor:
+                # Only changes of tables dropped since: move the target's position past
+                # them, or every cycle would fetch the same batch again.
+                await target.call("set_cursor", source=source_id(source), seq=last)
+                self.cursors[index] = last
             return pending, float(found["oldest_age"]) if pending else 0.0
         remote = target.new_file(PurePosixPath(path).name)
         relayed = source.relay(path, target, into=remote)
@@ -254,6 +260,6 @@ class ChangeMirror:
         # Applied to the end (the command succeeded), and it removed its file: the
         # target's cursor is now this batch's last change; no need to ask it next time.
         target.temp_files = [p for p in target.temp_files if not p.startswith(remote)]
-        self.cursors[index] = int(found["last"])
+        self.cursors[index] = last
         left = pending - rows
         return left, float(found["oldest_age"]) if left else 0.0

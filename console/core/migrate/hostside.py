@@ -1118,6 +1118,17 @@ def _wait_for_change(conn: sqlite3.Connection, after: int, wait: float) -> None:
         time.sleep(POLL_EVERY)
 
 
+def _pending(conn: sqlite3.Connection, after: int) -> tuple[int, float | None]:
+    """Changes after ``after`` and the time of the oldest. A table dropped since never
+    has its changes applied: they are not "behind" either."""
+    pending, oldest = conn.execute(
+        "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ? AND tbl IN "
+        "(SELECT name FROM sqlite_master WHERE type = 'table')",
+        (after,),
+    ).fetchone()
+    return int(pending), oldest
+
+
 def cmd_changes(args: dict[str, Any]) -> None:
     """Captured changes after ``after`` (oldest first, at most ``limit``) to a file, plus
     the lag: how many are pending and how old the oldest is. With ``wait``, first waits
@@ -1134,18 +1145,14 @@ def cmd_changes(args: dict[str, Any]) -> None:
     after = int(args.get("after") or 0)
     limit = int(args.get("limit", 5000))
     if args.get("count_only"):
-        pending, oldest = conn.execute(
-            "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ?", (after,)
-        ).fetchone()
+        pending, oldest = _pending(conn, after)
         conn.execute("COMMIT")
         age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
         emit({"captured": True, "pending": pending, "oldest_age": age})
         return
     out = db_file("changes.jsonl")
     metas = tables(conn)
-    pending, oldest = conn.execute(
-        "SELECT count(*), min(at) FROM " + CHANGES + " WHERE seq > ?", (after,)
-    ).fetchone()
+    pending, oldest = _pending(conn, after)
     top = conn.execute("SELECT max(seq) FROM " + CHANGES).fetchone()[0] or 0
     last = after
     total = 0
@@ -1155,6 +1162,7 @@ def cmd_changes(args: dict[str, Any]) -> None:
             "SELECT seq, tbl, op, old, new FROM " + CHANGES + " WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         ):
+            last = seq  # past a dropped table's changes too, or a batch of them repeats
             if tbl not in metas:
                 continue  # a table dropped since
             if tbl != current:
@@ -1164,7 +1172,6 @@ def cmd_changes(args: dict[str, Any]) -> None:
             # The triggers wrote JSON already: pass it through rather than parse and redo it.
             olds, news = old or "null", new or "null"
             f.write('["c' + op + '",' + str(seq) + "," + olds + "," + news + "]\n")
-            last = seq
             total += 1
     conn.execute("COMMIT")
     age = max(0.0, time.time() - oldest) if oldest is not None else 0.0
