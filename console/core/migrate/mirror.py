@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from console.core.errors import ConsoleError
@@ -106,14 +104,13 @@ class Mirror:
         started = time.time()
         behind = 0
         error = ""
-        with tempfile.TemporaryDirectory(prefix="bgconsole-mirror-") as tmp:
-            for index, (source, target, marks) in enumerate(self.pairs):
-                try:
-                    behind += await self._pair(source, target, marks, Path(tmp), index)
-                except ConsoleError as e:
-                    error = str(e)
-                finally:
-                    await asyncio.gather(source.cleanup(), target.cleanup())
+        for source, target, marks in self.pairs:
+            try:
+                behind += await self._pair(source, target, marks)
+            except ConsoleError as e:
+                error = str(e)
+            finally:
+                await asyncio.gather(source.cleanup(), target.cleanup())
         self.cycles += 1
         if not error and behind == 0:
             self.caught_up_at = started
@@ -126,8 +123,6 @@ class Mirror:
         source: RemoteSqlite,
         target: RemoteSqlite,
         marks: dict[str, int | None],
-        workdir: Path,
-        index: int,
     ) -> int:
         """Copy one batch; returns rows still behind. Advances ``marks`` in place."""
         tail = await source.call("tail", marks=marks, limit=self.batch)

@@ -39,12 +39,12 @@ class SnapshotMigration:
         problems: list[str] = []
         backups: list[str] = []
         with tempfile.TemporaryDirectory(prefix="bgconsole-migrate-") as tmp:
-            for index, (source, target) in enumerate(self.pairs):
+            for source, target in self.pairs:
                 try:
                     if dry_run:
                         items.extend(await self._plan(source, target, Path(tmp)))
                         continue
-                    done, found, backup = await self._copy(source, target, Path(tmp), index)
+                    done, found, backup = await self._copy(source, target)
                     items.extend(done)
                     problems.extend(found)
                     if backup:
@@ -97,7 +97,7 @@ class SnapshotMigration:
         return items
 
     async def _copy(
-        self, source: RemoteSqlite, target: RemoteSqlite, workdir: Path, index: int
+        self, source: RemoteSqlite, target: RemoteSqlite
     ) -> tuple[list[ItemResult], list[str], str | None]:
         copy = await source.call("backup")
         remote_copy = source.track(str(copy["path"]))
