@@ -89,6 +89,12 @@ def register(subparsers: SubParsers) -> None:
         help="replace conflicting target rows/keys with the source's version",
     )
     parser.add_argument(
+        "--whole-tables",
+        action="store_true",
+        help="rows: each table in one transaction, all or nothing (holds the target's write "
+        "lock for a whole table; default: short slices of [migrate] slice seconds)",
+    )
+    parser.add_argument(
         "--yes", action="store_true", help="do not ask before writing into the live colour"
     )
     parser.add_argument(
@@ -206,6 +212,7 @@ async def run(args: argparse.Namespace) -> int:
             live_ok=live_ok,
             reason=args.reason,
             row_delay=args.throttle,
+            whole_tables=args.whole_tables,
         )
         if mirror_actions:
             return await _mirror_action(runner, request, mirror_actions[0], args.json)

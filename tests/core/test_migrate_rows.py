@@ -179,6 +179,27 @@ async def test_cancelled_apply_stops_and_the_rerun_copies_the_rest_once(env: Env
     assert "interrupted" in kinds
 
 
+async def test_whole_tables_leave_a_cancelled_table_untouched(env: Env) -> None:
+    # --whole-tables: one transaction per table, so an interrupted table is all or nothing
+    # (the default slices keep the live app's writers waiting at most a slice instead).
+    make_db(env.blue_db, [])
+    make_db(env.green_db, [(i, f"f{i}", "green") for i in range(1, 801)])
+    request = MigrationRequest(GREEN, BLUE, tables=("uploads",), row_delay=0.01, whole_tables=True)
+    task = await _until_applying(env, request)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await _settled(env.blue_db, "uploads") == 0
+    finished = await env.runner.migrate(
+        MigrationRequest(GREEN, BLUE, tables=("uploads",), whole_tables=True)
+    )
+    assert finished.ok, finished.problems
+    assert finished.copied == 800
+    assert count(env.blue_db, "uploads") == 800
+    with pytest.raises(UsageError, match="--whole-tables applies to the rows strategy only"):
+        await env.runner.migrate(MigrationRequest(GREEN, BLUE, "snapshot", whole_tables=True))
+
+
 async def test_ssh_drop_mid_apply_then_the_rerun_sweeps_only_dead_runs(
     env: Env, ssh_server: SshServer
 ) -> None:

@@ -913,6 +913,8 @@ class Applier:
         fit in the slice, so that slice + commit stays in budget. The commit is counted
         at twice the slowest of the recent ones (an fsync varies a lot on a busy disk)
         and a tenth of the slice is kept spare (the next chunk may be preempted)."""
+        if self.slice <= 0:
+            return False  # whole tables: the one commit is at the end of the table
         commit = max(self.commit_costs) * 2
         return now - self.locked_at + chunk_cost + commit >= self.slice * 0.9
 
@@ -1011,7 +1013,7 @@ def cmd_apply(args: dict[str, Any]) -> None:
     emit({"pid": os.getpid(), "pgid": os.getpgrp()})
     arrived(args, "rows")
     conn = connect(args["db"], readonly=False)
-    applier = Applier(conn, float(args.get("slice") or 0.05), float(args.get("delay") or 0))
+    applier = Applier(conn, float(args.get("slice", 0.05)), float(args.get("delay") or 0))
     for header, ops in _table_ops(conn, args["rows"]):
         emit(applier.table(header, ops))
     applier.checkpoint()

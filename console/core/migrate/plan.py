@@ -32,6 +32,9 @@ class MigrationRequest:
     reason: str = ""
     row_delay: float = 0.0
     """Seconds to pause after each row applied: a throttle for a busy target."""
+    whole_tables: bool = False
+    """Rows: each table in one transaction (all or nothing per table) instead of slices of
+    ``[migrate] slice``: the target's write lock is held for a whole table."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,8 @@ class MigrationRunner:
             raise UsageError(f"--from and --to are both {request.source}; pick two colours")
         if request.strategy in ("snapshot", "redis") and request.tables:
             raise UsageError(f"--table does not apply to the {request.strategy} strategy")
+        if request.whole_tables and request.strategy != "rows":
+            raise UsageError("--whole-tables applies to the rows strategy only")
         if request.strategy == "snapshot" and request.overwrite:
             raise UsageError("--overwrite does not apply to snapshot: it replaces the whole file")
 
@@ -287,7 +289,8 @@ class MigrationRunner:
             tables=request.tables,
             overwrite=request.overwrite,
             row_delay=request.row_delay,
-            slice_seconds=self.config.migrate.slice,
+            # 0: no slicing; each table commits once, whole (--whole-tables).
+            slice_seconds=0.0 if request.whole_tables else self.config.migrate.slice,
             on_progress=on_progress,
         )
 
