@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,6 +32,8 @@ KEPT: tuple[type[Screen[None]], ...] = (FlagsScreen, EventsScreen, HelpScreen)
 """Screens made once and pushed again (see ConsoleApp._kept_screen)."""
 GC_THRESHOLD = (5000, 10, 100)
 """The collector's thresholds while the console runs (Python's: 700, 10, 10); see on_ready."""
+WORKERS_STOP_SECONDS = 2.0
+"""How long leaving waits for the workers to stop before closing the clients."""
 
 
 class ConsoleApp(App[None]):
@@ -155,6 +159,12 @@ class ConsoleApp(App[None]):
         if hasattr(self, "_gc_threshold"):
             gc.set_threshold(*self._gc_threshold)
             gc.unfreeze()
+        # Stop every worker before closing the clients: a poll still running after the
+        # close reopened a Redis connection nobody would close (a ResourceWarning later).
+        self.workers.cancel_all()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WORKERS_STOP_SECONDS):
+                await self.workers.wait_for_complete()
         if self.close_services:
             await self.services.aclose()
 

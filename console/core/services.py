@@ -105,14 +105,25 @@ class Services:
         return self._oneshot
 
     async def aclose(self) -> None:
-        """Close every client; safe to call more than once."""
-        await self.ssh.aclose()
-        await self.flags.aclose()
-        await self.router.aclose()
-        await self.health.aclose()
+        """Close every client; safe to call more than once.
+
+        Every close runs whatever happens to the others, the Redis clients first (quick,
+        and their sockets are what a half-finished close used to leave open): closing SSH
+        connections can take a while, and an exit that stops waiting must not skip them.
+        """
+        closers = [self.control.aclose, self.flags.aclose, self.router.aclose,
+                   self.health.aclose]  # fmt: skip
         if self._oneshot is not None:
-            await self._oneshot.aclose()
-        await self.control.aclose()
+            closers.append(self._oneshot.aclose)
+        closers.append(self.ssh.aclose)
+        errors: list[BaseException] = []
+        for close in closers:
+            try:
+                await close()
+            except Exception as e:  # the next client must still be closed
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     async def status(self) -> StatusReport:
         """Health (with hysteresis), control plane, router and agents in one report."""
