@@ -13,6 +13,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
+from textual.worker import WorkerCancelled, WorkerFailed
 
 from console.commands import OpsCommands
 from console.core.services import Services
@@ -161,10 +162,14 @@ class ConsoleApp(App[None]):
             gc.unfreeze()
         # Stop every worker before closing the clients: a poll still running after the
         # close reopened a Redis connection nobody would close (a ResourceWarning later).
+        workers = list(self.workers)
         self.workers.cancel_all()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(WORKERS_STOP_SECONDS):
-                await self.workers.wait_for_complete()
+                for worker in workers:
+                    # A cancelled worker's wait raises WorkerCancelled: that is the point.
+                    with contextlib.suppress(WorkerCancelled, WorkerFailed):
+                        await worker.wait()
         if self.close_services:
             await self.services.aclose()
 
